@@ -1,0 +1,1 @@
+"""Prefect flows that compose stages, and the `ltx2` command line."""

@@ -1,0 +1,106 @@
+"""`ltx2`: run the pipeline, show its status, make the tiny model and the demo data.
+
+Entry point only: it configures the process (Prefect settings, logging), then hands over to flows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+STAGE_HELP = "comma-separated stages: probe,filter,bucket,captions (default: all)"
+
+
+def _prefect_defaults(verbose: bool) -> None:
+    # Set before prefect is imported: its settings are read at import time.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    if not verbose:  # our summary says what happened; the UI and the API still get every log line
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+
+
+def _stages(text: str | None) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else []
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _prefect_defaults(args.verbose)
+    from flows.console import RichSink, print_summary
+    from flows.pipeline import STAGES, pipeline
+    from tasks import progress
+
+    unknown = [s for s in _stages(args.stages) + args.force if s not in STAGES]
+    if unknown:
+        print(f"ltx2 run: unknown stage(s) {', '.join(unknown)}; stages are {', '.join(STAGES)}", file=sys.stderr)
+        return 2
+    with RichSink() as sink:
+        progress.install(sink)
+        reports = pipeline(config=args.config, databackend=args.databackend, storage=args.storage,
+                           stages=_stages(args.stages), force=args.force)
+    print_summary(reports, args.storage)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from flows.console import print_status
+    from tasks.status import stage_status
+
+    rows = stage_status(args.storage, args.config, args.databackend)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print_status(rows, args.storage)
+    return 0
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from ltx2core.media.synth import make_sample_dataset
+
+    paths = make_sample_dataset(Path(args.folder))
+    print(f"wrote {len(paths)} sample clips with captions to {args.folder}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ltx2", description="LTX-2 LoRA training as resumable Prefect stages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", default="config/config.json", help="SimpleTuner-style config.json")
+        p.add_argument("--databackend", default="config/multidatabackend.json", help="multidatabackend.json")
+        p.add_argument("--storage", default="ltx2-store", help="LanceDB URI: a folder or s3://bucket/prefix")
+
+    run = sub.add_parser("run", help="run the pipeline (only what is missing)")
+    common(run)
+    run.add_argument("--stages", help=STAGE_HELP)
+    run.add_argument("--force", action="append", default=[], metavar="STAGE", help="redo this stage (repeatable)")
+    run.add_argument("-v", "--verbose", action="store_true", help="show Prefect's log lines")
+    run.set_defaults(fn=cmd_run)
+
+    status = sub.add_parser("status", help="rows done and missing per stage, and the last error")
+    common(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(fn=cmd_status)
+
+    demo = sub.add_parser("demo-data", help="write the generated sample clips and captions")
+    demo.add_argument("folder", nargs="?", default="datasets/demo")
+    demo.set_defaults(fn=cmd_demo_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ltx2core.config.load import ConfigError
+
+    try:
+        return args.fn(args)
+    except ConfigError as e:  # bad input: the message names the file, the key and the fix
+        print(str(e), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per stage: thin Prefect tasks that read storage, call ltx2core, write storage."""

@@ -1,0 +1,71 @@
+"""Stage `bucket`: the W x H @ F each kept sample trains at, and how to cut it from its video.
+
+Recipe: the dataset's kept samples whose bucket fingerprint is stale -> their videos' oriented sizes ->
+plan each clip (ltx2core.data.buckets) -> write the bucket columns of `samples`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from ltx2core.config.databackend import VideoDataset
+from ltx2core.data.buckets import BucketSpec, plan_bucket
+from ltx2core.models.scale import LTX2
+from storage.store import Store, sql_in
+from tasks.datasets import batches, samples_of
+from tasks.progress import sink
+from tasks.report import StageReport
+
+BATCH_SIZE = 2048
+
+
+def spec_of(dataset: VideoDataset) -> BucketSpec:
+    v = dataset.video
+    return BucketSpec(strategy=v.bucket_strategy, resolution=dataset.resolution,
+                      resolution_type=dataset.resolution_type, num_frames=v.num_frames or v.min_frames,
+                      max_frames=v.max_frames, frame_interval=v.frame_interval or LTX2.temporal,
+                      frame_rate=float(v.frame_rate))
+
+
+def pending(store: Store, dataset: VideoDataset, force: bool = False) -> tuple[list[dict], list[dict]]:
+    """(kept sample rows, those whose bucket is missing or stale)."""
+    fp = spec_of(dataset).fingerprint
+    kept = samples_of(store, dataset.id, kept_only=True)
+    return kept, [r for r in kept if force or r["bucket_fp"] != fp]
+
+
+@task(name="bucket", cache_policy=NO_CACHE)
+def bucket_dataset(store_uri: str, dataset: VideoDataset, force: bool = False) -> StageReport:
+    t0 = time.perf_counter()
+    store = Store.open(store_uri)
+    report = StageReport("bucket", scope=dataset.id)
+    spec = spec_of(dataset)
+    kept, stale = pending(store, dataset, force)
+    report.skipped = len(kept) - len(stale)
+    sink().start(f"bucket {dataset.id}", len(stale))
+
+    sizes = {r["video_id"]: (r["width"], r["height"]) for r in store.read(
+        "videos", ["video_id", "width", "height"], where=sql_in("video_id", [r["video_id"] for r in stale])
+    ).to_pylist()} if stale else {}
+    for chunk in batches(stale, BATCH_SIZE):
+        for row in chunk:
+            width, height = sizes[row["video_id"]]
+            row.update(asdict(plan_bucket(width, height, row["frames_at_rate"], spec)), bucket_fp=spec.fingerprint)
+        store.upsert("samples", chunk)
+        report.done += len(chunk)
+        sink().advance(f"bucket {dataset.id}", len(chunk))
+
+    buckets = Counter()
+    for r in samples_of(store, dataset.id, ["bucket", "repeats"], kept_only=True):
+        buckets[r["bucket"]] += 1 + r["repeats"]
+    report.counts = dict(sorted(buckets.items()))
+    report.versions = store.versions(["samples"])
+    report.seconds = time.perf_counter() - t0
+    sink().finish(f"bucket {dataset.id}", "up to date" if report.up_to_date else f"{report.done} planned")
+    get_run_logger().info("bucket %s: %s", dataset.id, ", ".join(f"{b}: {n}" for b, n in report.counts.items()))
+    return report

@@ -1,0 +1,30 @@
+"""Reading one dataset's rows: its files, their videos, its samples (helpers shared by the stages)."""
+
+from __future__ import annotations
+
+from storage.store import Store, sql_eq
+
+
+def folder_prefix(folder: str) -> str:
+    return str(folder).rstrip("/") + "/"
+
+
+def dataset_videos(store: Store, folder: str) -> dict[str, str]:
+    """video_id -> path for every video under `folder`; duplicates (same bytes) count once, first path wins."""
+    prefix = folder_prefix(folder)
+    out: dict[str, str] = {}
+    rows = sorted(store.read("files", ["path", "video_id"]).to_pylist(), key=lambda r: r["path"])
+    for r in rows:
+        if r["path"].startswith(prefix):
+            out.setdefault(r["video_id"], r["path"])
+    return out
+
+
+def samples_of(store: Store, dataset_id: str, columns: list[str] | None = None, kept_only: bool = False) -> list[dict]:
+    where = sql_eq("dataset_id", dataset_id) + (" AND kept" if kept_only else "")
+    return store.read("samples", columns, where=where).to_pylist()
+
+
+def batches(rows: list, size: int):
+    for i in range(0, len(rows), size):
+        yield rows[i:i + size]

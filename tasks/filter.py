@@ -1,0 +1,96 @@
+"""Stage `filter`: keep or reject each video of a dataset by its length at the dataset's frame rate.
+
+Recipe: the dataset's videos (from `files` + `videos`) -> the rows of `samples` whose filter fingerprint
+or path is stale -> judge them -> write `samples`; drop samples whose video left the folder.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from ltx2core.config.databackend import VideoDataset
+from ltx2core.data.fingerprint import fingerprint
+from ltx2core.data.frames import FrameLimits, judge
+from storage.store import Store, sql_in
+from tasks.datasets import batches, dataset_videos, samples_of
+from tasks.progress import sink
+from tasks.report import StageReport, reason_kind
+
+BATCH_SIZE = 2048
+
+
+def limits_of(dataset: VideoDataset) -> FrameLimits:
+    v = dataset.video
+    return FrameLimits(num_frames=v.num_frames or v.min_frames, min_frames=v.min_frames, max_frames=v.max_frames,
+                       frame_rate=float(v.frame_rate))
+
+
+def clip_spec(dataset: VideoDataset) -> str:
+    """What a sample is cut as: its identity, unlike min/max_frames which only decide whether it is kept."""
+    v = dataset.video
+    frames = v.num_frames if v.bucket_strategy == "aspect_ratio" else "bucket"
+    return f"start=0;frames={frames};fps={float(v.frame_rate):g}"
+
+
+def sample_id(dataset_id: str, video_id: str, spec: str) -> str:
+    return fingerprint("sample", dataset_id, video_id, spec)
+
+
+def row_fingerprint(dataset: VideoDataset) -> str:
+    return fingerprint(limits_of(dataset).fingerprint, dataset.repeats)
+
+
+def pending(store: Store, dataset: VideoDataset, force: bool = False) -> tuple[dict, list[str], list[str]]:
+    """(wanted sample_id -> (video_id, path), stale sample ids, sample ids to drop)."""
+    row_fp, spec = row_fingerprint(dataset), clip_spec(dataset)
+    wanted = {sample_id(dataset.id, vid, spec): (vid, path)
+              for vid, path in dataset_videos(store, str(dataset.instance_data_dir)).items()}
+    current = {r["sample_id"]: r for r in samples_of(store, dataset.id, ["sample_id", "filter_fp", "path"])}
+    stale = [sid for sid, (_, path) in wanted.items()
+             if force or sid not in current or (current[sid]["filter_fp"], current[sid]["path"]) != (row_fp, path)]
+    return wanted, stale, [sid for sid in current if sid not in wanted]
+
+
+@task(name="filter", cache_policy=NO_CACHE)
+def filter_dataset(store_uri: str, dataset: VideoDataset, force: bool = False) -> StageReport:
+    t0 = time.perf_counter()
+    store = Store.open(store_uri)
+    report = StageReport("filter", scope=dataset.id)
+    limits, row_fp = limits_of(dataset), row_fingerprint(dataset)
+    wanted, stale, gone = pending(store, dataset, force)
+    report.skipped = len(wanted) - len(stale)
+    sink().start(f"filter {dataset.id}", len(stale))
+
+    videos = {r["video_id"]: r for r in store.read(
+        "videos", ["video_id", "num_frames", "fps", "error"],
+        where=sql_in("video_id", [wanted[sid][0] for sid in stale])).to_pylist()} if stale else {}
+    for chunk in batches(stale, BATCH_SIZE):
+        rows = []
+        for sid in chunk:
+            vid, path = wanted[sid]
+            v = videos[vid]
+            verdict = judge(num_frames=v["num_frames"], fps=v["fps"], error=v["error"], limits=limits)
+            rows.append({"sample_id": sid, "dataset_id": dataset.id, "video_id": vid, "path": path,
+                         "kept": verdict.kept, "reason": verdict.reason, "frames_at_rate": verdict.frames_at_rate,
+                         "repeats": dataset.repeats, "filter_fp": row_fp})
+        store.upsert("samples", rows)
+        report.done += len(rows)
+        sink().advance(f"filter {dataset.id}", len(rows))
+
+    if gone:  # the video left the folder, or the clip spec changed
+        store.delete("samples", gone)
+    report.counts["removed"] = len(gone)
+    for r in samples_of(store, dataset.id, ["kept", "reason"]):
+        if not r["kept"]:
+            report.add_reason(reason_kind(r["reason"]))
+    report.counts["kept"] = len(wanted) - report.failed
+    report.versions = store.versions(["samples"])
+    report.seconds = time.perf_counter() - t0
+    sink().finish(f"filter {dataset.id}", "up to date" if report.up_to_date else f"{report.done} judged")
+    get_run_logger().info("filter %s: %s", dataset.id,
+                          f"{report.counts['kept']} kept, {report.failed} rejected {report.reasons}; "
+                          + ("up to date" if report.up_to_date else f"{report.done} judged"))
+    return report

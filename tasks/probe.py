@@ -1,0 +1,120 @@
+"""Stage `probe`: what is in each video file, keyed by the hash of its bytes.
+
+Recipe: list the dataset folders -> drop rows of files that are gone -> for each new or changed file
+(path, size, mtime), hash it and probe it unless its content is already known -> write `videos` and
+`files` in batches.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from ltx2core.data.discover import FileEntry, list_videos
+from ltx2core.data.fingerprint import fingerprint
+from ltx2core.media.probe import content_hash, probe_video
+from storage.store import Store
+from tasks.progress import sink
+from tasks.report import StageReport, reason_kind
+
+SHARD_SIZE = 512  # files per Prefect task: enough that orchestration stays a few percent
+BATCH_SIZE = 128  # files per commit: a killed stage loses at most this much work
+PROBE_THREADS = 4  # PyAV and hashlib release the GIL on I/O
+
+
+@dataclass(frozen=True)
+class ProbePlan:
+    todo: list[FileEntry]  # new or changed files
+    gone: list[str]  # paths in `files` that are no longer on disk
+    current: int  # files whose row is up to date
+
+
+def plan(store: Store, folders: list[str], force: bool = False) -> ProbePlan:
+    listing = [e for folder in folders for e in list_videos(folder)]
+    known = {r["path"]: (r["size"], r["mtime_ns"]) for r in store.read("files", ["path", "size", "mtime_ns"]).to_pylist()}
+    prefixes = tuple(f.rstrip("/") + "/" for folder in folders for f in [str(folder)])
+    on_disk = {e.path for e in listing}
+    gone = [p for p in known if p.startswith(prefixes) and p not in on_disk]
+    todo = [e for e in listing if force or known.get(e.path) != (e.size, e.mtime_ns)]
+    return ProbePlan(todo=todo, gone=gone, current=len(listing) - len(todo))
+
+
+def _examine(entry: FileEntry, known_videos: set[str], force: bool) -> tuple[dict, dict | None]:
+    """Hash one file and, unless its content is known, probe it: (files row, videos row or None)."""
+    try:
+        video_id = content_hash(entry.path)
+    except OSError:
+        video_id = None
+    if video_id is None:
+        # Not readable as bytes (a directory, a broken link): key the error by path so it is reported once.
+        video_id = "unreadable-" + fingerprint(entry.path)
+    probe_row = None
+    if force or video_id not in known_videos:
+        probe_row = asdict(probe_video(entry.path)) | {"video_id": video_id, "path": entry.path}
+    file_row = {"path": entry.path, "size": entry.size, "mtime_ns": entry.mtime_ns, "video_id": video_id}
+    return file_row, probe_row
+
+
+@task(name="probe-shard", cache_policy=NO_CACHE, retries=1)
+def probe_shard(store_uri: str, entries: list[FileEntry], force: bool) -> dict:
+    """Probe one shard of files, committing every BATCH_SIZE files."""
+    store = Store.open(store_uri)
+    known = store.keys("videos")
+    probed = hashed = 0
+    with ThreadPoolExecutor(PROBE_THREADS) as pool:
+        for start in range(0, len(entries), BATCH_SIZE):
+            batch = entries[start:start + BATCH_SIZE]
+            results = list(pool.map(lambda e: _examine(e, known, force), batch))
+            videos = [v for _, v in results if v is not None]
+            # Videos before files: a `files` row never points at a video that is not stored.
+            store.upsert("videos", videos)
+            store.upsert("files", [f for f, _ in results])
+            known.update(v["video_id"] for v in videos)
+            probed += len(videos)
+            hashed += len(batch)
+            sink().advance("probe", len(batch))
+    return {"hashed": hashed, "probed": probed}
+
+
+def run(store_uri: str, folders: list[str], force: bool = False) -> StageReport:
+    t0 = time.perf_counter()
+    store = Store.open(store_uri)
+    work = plan(store, folders, force)
+    report = StageReport("probe", skipped=work.current)
+    sink().start("probe", len(work.todo))
+    if work.gone:
+        store.delete("files", work.gone)
+    shards = [work.todo[i:i + SHARD_SIZE] for i in range(0, len(work.todo), SHARD_SIZE)]
+    for result in [probe_shard.submit(store_uri, shard, force) for shard in shards]:
+        out = result.result()
+        report.done += out["hashed"]
+        report.counts["probed"] = report.counts.get("probed", 0) + out["probed"]
+    _summarise(store, folders, report)
+    report.counts["removed"] = len(work.gone)
+    report.versions = store.versions(["files", "videos"])
+    report.seconds = time.perf_counter() - t0
+    sink().finish("probe", "up to date" if report.up_to_date else f"{report.done} files examined")
+    get_run_logger().info("probe: %s", _describe(report))
+    return report
+
+
+def _summarise(store: Store, folders: list[str], report: StageReport) -> None:
+    """Files seen, distinct videos, duplicates and unusable files under the dataset folders."""
+    prefixes = tuple(str(f).rstrip("/") + "/" for f in folders)
+    files = [r for r in store.read("files", ["path", "video_id"]).to_pylist() if r["path"].startswith(prefixes)]
+    distinct = {r["video_id"] for r in files}
+    report.counts |= {"files": len(files), "videos": len(distinct), "duplicates": len(files) - len(distinct)}
+    for r in store.read("videos", ["video_id", "error"], where="error IS NOT NULL").to_pylist():
+        if r["video_id"] in distinct:
+            report.add_reason(reason_kind("unusable file: " + r["error"]))
+
+
+def _describe(report: StageReport) -> str:
+    c = report.counts
+    state = "up to date" if report.up_to_date else f"examined {report.done} files ({c.get('probed', 0)} probed)"
+    return (f"{state}; {c['files']} files, {c['videos']} distinct videos, {c['duplicates']} duplicates, "
+            f"{report.failed} unusable")

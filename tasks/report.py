@@ -1,0 +1,46 @@
+"""The small, typed result every stage returns (never tensors or long lists through Prefect)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class StageReport:
+    stage: str
+    scope: str = "*"  # dataset id, or "*" for stages over all datasets
+    done: int = 0  # items computed by this run
+    skipped: int = 0  # items already current
+    failed: int = 0  # items recorded with a reason (rejected, unreadable, no caption)
+    reasons: dict[str, int] = field(default_factory=dict)  # reason kind -> count
+    counts: dict[str, int] = field(default_factory=dict)  # stage-specific figures (buckets, duplicates, ...)
+    versions: dict[str, int | None] = field(default_factory=dict)  # table -> version after the stage
+    seconds: float = 0.0
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.done == 0
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"up_to_date": self.up_to_date}
+
+    def add_reason(self, kind: str) -> None:
+        self.failed += 1
+        self.reasons[kind] = self.reasons.get(kind, 0) + 1
+
+
+def reason_kind(reason: str) -> str:
+    """Group reasons for summaries: numbers differ per file, the kind does not."""
+    if "< min_frames" in reason:
+        return "shorter than min_frames"
+    if "> max_frames" in reason:
+        return "longer than max_frames"
+    if reason.startswith("unusable file: "):
+        return reason.removeprefix("unusable file: ").split(":")[0]
+    if reason.startswith(("missing caption", "no row for")):
+        return "no caption"
+    if reason.startswith("empty caption"):
+        return "empty caption"
+    if "not UTF-8" in reason:
+        return "caption not UTF-8"
+    return reason
