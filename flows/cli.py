@@ -28,14 +28,21 @@ def _stages(text: str | None) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _prefect_defaults(args.verbose)
-    from flows.console import RichSink, print_summary
-    from flows.pipeline import STAGES, pipeline
-    from tasks import progress
+    from flows.stages import READS_SOURCE_FILES, STAGES, selected
+    from ltx2core.config.load import load_project
 
     unknown = [s for s in _stages(args.stages) + args.force if s not in STAGES]
     if unknown:
         print(f"ltx2 run: unknown stage(s) {', '.join(unknown)}; stages are {', '.join(STAGES)}", file=sys.stderr)
         return 2
+    # Check the configs before Prefect starts: a bad file costs a second, not a flow run.
+    todo = selected(_stages(args.stages))
+    for warning in load_project(args.config, args.databackend, check_paths=bool(READS_SOURCE_FILES & set(todo))).warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    from flows.console import RichSink, print_summary
+    from flows.pipeline import pipeline
+    from tasks import progress
+
     with RichSink() as sink:
         progress.install(sink)
         reports = pipeline(config=args.config, databackend=args.databackend, storage=args.storage,

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
-
 from prefect import flow, get_run_logger
 
-from ltx2core.config.load import load_databackend, load_train_config
+from ltx2core.config.load import load_project
+from flows.stages import READS_SOURCE_FILES, Stage, selected
 from tasks import bucket, captions, filter as filter_, probe
 from tasks.report import StageReport
 from tasks.stage_runs import tracked
 from storage.store import Store
 
-Stage = Literal["probe", "filter", "bucket", "captions"]
-STAGES: tuple[Stage, ...] = ("probe", "filter", "bucket", "captions")
 DEFAULT_STORAGE = "ltx2-store"
-
-
-def selected(stages: list[str]) -> list[str]:
-    """Stages to run, in pipeline order, whatever order they were asked in."""
-    return [s for s in STAGES if not stages or s in stages]
 
 
 @flow(name="ltx2-pipeline", validate_parameters=True)
@@ -33,17 +25,18 @@ def pipeline(
 ) -> list[dict]:
     """Run the chosen stages (all when none are given); `force` redoes a stage even where rows are current."""
     log = get_run_logger()
-    train_config, warnings = load_train_config(config)
-    datasets, more = load_databackend(databackend)
-    for w in warnings + more:
+    todo = selected(stages or [])
+    project = load_project(config, databackend, check_paths=bool(READS_SOURCE_FILES & set(todo)))
+    for w in project.warnings:
         log.warning(w)
+    datasets = project.datasets
     videos = [d for d in datasets if getattr(d, "dataset_type", None) == "video" and not d.disabled]
     store_uri = storage if "://" in storage else str(Path(storage).absolute())
     Store.open(store_uri)  # fail early on a bad URI, before any work
     force = set(force or [])
     reports: list[StageReport] = []
 
-    for stage in selected(stages or []):
+    for stage in todo:
         redo = stage in force
         if stage == "probe":
             folders = sorted({str(d.instance_data_dir) for d in videos})

@@ -16,7 +16,8 @@ from prefect.cache_policies import NO_CACHE
 from ltx2core.config.databackend import VideoDataset
 from ltx2core.data.buckets import BucketSpec, plan_bucket
 from ltx2core.models.scale import LTX2
-from storage.store import Store, sql_in
+from storage.sql import sql_in
+from storage.store import Store
 from tasks.datasets import batches, samples_of
 from tasks.progress import sink
 from tasks.report import StageReport
@@ -32,11 +33,17 @@ def spec_of(dataset: VideoDataset) -> BucketSpec:
                       frame_rate=float(v.frame_rate))
 
 
-def pending(store: Store, dataset: VideoDataset, force: bool = False) -> tuple[list[dict], list[dict]]:
-    """(kept sample rows, those whose bucket is missing or stale)."""
+BUCKET_COLUMNS = ("bucket", "width", "height", "num_frames", "start_frame", "frame_rate", "resize_width",
+                  "resize_height", "crop_left", "crop_top", "bucket_fp")
+
+
+def pending(store: Store, dataset: VideoDataset, force: bool = False) -> tuple[list[dict], list[dict], list[dict]]:
+    """(kept sample rows, those whose bucket is missing or stale, rejected rows that still carry a bucket)."""
     fp = spec_of(dataset).fingerprint
-    kept = samples_of(store, dataset.id, kept_only=True)
-    return kept, [r for r in kept if force or r["bucket_fp"] != fp]
+    rows = samples_of(store, dataset.id)
+    kept = [r for r in rows if r["kept"]]
+    dropped = [r for r in rows if not r["kept"] and r["bucket"] is not None]
+    return kept, [r for r in kept if force or r["bucket_fp"] != fp], dropped
 
 
 @task(name="bucket", cache_policy=NO_CACHE)
@@ -45,9 +52,12 @@ def bucket_dataset(store_uri: str, dataset: VideoDataset, force: bool = False) -
     store = Store.open(store_uri)
     report = StageReport("bucket", scope=dataset.id)
     spec = spec_of(dataset)
-    kept, stale = pending(store, dataset, force)
+    kept, stale, dropped = pending(store, dataset, force)
     report.skipped = len(kept) - len(stale)
     sink().start(f"bucket {dataset.id}", len(stale))
+    if dropped:  # a sample the filter now rejects has no bucket
+        store.update("samples", [{"sample_id": r["sample_id"]} | dict.fromkeys(BUCKET_COLUMNS) for r in dropped])
+        report.done += len(dropped)
 
     sizes = {r["video_id"]: (r["width"], r["height"]) for r in store.read(
         "videos", ["video_id", "width", "height"], where=sql_in("video_id", [r["video_id"] for r in stale])
@@ -56,7 +66,7 @@ def bucket_dataset(store_uri: str, dataset: VideoDataset, force: bool = False) -
         for row in chunk:
             width, height = sizes[row["video_id"]]
             row.update(asdict(plan_bucket(width, height, row["frames_at_rate"], spec)), bucket_fp=spec.fingerprint)
-        store.upsert("samples", chunk)
+        store.update("samples", chunk)
         report.done += len(chunk)
         sink().advance(f"bucket {dataset.id}", len(chunk))
 

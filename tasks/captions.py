@@ -15,7 +15,8 @@ from prefect.cache_policies import NO_CACHE
 from ltx2core.config.databackend import VideoDataset
 from ltx2core.data import captions as strategies
 from storage.files import read_parquet_rows
-from storage.store import Store, sql_eq
+from storage.sql import sql_eq
+from storage.store import Store
 from tasks.datasets import batches, samples_of
 from tasks.progress import sink
 from tasks.report import StageReport, reason_kind

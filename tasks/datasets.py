@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from storage.store import Store, sql_eq
+from storage.sql import sql_eq
+from storage.store import Store
 
 
 def folder_prefix(folder: str) -> str:

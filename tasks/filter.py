@@ -14,7 +14,8 @@ from prefect.cache_policies import NO_CACHE
 from ltx2core.config.databackend import VideoDataset
 from ltx2core.data.fingerprint import fingerprint
 from ltx2core.data.frames import FrameLimits, judge
-from storage.store import Store, sql_in
+from storage.sql import sql_in
+from storage.store import Store
 from tasks.datasets import batches, dataset_videos, samples_of
 from tasks.progress import sink
 from tasks.report import StageReport, reason_kind

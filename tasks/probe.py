@@ -69,7 +69,8 @@ def probe_shard(store_uri: str, entries: list[FileEntry], force: bool) -> dict:
         for start in range(0, len(entries), BATCH_SIZE):
             batch = entries[start:start + BATCH_SIZE]
             results = list(pool.map(lambda e: _examine(e, known, force), batch))
-            videos = [v for _, v in results if v is not None]
+            # Byte-identical files in one batch are one video: keep the first path's row.
+            videos = list({v["video_id"]: v for _, v in reversed(results) if v is not None}.values())
             # Videos before files: a `files` row never points at a video that is not stored.
             store.upsert("videos", videos)
             store.upsert("files", [f for f, _ in results])

@@ -6,7 +6,6 @@ as a table artifact.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -33,11 +32,11 @@ def tracked(store_uri: str, stage: str, scope: str, inputs: dict, run: Callable[
         report = run()
     except Exception as e:
         store.record_stage_run(stage=stage, scope=scope, fingerprint=fp, status="failed", done=0, skipped=0,
-                               failed=0, error=f"{type(e).__name__}: {e}", versions="{}",
+                               failed=0, error=f"{type(e).__name__}: {e}", versions={},
                                flow_run_id=_flow_run_id(), started_at=started, finished_at=datetime.now(UTC))
         raise
     store.record_stage_run(stage=stage, scope=scope, fingerprint=fp, status="completed", done=report.done,
                            skipped=report.skipped, failed=report.failed, error=None,
-                           versions=json.dumps(report.versions), flow_run_id=_flow_run_id(), started_at=started,
+                           versions=report.versions, flow_run_id=_flow_run_id(), started_at=started,
                            finished_at=datetime.now(UTC))
     return report

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ltx2core.config.load import load_databackend
-from storage.store import Store, sql_eq
+from storage.sql import sql_eq
+from storage.store import Store
 from tasks import bucket, captions, filter as filter_, probe
 
 
@@ -29,8 +30,8 @@ def stage_status(storage: str, config: str, databackend: str) -> list[dict]:
         wanted, stale, _ = filter_.pending(store, d)
         rejected = store.count("samples", where=sql_eq("dataset_id", d.id) + " AND NOT kept")
         add("filter", d.id, len(wanted) - len(stale), len(stale), rejected)
-        kept, stale_buckets = bucket.pending(store, d)
-        add("bucket", d.id, len(kept) - len(stale_buckets), len(stale_buckets), 0)
+        kept, stale_buckets, dropped = bucket.pending(store, d)
+        add("bucket", d.id, len(kept) - len(stale_buckets), len(stale_buckets) + len(dropped), 0)
         kept, todo = captions.pending(store, d, captions.strategy_of(d))
         no_caption = store.count("captions", where=sql_eq("dataset_id", d.id) + " AND reason IS NOT NULL")
         add("captions", d.id, len(kept) - len(todo) - no_caption, len(todo), no_caption)

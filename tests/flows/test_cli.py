@@ -1,0 +1,49 @@
+"""The `ltx2` command as a user runs it: summary, status, and bad input without a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.flows.helpers import make_dataset, write_configs
+
+
+def ltx2(*args: str, api: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"PREFECT_API_URL": api}
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_run_prints_a_summary_and_status_reports_each_stage(tmp_path, prefect_api):
+    data = make_dataset(tmp_path / "videos")
+    config, backend = write_configs(tmp_path, data)
+    common = ["--config", str(config), "--databackend", str(backend), "--storage", str(tmp_path / "store")]
+    run = ltx2("run", *common, api=prefect_api)
+    assert run.returncode == 0, run.stderr
+    assert "shorter than min_frames: 1" in run.stdout and "results in" in run.stdout
+
+    status = ltx2("status", "--json", *common, api=prefect_api)
+    assert status.returncode == 0, status.stderr
+    rows = {(r["stage"], r["scope"]): r for r in json.loads(status.stdout)}
+    assert rows[("probe", "*")] | {"last_run": None} == {"stage": "probe", "scope": "*", "done": 6, "missing": 0,
+                                                         "failed": 0, "last_run": None, "last_error": None}
+    assert rows[("filter", "clips")]["done"] == 5 and rows[("filter", "clips")]["failed"] == 2
+    assert rows[("captions", "clips")]["missing"] == 0 and rows[("captions", "clips")]["done"] == 3
+    assert rows[("captions", "clips")]["last_run"].startswith("completed")
+
+    (data / "new.mp4").write_bytes((data / "beach.mp4").read_bytes() + b"\0")  # new bytes, not yet probed
+    after = {(r["stage"], r["scope"]): r for r in json.loads(ltx2("status", "--json", *common, api=prefect_api).stdout)}
+    assert after[("probe", "*")]["missing"] == 1
+
+
+def test_a_config_error_is_a_message_naming_file_and_fix_not_a_traceback(tmp_path, prefect_api):
+    data = make_dataset(tmp_path / "videos")
+    config, backend = write_configs(tmp_path, data, num_frames=61, min_frames=61)
+    run = ltx2("run", "--config", str(config), "--databackend", str(backend), "--storage", str(tmp_path / "s"),
+               api=prefect_api)
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr
+    assert str(backend) in run.stderr and "use 57 or 65" in run.stderr
+    assert not (tmp_path / "s").exists()  # nothing was started
