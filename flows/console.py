@@ -41,17 +41,27 @@ class RichSink:
         self._progress.update(task_id, completed=self._progress.tasks[task_id].total, note=note)
 
 
+def _figures(r: dict) -> str:
+    counts, reasons = r["counts"], ", ".join(f"{k}: {v}" for k, v in r["reasons"].items())
+    match r["stage"]:
+        case "probe":
+            text = (f"{counts['files']} files, {counts['videos']} videos, {counts['duplicates']} duplicates, "
+                    f"{r['failed']} unusable")
+        case "filter":
+            text = f"{counts['kept']} kept, {r['failed']} rejected"
+        case "captions":
+            text = f"{counts['captioned']} captioned, {r['failed']} without caption"
+        case _:
+            text = ", ".join(f"{k}: {v}" for k, v in counts.items())
+    return f"{text} ({reasons})" if reasons else text
+
+
 def print_summary(reports: list[dict], storage: str) -> None:
-    table = Table(title="ltx2 run", show_lines=False)
-    for col in ("stage", "scope", "done", "current", "rejected / failed", "figures"):
-        table.add_column(col)
+    """One line per stage and dataset: what it did this run, then what the tables hold."""
     for r in reports:
-        reasons = ", ".join(f"{k}: {v}" for k, v in r["reasons"].items())
-        figures = ", ".join(f"{k}: {v}" for k, v in r["counts"].items())
-        state = "up to date" if r["up_to_date"] else str(r["done"])
-        table.add_row(r["stage"], r["scope"], state, str(r["skipped"]), f"{r['failed']} {reasons}".strip(), figures)
-    console.print(table)
-    console.print(f"results in [bold]{storage}[/bold] (inspect with `ltx2 status --storage {storage}`)")
+        did = "[green]up to date[/green]" if r["up_to_date"] else f"[yellow]{r['done']} done[/yellow]"
+        console.print(f"[bold]{r['stage']:<9}[/bold] {r['scope']:<14} {did:<28} {_figures(r)}", soft_wrap=True)
+    console.print(f"results in [bold]{storage}[/bold]; inspect with: ltx2 status --storage {storage}", soft_wrap=True)
 
 
 def print_status(rows: list[dict], storage: str) -> None:

@@ -1,0 +1,250 @@
+"""Typed `config.json`: SimpleTuner's training keys for `model_family: ltxvideo2`.
+
+Keys, spellings and defaults follow SimpleTuner so a migrating user's file keeps its meaning. Values the
+model cannot use (frames that are not 8k+1, sizes off the 32-pixel grid, flavours or options this trainer
+does not implement) are refused with the fix, rather than rounded or ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+
+from ltx2core.config.fields import StrictModel, check_frames, resolve_path, rule_error
+from ltx2core.models.scale import LTX2
+
+TINY_MODEL = "tiny"  # pretrained_model_name_or_path naming the project's tiny random LTX-2 (tests, demo)
+FLAVOUR_ALIASES = {"2.0": "2.0", "2": "2.0", "dev": "2.0"}  # SimpleTuner's names for the LTX-2 19B dev weights
+
+
+class TreadRoute(StrictModel):
+    selection_ratio: float = Field(gt=0, lt=1, description="Share of video tokens routed around the span")
+    start_layer_idx: int = Field(description="First block of the span (negative counts from the end)")
+    end_layer_idx: int = Field(description="Last block of the span (negative counts from the end)")
+
+
+class TreadConfig(StrictModel):
+    """TREAD token routing: a random share of video tokens skips a span of blocks during training."""
+
+    routes: list[TreadRoute] = Field(min_length=1)
+
+
+class TrainConfig(StrictModel):
+    """Everything `config.json` may say. Defaults are SimpleTuner's unless a field says otherwise."""
+
+    # ---- model
+    model_family: Literal["ltxvideo2"] = Field("ltxvideo2", description="Only LTX-2 is trained here")
+    model_flavour: Literal["2.0"] = Field("2.0", description="2.0 = Lightricks/LTX-2 19B dev (aliases: dev, 2)")
+    model_type: Literal["lora"] = Field("lora", description="Only LoRA training")
+    lora_type: Literal["standard"] = Field("standard", description="PEFT LoRA (LyCORIS is not supported)")
+    pretrained_model_name_or_path: str = Field(
+        "Lightricks/LTX-2", description=f"Hub id or folder of diffusers weights; '{TINY_MODEL}' = tiny random model"
+    )
+    base_model_precision: Literal["no_change"] = Field("no_change", description="Frozen weights stay as loaded")
+    train_text_encoder: bool = Field(False, description="Must stay false: Gemma3 is frozen and its embeds cached")
+    tokenizer_max_length: int = Field(1024, ge=1, description="Gemma3 prompt tokens (LTX-2 pipeline default)")
+
+    # ---- paths
+    output_dir: Path = Field(
+        Path("output/models"), validate_default=True, description="LoRA checkpoints and validation videos"
+    )
+    data_backend_config: Path = Field(
+        Path("config/multidatabackend.json"), validate_default=True, description="The datasets file"
+    )
+
+    # ---- optimisation
+    train_batch_size: int = Field(1, ge=1, description="Clips per GPU per step")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Steps summed per optimizer update")
+    learning_rate: float = Field(1e-4, gt=0)
+    lr_scheduler: Literal[
+        "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"
+    ] = "constant"
+    lr_warmup_steps: int = Field(0, ge=0)
+    max_train_steps: int | None = Field(None, ge=1, description="Optimizer steps; wins over num_train_epochs (0=unset)")
+    num_train_epochs: int | None = Field(1, ge=1, description="Passes over the data when max_train_steps is unset")
+    optimizer: Literal["adamw", "adamw_bf16"] = Field("adamw", description="adamw_bf16: AdamW with bf16 state")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = no clipping)")
+    seed: int | None = Field(42, description="Seeds data order, noise and TREAD routing")
+    mixed_precision: Literal["bf16", "fp16", "no"] = "bf16"
+    gradient_checkpointing: bool = Field(True, description="Recompute activations in backward to save memory")
+
+    # ---- LoRA
+    lora_rank: int = Field(16, ge=1)
+    lora_alpha: float | None = Field(None, gt=0, description="Unset = lora_rank (scale 1)")
+    lora_dropout: float = Field(0.1, ge=0, lt=1)
+    peft_lora_target_modules: list[str] | None = Field(
+        None, description="Module name suffixes to adapt; unset = the trainer's default (attention projections)"
+    )
+
+    # ---- checkpoints
+    checkpointing_steps: int = Field(500, ge=1)
+    checkpoints_total_limit: int | None = Field(None, ge=1, description="Keep only the newest N checkpoints")
+    resume_from_checkpoint: str | None = Field("latest", description="'latest', a checkpoint path, or null = fresh")
+
+    # ---- validation
+    validation_steps: int = Field(100, ge=0, description="Validate every N steps (0 = never during training)")
+    validation_prompt: str | None = None
+    validation_prompt_library: bool = Field(False, description="Also validate SimpleTuner's built-in prompts")
+    validation_negative_prompt: str | None = None
+    validation_guidance: float = Field(5.0, ge=0, description="CFG scale (5.0 is LTX-2's usual; 7.5 in SimpleTuner)")
+    validation_num_inference_steps: int = Field(30, ge=1)
+    validation_seed: int | None = Field(None, description="Unset = seed")
+    validation_resolution: list[tuple[int, int]] = Field(
+        [(768, 512)], description="'WxH' or 'WxH,WxH' (or one number for a square); multiples of 32"
+    )
+    validation_num_video_frames: int = Field(121, description="8k+1 (SimpleTuner's unset value, 125, is not)")
+    validation_using_datasets: bool = Field(False, description="Image-to-video from frames of eval_dataset_id")
+    validation_disable_unconditional: bool = False
+    eval_dataset_id: str | None = Field(None, description="Video dataset whose clips condition I2V validation")
+    frame_rate: float = Field(
+        25.0, gt=0, validation_alias=AliasChoices("frame_rate", "framerate"), description="fps told to the model"
+    )
+
+    # ---- memory
+    offload_during_startup: bool = Field(False, description="Keep the text encoder off the GPU while VAE caching")
+    enable_group_offload: bool = Field(False, description="diffusers group offloading of the transformer")
+    group_offload_type: Literal["block_level", "leaf_level"] = "block_level"
+    group_offload_blocks_per_group: int = Field(1, ge=1)
+    group_offload_use_stream: bool = Field(False, description="Prefetch on a CUDA stream (not with checkpointing)")
+    musubi_blocks_to_swap: int = Field(0, ge=0, le=47, description="Last N of 48 blocks live on the swap device")
+    musubi_block_swap_device: str = "cpu"
+    vae_enable_tiling: bool = Field(False, description="Spatial tiles in VAE encode/decode")
+    vae_enable_slicing: bool = Field(False, description="One clip at a time through the VAE")
+    vae_enable_patch_conv: bool = Field(False, description="Temporal chunks in the VAE's causal convolutions")
+    vae_enable_temporal_roll: bool = Field(False, description="Same as vae_enable_patch_conv for LTX-2")
+    vae_batch_size: int = Field(4, ge=1, description="Clips per VAE encode batch")
+
+    # ---- regularisers and speed-ups
+    tread_config: TreadConfig | None = None
+    crepa_enabled: bool = Field(False, description="CREPA temporal alignment to a frozen vision encoder")
+    crepa_block_index: int = Field(8, ge=0, description="Transformer block whose hidden states are aligned")
+    crepa_lambda: float = Field(0.5, ge=0, description="Weight of the CREPA loss")
+    crepa_adjacent_distance: int = Field(1, ge=0, description="Neighbour frames compared at this distance")
+    crepa_adjacent_tau: float = Field(1.0, gt=0, description="Neighbour weight exp(-d/tau)")
+    crepa_encoder: str = Field("dinov2_vitg14", description="torch hub vision encoder")
+    crepa_encoder_image_size: int = Field(518, ge=1, description="Encoder input size (518 for vitg14, 224 for vits14)")
+
+    # ---- tracking
+    report_to: Literal["none", "tensorboard", "wandb"] = "none"
+    tracker_project_name: str = "ltx2-lora"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_frame_rate(cls, data: Any) -> Any:
+        if isinstance(data, dict) and {"frame_rate", "framerate"} <= data.keys():
+            if data["frame_rate"] != data["framerate"]:
+                raise rule_error(
+                    ("frame_rate", f"frame_rate {data['frame_rate']} and framerate {data['framerate']} "
+                     "are the same setting: keep one")
+                )
+            data = {k: v for k, v in data.items() if k != "framerate"}
+        return data
+
+    @field_validator("model_family", mode="before")
+    @classmethod
+    def _ltx2_only(cls, value: Any) -> Any:
+        if value != "ltxvideo2":
+            raise rule_error(
+                ("model_family", f"model_family {value!r} is not supported: this trainer trains LTX-2 only; "
+                 "set model_family to 'ltxvideo2'")
+            )
+        return value
+
+    @field_validator("model_flavour", mode="before")
+    @classmethod
+    def _flavour(cls, value: Any) -> Any:
+        name = str(value)
+        if name not in FLAVOUR_ALIASES:
+            raise rule_error(
+                ("model_flavour", f"model_flavour {name!r} is not supported: supported flavours: 2.0 "
+                 f"(aliases: {', '.join(k for k in FLAVOUR_ALIASES if k != '2.0')})")
+            )
+        return FLAVOUR_ALIASES[name]
+
+    @field_validator("train_text_encoder")
+    @classmethod
+    def _frozen_text_encoder(cls, value: bool) -> bool:
+        if value:
+            raise rule_error(
+                ("train_text_encoder", "train_text_encoder true is not supported: Gemma3 stays frozen "
+                 "and its embeds are cached; set it to false")
+            )
+        return value
+
+    @field_validator("max_train_steps", "num_train_epochs", mode="before")
+    @classmethod
+    def _zero_is_unset(cls, value: Any) -> Any:
+        return None if value in (0, "0") else value  # SimpleTuner writes 0 for "use the other one"
+
+    @field_validator("output_dir", "data_backend_config")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return resolve_path(value)
+
+    @field_validator("peft_lora_target_modules", mode="before")
+    @classmethod
+    def _module_list(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        return json.loads(text) if text.startswith("[") else [m.strip() for m in text.split(",") if m.strip()]
+
+    @field_validator("tread_config", mode="before")
+    @classmethod
+    def _tread_json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) and value.strip().startswith("{") else value
+
+    @field_validator("validation_resolution", mode="before")
+    @classmethod
+    def _parse_resolutions(cls, value: Any) -> Any:
+        if isinstance(value, int):
+            value = str(value)
+        if not isinstance(value, str):
+            return value
+        sizes, problems = [], []
+        for item in (part.strip() for part in value.split(",")):
+            edges = item.lower().split("x")
+            if len(edges) == 1:  # SimpleTuner: one number is a square
+                edges = edges * 2
+            if len(edges) != 2 or not all(e.strip().isdigit() for e in edges):
+                problems.append(("validation_resolution", f"validation_resolution {item!r} is not WxH (e.g. 768x512)"))
+                continue
+            width, height = (int(e) for e in edges)
+            for name, pixels in (("width", width), ("height", height)):
+                if problem := LTX2.size_error(f"validation_resolution {item!r} {name}", pixels):
+                    problems.append(("validation_resolution", problem))
+            sizes.append((width, height))
+        if problems:
+            raise rule_error(*problems)
+        return sizes
+
+    @field_validator("validation_num_video_frames")
+    @classmethod
+    def _validation_frames(cls, value: int) -> int:
+        return check_frames("validation_num_video_frames", value)
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> TrainConfig:
+        problems = []
+        if self.max_train_steps is None and self.num_train_epochs is None:
+            problems.append(("max_train_steps", "max_train_steps or num_train_epochs must be set (both are 0/unset)"))
+        if self.enable_group_offload and not self.gradient_checkpointing:
+            # Measured (research/group_offload_check_h100.json): backward then fails with tensors left on the CPU.
+            problems.append(
+                ("enable_group_offload", "enable_group_offload needs gradient_checkpointing true: without it "
+                 "backward fails with weights left on the CPU")
+            )
+        if self.enable_group_offload and self.group_offload_use_stream and self.gradient_checkpointing:
+            # Measured: streamed offload swaps stale CPU copies back in, so LoRA weights never change.
+            problems.append(
+                ("group_offload_use_stream", "group_offload_use_stream with gradient_checkpointing trains nothing "
+                 "(diffusers restores stale weights, LoRA updates are lost): set group_offload_use_stream false")
+            )
+        if self.lora_alpha is None:
+            self.lora_alpha = float(self.lora_rank)
+        if problems:
+            raise rule_error(*problems)
+        return self
