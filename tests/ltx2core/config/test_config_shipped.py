@@ -72,8 +72,8 @@ def test_demo_is_the_tiny_model_at_64_pixels(monkeypatch: pytest.MonkeyPatch, tm
     (tmp_path / "datasets/demo").mkdir(parents=True)
     config, (video, _), _ = load_project(REPO / "config/config.json", REPO / "config/multidatabackend.json")
     assert config.pretrained_model_name_or_path == "tiny"
-    assert (config.validation_resolution, config.validation_num_video_frames) == ([(64, 64)], 9)
-    assert (video.resolution, video.video.num_frames, video.video.min_frames, video.video.max_frames) == (64, 9, 9, 129)
+    assert (config.validation_resolution, config.validation_num_video_frames) == ([(64, 64)], 17)
+    assert (video.resolution, video.video.num_frames, video.video.min_frames, video.video.max_frames) == (64, 17, 17, 97)
 
 
 def test_quickstart_keeps_simpletuner_spelling_and_gets_its_offload_fix(monkeypatch: pytest.MonkeyPatch) -> None:

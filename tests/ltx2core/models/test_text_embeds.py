@@ -1,0 +1,119 @@
+"""Compact caption cache == LTX2Pipeline's own prompt path, on the tiny model in float32.
+
+Tolerances (float32): the padded path is bit-identical to the pipeline (asserted at 1e-6); the
+length-bucketed path differs by float rounding only (measured 6e-7 on outputs of magnitude ~4), asserted
+at 2e-6. In bfloat16 the bucketed features are bit-identical to the padded ones, because every real token
+keeps its RoPE position; with Gemma's default positions (0..L-1 per batch) they differ by up to 2e-2.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from diffusers import LTX2Pipeline
+
+from ltx2core.models import loading
+from ltx2core.models.source import ModelSource
+from ltx2core.models.text import CaptionEmbedding, encode_captions, expand_for_transformer
+
+CAPTIONS = [
+    "a robot dancing in the rain",
+    "hi",
+    "A much longer caption about a cat, sitting on a mat; it is 3 years old and it looks at the camera!",
+    "",
+    "two dogs run",
+]
+PADDED_TOLERANCE = 1e-6
+BUCKETED_TOLERANCE = 2e-6
+
+
+@pytest.fixture(scope="module")
+def max_length(tiny: ModelSource) -> int:
+    return tiny.flavour.text_max_length
+
+
+@pytest.fixture(scope="module")
+def pipeline_outputs(tiny_text: dict[str, Any], max_length: int) -> tuple[torch.Tensor, ...]:
+    """What LTX2Pipeline feeds its transformer: encode_prompt, then the connectors, all padded to max_length."""
+    pipe = LTX2Pipeline(scheduler=None, vae=None, audio_vae=None, transformer=None, vocoder=None, **tiny_text)
+    with torch.no_grad():
+        embeds, mask, _, _ = pipe.encode_prompt(
+            CAPTIONS, do_classifier_free_guidance=False, max_sequence_length=max_length, device="cpu"
+        )
+        return tiny_text["connectors"](embeds, mask, padding_side="left")
+
+
+def _encode(tiny_text: dict[str, Any], max_length: int, **kwargs: Any) -> list[CaptionEmbedding]:
+    return encode_captions(CAPTIONS, max_length=max_length, device="cpu", dtype=torch.float32, **tiny_text, **kwargs)
+
+
+def _expand(tiny_text: dict[str, Any], max_length: int, cached: list[CaptionEmbedding]) -> tuple[torch.Tensor, ...]:
+    return expand_for_transformer(
+        cached, max_length=max_length, connectors=tiny_text["connectors"], device="cpu", dtype=torch.float32
+    )
+
+
+def test_cached_real_tokens_expand_to_what_the_pipeline_feeds_the_transformer(
+    tiny_text: dict[str, Any], max_length: int, pipeline_outputs: tuple[torch.Tensor, ...]
+) -> None:
+    cached = _encode(tiny_text, max_length, bucketed=False, batch_size=3)
+    tokens = tiny_text["tokenizer"](CAPTIONS, truncation=True, max_length=max_length)["input_ids"]
+    assert [c.num_tokens for c in cached] == [len(t) for t in tokens]  # real tokens only, <bos> included
+    assert cached[2].num_tokens == max_length  # the long caption is truncated like the pipeline's
+
+    video, audio, mask = _expand(tiny_text, max_length, cached)
+    expected_video, expected_audio, expected_mask = pipeline_outputs
+    assert video.shape == expected_video.shape == (len(CAPTIONS), max_length, 32)
+    assert torch.equal(mask, expected_mask)
+    assert (video - expected_video).abs().max() <= PADDED_TOLERANCE
+    assert (audio - expected_audio).abs().max() <= PADDED_TOLERANCE
+    assert video.abs().max() > 1  # a real signal, not two zero tensors agreeing
+
+
+def test_length_bucketed_encoding_matches_the_padded_path(
+    tiny_text: dict[str, Any], max_length: int, pipeline_outputs: tuple[torch.Tensor, ...]
+) -> None:
+    padded = _encode(tiny_text, max_length, bucketed=False)
+    # batch_size 2 puts the short captions together: their batch is padded to 8 tokens, not 64.
+    bucketed = _encode(tiny_text, max_length, bucketed=True, batch_size=2)
+    assert [b.num_tokens for b in bucketed] == [p.num_tokens for p in padded]  # input order kept
+    for p, b in zip(padded, bucketed, strict=True):
+        assert (p.features - b.features).abs().max() <= BUCKETED_TOLERANCE
+
+    video, audio, _ = _expand(tiny_text, max_length, bucketed)
+    expected_video, expected_audio, _ = pipeline_outputs
+    assert (video - expected_video).abs().max() <= BUCKETED_TOLERANCE
+    assert (audio - expected_audio).abs().max() <= BUCKETED_TOLERANCE
+
+
+def test_in_bfloat16_bucketed_features_are_bit_identical_to_padded(tiny: ModelSource, max_length: int) -> None:
+    models = dict(
+        tokenizer=loading.load_tokenizer(tiny),
+        text_encoder=loading.load_text_encoder(tiny, dtype=torch.bfloat16),
+        connectors=loading.load_connectors(tiny, dtype=torch.bfloat16),
+    )
+    padded, bucketed = (
+        encode_captions(
+            CAPTIONS, max_length=max_length, device="cpu", dtype=torch.bfloat16, bucketed=b, batch_size=2, **models
+        )
+        for b in (False, True)
+    )
+    for p, b in zip(padded, bucketed, strict=True):
+        assert torch.equal(p.features, b.features)
+
+
+def test_features_are_returned_compact_on_the_cpu_in_the_dtype_asked(
+    tiny_text: dict[str, Any], max_length: int
+) -> None:
+    cached = encode_captions(
+        ["a cat"], max_length=max_length, device="cpu", dtype=torch.bfloat16, **tiny_text
+    )
+    assert cached[0].features.shape == (6, 32)  # <bos> + 5 characters, caption_channels wide
+    assert cached[0].features.dtype == torch.bfloat16 and cached[0].features.device.type == "cpu"
+
+
+def test_features_of_another_width_are_refused(tiny_text: dict[str, Any], max_length: int) -> None:
+    with pytest.raises(ValueError, match="another model or max length"):
+        _expand(tiny_text, max_length, [CaptionEmbedding(torch.zeros(4, 16))])
