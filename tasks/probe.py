@@ -8,22 +8,20 @@ Recipe: list the dataset folders -> drop rows of files that are gone -> for each
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ltx2core.data.discover import FileEntry, list_videos
 from ltx2core.data.fingerprint import fingerprint
-from ltx2core.media.probe import content_hash, probe_video
+from ltx2core.media.pool import ProbePool
 from storage.store import Store
 from tasks.progress import sink
 from tasks.report import StageReport, reason_kind
 
-SHARD_SIZE = 512  # files per Prefect task: enough that orchestration stays a few percent
-BATCH_SIZE = 128  # files per commit: a killed stage loses at most this much work
-PROBE_THREADS = 4  # PyAV and hashlib release the GIL on I/O
+SHARD_SIZE = 2048  # files per Prefect task: enough that orchestration stays a few percent
+BATCH_SIZE = 256  # files per commit: a killed stage loses at most this much work (~0.3 s)
 
 
 @dataclass(frozen=True)
@@ -43,42 +41,30 @@ def plan(store: Store, folders: list[str], force: bool = False) -> ProbePlan:
     return ProbePlan(todo=todo, gone=gone, current=len(listing) - len(todo))
 
 
-def _examine(entry: FileEntry, known_videos: set[str], force: bool) -> tuple[dict, dict | None]:
-    """Hash one file and, unless its content is known, probe it: (files row, videos row or None)."""
-    try:
-        video_id = content_hash(entry.path)
-    except OSError:
-        video_id = None
-    if video_id is None:
-        # Not readable as bytes (a directory, a broken link): key the error by path so it is reported once.
-        video_id = "unreadable-" + fingerprint(entry.path)
-    probe_row = None
-    if force or video_id not in known_videos:
-        probe_row = asdict(probe_video(entry.path)) | {"video_id": video_id, "path": entry.path}
-    file_row = {"path": entry.path, "size": entry.size, "mtime_ns": entry.mtime_ns, "video_id": video_id}
-    return file_row, probe_row
-
-
 @task(name="probe-shard", cache_policy=NO_CACHE, retries=1)
 def probe_shard(store_uri: str, entries: list[FileEntry], force: bool) -> dict:
-    """Probe one shard of files, committing every BATCH_SIZE files."""
+    """Hash and probe one shard of files on every core, committing every BATCH_SIZE files."""
     store = Store.open(store_uri)
     known = store.keys("videos")
-    probed = hashed = 0
-    with ThreadPoolExecutor(PROBE_THREADS) as pool:
+    probed = 0
+    with ProbePool() as pool:
+        results = pool.examine(e.path for e in entries)
         for start in range(0, len(entries), BATCH_SIZE):
             batch = entries[start:start + BATCH_SIZE]
-            results = list(pool.map(lambda e: _examine(e, known, force), batch))
-            # Byte-identical files in one batch are one video: keep the first path's row.
-            videos = list({v["video_id"]: v for _, v in reversed(results) if v is not None}.values())
+            files, videos = [], {}
+            for entry, (digest, probe) in zip(batch, results, strict=False):
+                # Unreadable as bytes (a directory, a broken link): key the error by path, so it is reported once.
+                video_id = digest or "unreadable-" + fingerprint(entry.path)
+                files.append({"path": entry.path, "size": entry.size, "mtime_ns": entry.mtime_ns, "video_id": video_id})
+                if (force or video_id not in known) and video_id not in videos:  # one row per content
+                    videos[video_id] = probe | {"video_id": video_id, "path": entry.path}
             # Videos before files: a `files` row never points at a video that is not stored.
-            store.upsert("videos", videos)
-            store.upsert("files", [f for f, _ in results])
-            known.update(v["video_id"] for v in videos)
+            store.upsert("videos", list(videos.values()))
+            store.upsert("files", files)
+            known.update(videos)
             probed += len(videos)
-            hashed += len(batch)
             sink().advance("probe", len(batch))
-    return {"hashed": hashed, "probed": probed}
+    return {"hashed": len(entries), "probed": probed}
 
 
 def run(store_uri: str, folders: list[str], force: bool = False) -> StageReport:
