@@ -62,7 +62,9 @@ def test_a_weight_change_moves_the_fingerprint(tiny_copy: ModelSource) -> None:
     assert component_fingerprint(tiny_copy, "connectors") != before
 
 
-def test_an_uncached_hub_id_offline_is_keyed_by_id_and_component(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_an_uncached_hub_id_offline_is_keyed_by_id_and_component(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)

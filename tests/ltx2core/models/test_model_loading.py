@@ -132,3 +132,13 @@ def test_a_folder_without_model_index_is_refused(tmp_path: Path) -> None:
 def test_make_tiny_model_refuses_an_existing_folder(tiny: ModelSource) -> None:
     with pytest.raises(FileExistsError, match="already exists"):
         tiny_model.make_tiny_model(Path(tiny.name_or_path))
+
+
+def test_make_tiny_model_folder_is_tiny_and_identical_to_the_cached_one(tiny: ModelSource, tmp_path: Path) -> None:
+    folder = tmp_path / "tiny"
+    folder.mkdir()  # an empty folder is fine, as `ltx2 make-tiny-model DIR` may get one
+    tiny_model.make_tiny_model(folder)
+    source = resolve_source(str(folder), "2.0")  # the folder says it is tiny, whatever the flavour key says
+    assert source.flavour.name == "tiny" and source.untrained
+    # Fixed seed: a second build has the same files as the first, so the same fingerprints.
+    assert all(component_fingerprint(source, c) == component_fingerprint(tiny, c) for c in loading.COMPONENTS)

@@ -44,14 +44,12 @@ def test_text_encoder_and_vae_are_never_on_the_gpu_together(
     tiny: ModelSource, tiny_text: dict[str, Any], tiny_vae: Any
 ) -> None:
     text_encoder, vae = tiny_text["text_encoder"], tiny_vae
-    baseline = torch.cuda.memory_allocated()
     with on_device(text_encoder, "cuda"), on_device(tiny_text["connectors"], "cuda"):
         assert _device_types(text_encoder) == {"cuda"} and _device_types(vae) == {"cpu"}
         cached = encode_captions(
             ["a cat"], max_length=tiny.flavour.text_max_length, device="cuda", dtype=torch.float32, **tiny_text
         )
     assert _device_types(text_encoder) == {"cpu"}
-    assert torch.cuda.memory_allocated() == baseline
     with on_device(vae, "cuda"):
         assert _device_types(vae) == {"cuda"} and _device_types(text_encoder) == {"cpu"}
         latents = encode_video(vae, torch.rand(1, 3, 9, 64, 64) * 2 - 1)

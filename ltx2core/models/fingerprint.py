@@ -1,0 +1,73 @@
+"""Fingerprints of model components: the part of a cache key that says which weights made a row.
+
+The same fingerprint comes out in every process and on every machine that reads the same files, and it
+changes when the component's config or weights change. Text-embeds rows are keyed by the tokenizer, text
+encoder and connectors fingerprints; latents rows by the VAE's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from huggingface_hub import HfApi, try_to_load_from_cache
+from huggingface_hub import constants as hf_constants
+
+from ltx2core.models.loading import COMPONENTS, Component
+from ltx2core.models.source import ModelSource
+
+log = logging.getLogger(__name__)
+
+SCHEME = "ltx2-fingerprint-v1"  # bump if what goes into the hash changes
+HASHED_FILE_BYTES = 64 * 2**20  # files up to this size are hashed whole (configs, tokenizers, the tiny model)
+
+
+def component_fingerprint(source: ModelSource, component: Component) -> str:
+    """A 32-hex-digit fingerprint of `component` of `source`.
+
+    Local folder: the component's JSON files (bookkeeping keys such as `_diffusers_version` left out) and
+    its other files by name and size, or by content when they are small (every file of the tiny model).
+    Hub id: the commit the loaders will read: asked from the hub when online, else the cached snapshot's;
+    the bare id when neither is known (then loading cannot work either).
+    """
+    if component not in COMPONENTS:
+        raise ValueError(f"unknown component {component!r}: use one of {', '.join(COMPONENTS)}")
+    digest = hashlib.sha256(f"{SCHEME}\0{source.flavour.name}\0{component}\0".encode())
+    if source.is_local:
+        folder = Path(source.name_or_path) / component
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} is missing: {source.name_or_path} is not a complete LTX-2 model")
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            digest.update(f"{path.relative_to(folder).as_posix()}\0".encode())
+            digest.update(_file_identity(path))
+    else:
+        commit = _hub_commit(source)
+        digest.update(f"{source.name_or_path}\0{commit or 'unresolved'}".encode())
+    return digest.hexdigest()[:32]
+
+
+def _file_identity(path: Path) -> bytes:
+    if path.suffix == ".json":
+        data = json.loads(path.read_text())
+        if isinstance(data, dict):  # re-saving with another library version must not change the key
+            data = {k: v for k, v in data.items() if not k.startswith("_") and k != "transformers_version"}
+        return json.dumps(data, sort_keys=True).encode()
+    size = path.stat().st_size
+    if size <= HASHED_FILE_BYTES:
+        return hashlib.sha256(path.read_bytes()).digest()
+    return f"size={size}".encode()  # multi-GB weight shards: their names and sizes, hashing would take minutes
+
+
+def _hub_commit(source: ModelSource) -> str | None:
+    repo = source.name_or_path
+    if not hf_constants.HF_HUB_OFFLINE:
+        try:  # online, from_pretrained downloads the newest commit: key by that one
+            return HfApi().model_info(repo).sha
+        except Exception as error:  # noqa: BLE001 - any failure to reach the hub falls back to the cache
+            log.warning("could not ask the hub for %s's commit (%s); using the cached snapshot", repo, error)
+    cached = try_to_load_from_cache(repo, "model_index.json", cache_dir=source.cache_dir)
+    if isinstance(cached, str):
+        return Path(cached).parent.name  # .../snapshots/<commit>/model_index.json
+    return None

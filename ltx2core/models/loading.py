@@ -1,0 +1,133 @@
+"""One loader per LTX-2 component, each reading only its own subfolder, in the dtype and on the device asked.
+
+Stages load what they need and nothing else: the text-embeds stage never reads the 38 GB transformer, the
+latents stage never reads Gemma. Hub ids go through diffusers / transformers `from_pretrained`, so the HF
+cache and HF_HUB_OFFLINE behave as they do there. Loaded models are frozen (`requires_grad_(False)`) and in
+eval mode: they are the fixed base of a LoRA run; PEFT marks its own adapter weights trainable.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal, TypeVar
+
+import torch
+from huggingface_hub import constants as hf_constants
+
+from ltx2core.models.scale import LTX2, ScaleFactors
+from ltx2core.models.source import ModelSource
+
+log = logging.getLogger(__name__)
+
+Component = Literal[
+    "transformer", "vae", "audio_vae", "connectors", "text_encoder", "tokenizer", "scheduler", "vocoder"
+]
+COMPONENTS: tuple[Component, ...] = (
+    "transformer", "vae", "audio_vae", "connectors", "text_encoder", "tokenizer", "scheduler", "vocoder"
+)
+Device = torch.device | str
+ModelT = TypeVar("ModelT", bound=torch.nn.Module)
+
+
+def load_transformer(source: ModelSource, *, dtype: torch.dtype, device: Device = "cpu") -> Any:
+    """`LTX2VideoTransformer3DModel`."""
+    from diffusers import LTX2VideoTransformer3DModel
+
+    return _load_model(LTX2VideoTransformer3DModel, source, "transformer", dtype, device)
+
+
+def load_vae(source: ModelSource, *, dtype: torch.dtype, device: Device = "cpu") -> Any:
+    """`AutoencoderKLLTX2Video`, checked against the project's shape rules (scale.py)."""
+    from diffusers import AutoencoderKLLTX2Video
+
+    vae = _load_model(AutoencoderKLLTX2Video, source, "vae", dtype, device)
+    found = ScaleFactors(spatial=vae.spatial_compression_ratio, temporal=vae.temporal_compression_ratio)
+    if found != LTX2:
+        raise ValueError(
+            f"{source.name_or_path}/vae/config.json compresses {found.spatial}x in space and {found.temporal}x in "
+            f"time; this project is built for {LTX2.spatial}x/{LTX2.temporal}x: set spatial_compression_ratio and "
+            "temporal_compression_ratio there (the constructor's own guess is wrong for LTX-2)"
+        )
+    return vae
+
+
+def load_vae_config(source: ModelSource) -> dict[str, Any]:
+    """vae/config.json alone (no weights): enough for `VaeOptions.cache_key` and the shape rules."""
+    from diffusers import AutoencoderKLLTX2Video
+
+    return dict(AutoencoderKLLTX2Video.load_config(source.name_or_path, subfolder="vae", **_hub_kwargs(source)))
+
+
+def load_audio_vae(source: ModelSource, *, dtype: torch.dtype, device: Device = "cpu") -> Any:
+    """`AutoencoderKLLTX2Audio`."""
+    from diffusers import AutoencoderKLLTX2Audio
+
+    return _load_model(AutoencoderKLLTX2Audio, source, "audio_vae", dtype, device)
+
+
+def load_connectors(source: ModelSource, *, dtype: torch.dtype, device: Device = "cpu") -> Any:
+    """`LTX2TextConnectors` (text_proj_in + the video and audio connector transformers)."""
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+
+    return _load_model(LTX2TextConnectors, source, "connectors", dtype, device)
+
+
+def load_vocoder(source: ModelSource, *, dtype: torch.dtype, device: Device = "cpu") -> Any:
+    """`LTX2Vocoder` (mel spectrogram -> waveform)."""
+    from diffusers.pipelines.ltx2 import LTX2Vocoder
+
+    return _load_model(LTX2Vocoder, source, "vocoder", dtype, device)
+
+
+def load_text_encoder(source: ModelSource, *, dtype: torch.dtype, device: Device = "cpu") -> Any:
+    """`Gemma3ForConditionalGeneration` (Gemma-3-12B for 2.0)."""
+    from transformers import Gemma3ForConditionalGeneration
+
+    model = Gemma3ForConditionalGeneration.from_pretrained(
+        source.name_or_path, subfolder="text_encoder", dtype=dtype, device_map={"": torch.device(device)},
+        **_hub_kwargs(source),
+    )
+    return _frozen(model, source, "text_encoder", device)
+
+
+def load_tokenizer(source: ModelSource) -> Any:
+    """The Gemma tokenizer, set to pad on the left as LTX-2's prompt encoding requires."""
+    from transformers import GemmaTokenizer
+
+    # Not AutoTokenizer: it also asks for a tokenizer/config.json, which an offline hub cache cannot answer.
+    tokenizer = GemmaTokenizer.from_pretrained(source.name_or_path, subfolder="tokenizer", **_hub_kwargs(source))
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:  # what LTX2Pipeline does for tokenizers without one
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_scheduler(source: ModelSource) -> Any:
+    """`FlowMatchEulerDiscreteScheduler` with the checkpoint's shift settings."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler.from_pretrained(
+        source.name_or_path, subfolder="scheduler", **_hub_kwargs(source)
+    )
+
+
+def _load_model(cls: type[ModelT], source: ModelSource, subfolder: str, dtype: torch.dtype, device: Device) -> ModelT:
+    # device_map puts the weights straight on the device: no full copy in host memory first.
+    model = cls.from_pretrained(
+        source.name_or_path, subfolder=subfolder, torch_dtype=dtype, device_map={"": torch.device(device)},
+        **_hub_kwargs(source),
+    )
+    return _frozen(model, source, subfolder, device)
+
+
+def _frozen(model: ModelT, source: ModelSource, subfolder: str, device: Device) -> ModelT:
+    model.eval().requires_grad_(False)
+    log.info("loaded %s from %s on %s", subfolder, source.label, device)
+    return model
+
+
+def _hub_kwargs(source: ModelSource) -> dict[str, Any]:
+    if source.is_local:
+        return {}
+    # Mirror HF_HUB_OFFLINE (as huggingface_hub parsed it) so an offline run fails at once on a cache miss.
+    return {"cache_dir": source.cache_dir, "local_files_only": bool(hf_constants.HF_HUB_OFFLINE)}

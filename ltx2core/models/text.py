@@ -1,0 +1,154 @@
+"""Caption embeddings for LTX-2.0: Gemma-3 features cached compactly, expanded for the transformer at train time.
+
+What LTX2Pipeline does with a prompt (diffusers 0.42.1, `_get_gemma_prompt_embeds` + `LTX2TextConnectors`):
+  tokens, LEFT-padded to 1024  ->  Gemma-3: all 49 hidden states stacked      [B, 1024, 3840, 49]
+  ->  per-layer masked mean/range norm (padding rows set to 0)  ->  text_proj_in (Linear 188160 -> 3840, no bias)
+  ->  video and audio connector transformers (padding slots replaced by learned registers)  ->  the DiT.
+The per-layer norm reads only the caption's real tokens, and text_proj_in maps the zeroed padding rows to 0,
+so the text_proj_in output of the real tokens is all a caption contributes. That is what we cache:
+(num_tokens, 3840) per caption; 200 tokens in bf16 = 200*3840*2 B = 1.5 MB, against 75 MB for the raw
+stack of the same tokens and 15.7 MB for the padded connector outputs. At train time `expand_for_transformer`
+puts the rows back LEFT-padded with zeros and runs the two connector transformers; tests/ltx2core/models
+prove it matches LTX2Pipeline.encode_prompt + connectors on the tiny model.
+
+Caching before the connector transformers keeps connector LoRAs possible, but not LoRAs on text_proj_in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers.pipelines.ltx2.connectors import per_layer_masked_mean_norm
+
+NORM_SCALE = 8  # LTX2Pipeline's scale_factor for the per-layer norm
+PAD_MULTIPLE = 8  # bucketed batches are padded to a multiple of this many tokens
+
+
+@dataclass(frozen=True)
+class CaptionEmbedding:
+    features: torch.Tensor  # [num_tokens, caption_channels]: text_proj_in output of the real tokens, in order
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.features.shape[0])
+
+
+def encode_captions(
+    captions: Sequence[str],
+    *,
+    tokenizer: Any,
+    text_encoder: Any,
+    connectors: Any,
+    max_length: int,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    batch_size: int = 8,
+    bucketed: bool = True,
+) -> list[CaptionEmbedding]:
+    """Encode captions to compact features (on the CPU, in `dtype`), in the order given.
+
+    Captions are truncated to `max_length` tokens, as the pipeline does. `bucketed` sorts captions by length
+    and pads each batch only to its longest caption (rounded up to PAD_MULTIPLE) instead of `max_length`:
+    Gemma is causal and the padding is masked, and every real token is given the RoPE position it has in
+    the `max_length` layout, so the features match the padded path to float rounding (tested).
+    """
+    _require_shared_projection(connectors)
+    if batch_size < 1:
+        raise ValueError(f"batch_size {batch_size} must be at least 1")
+    token_ids = tokenizer(
+        [caption.strip() for caption in captions], truncation=True, max_length=max_length, add_special_tokens=True
+    )["input_ids"]
+    # The pad id only fills masked slots; LTX2Pipeline falls back to <eos> when a tokenizer has none.
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    order = sorted(range(len(captions)), key=lambda i: len(token_ids[i])) if bucketed else list(range(len(captions)))
+    results: dict[int, CaptionEmbedding] = {}
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        longest = max(len(token_ids[i]) for i in batch)
+        length = min(max_length, -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE) if bucketed else max_length
+        features = _project(
+            [token_ids[i] for i in batch], length, max_length, pad_id, text_encoder, connectors, device
+        )
+        for i, rows in zip(batch, features, strict=True):
+            results[i] = CaptionEmbedding(rows.to("cpu", dtype))
+    return [results[i] for i in range(len(captions))]
+
+
+@torch.no_grad()
+def _project(
+    token_ids: list[list[int]], length: int, max_length: int, pad_id: int, text_encoder: Any, connectors: Any,
+    device: torch.device | str,
+) -> list[torch.Tensor]:
+    """Gemma -> stacked hidden states -> per-layer norm -> text_proj_in, for one left-padded batch."""
+    lengths = torch.tensor([len(ids) for ids in token_ids], device=device)
+    input_ids = torch.full((len(token_ids), length), pad_id, dtype=torch.long, device=device)
+    for row, ids in enumerate(token_ids):
+        if ids:
+            input_ids[row, length - len(ids) :] = torch.tensor(ids, device=device)
+    attention_mask = (torch.arange(length, device=device) >= length - lengths[:, None]).long()
+    # Real tokens keep the positions they have when padded to max_length, so RoPE sees the same angles.
+    position_ids = (torch.arange(length, device=device) + (max_length - length)).expand(len(token_ids), -1)
+    # The bare Gemma3Model: the pipeline's full model also computes 262k-vocabulary logits it throws away.
+    language_model = getattr(text_encoder, "model", text_encoder)
+    hidden_states = language_model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, output_hidden_states=True
+    ).hidden_states
+    projection = connectors.text_proj_in
+    stacked = torch.stack(hidden_states, dim=-1).to(projection.weight.dtype)  # [B, L, hidden, layers + 1]
+    normed = per_layer_masked_mean_norm(stacked, lengths, device, padding_side="left", scale_factor=NORM_SCALE)
+    projected = projection(normed)  # [B, L, caption_channels]
+    return [projected[row, length - n :] for row, n in enumerate(lengths.tolist())]
+
+
+def expand_for_transformer(
+    features_list: Sequence[torch.Tensor | CaptionEmbedding],
+    *,
+    max_length: int,
+    connectors: Any,
+    device: torch.device | str,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cached features -> (video_embeds [B, L, C], audio_embeds [B, L, C], attention_mask [B, L]), L = max_length.
+
+    Exactly what `LTX2TextConnectors.forward` returns for the pipeline's padded prompt embeddings: the
+    transformer's `encoder_hidden_states`, `audio_encoder_hidden_states` and `encoder_attention_mask`.
+    Runs with autograd as the caller has it, so connector LoRAs can train through it.
+    """
+    _require_shared_projection(connectors)
+    rows = [f.features if isinstance(f, CaptionEmbedding) else f for f in features_list]
+    width = connectors.config.caption_channels
+    padded = torch.zeros(len(rows), max_length, width, device=device, dtype=dtype)
+    bias = connectors.text_proj_in.bias
+    if bias is not None:  # the pipeline's padding rows are text_proj_in(0) = its bias
+        padded[:] = bias.to(device, dtype)
+    mask = torch.zeros(len(rows), max_length, dtype=torch.long, device=device)
+    for b, features in enumerate(rows):
+        count, channels = features.shape
+        if channels != width or count > max_length:
+            raise ValueError(
+                f"caption {b}: cached features are {count}x{channels}, the connectors take at most "
+                f"{max_length}x{width}: the text embeddings were made with another model or max length"
+            )
+        if count:
+            padded[b, max_length - count :] = features.to(device, dtype)
+            mask[b, max_length - count :] = 1
+
+    # From here on, LTX2TextConnectors.forward after its text_proj_in.
+    additive_mask = ((mask - 1).to(dtype) * torch.finfo(dtype).max).reshape(len(rows), 1, 1, max_length)
+    video, video_mask = connectors.video_connector(padded, additive_mask)
+    # With learned registers every slot is filled, so the returned mask is all ones (as in the pipeline).
+    keep = (video_mask < 1e-6).to(torch.long).reshape(len(rows), max_length, 1)
+    video = video * keep
+    audio, _ = connectors.audio_connector(padded, additive_mask)
+    return video, audio, keep.squeeze(-1)
+
+
+def _require_shared_projection(connectors: Any) -> None:
+    if connectors.config.per_modality_projections:
+        raise ValueError(
+            "these connectors project video and audio text separately (LTX-2.3 or later): the compact text cache "
+            "supports LTX-2.0 only; set model_flavour: 2.0 with an LTX-2.0 model"
+        )
