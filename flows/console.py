@@ -9,6 +9,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 console = Console()
+if not console.is_terminal:  # logs and CI: keep tables on one line per row
+    console.width = 160
 
 
 class RichSink:
@@ -64,8 +66,8 @@ def print_summary(reports: list[dict], storage: str) -> None:
     console.print(f"results in [bold]{storage}[/bold]; inspect with: ltx2 status --storage {storage}", soft_wrap=True)
 
 
-def print_status(rows: list[dict], storage: str) -> None:
-    table = Table(title=f"ltx2 status: {storage}")
+def print_status(rows: list[dict], storage: str, title: str = "ltx2 status") -> None:
+    table = Table(title=f"{title}: {storage}")
     for col in ("stage", "scope", "done", "missing", "failed", "last run", "last error"):
         table.add_column(col)
     for r in rows:

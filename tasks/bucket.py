@@ -14,36 +14,15 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ltx2core.config.databackend import VideoDataset
-from ltx2core.data.buckets import BucketSpec, plan_bucket
-from ltx2core.models.scale import LTX2
+from ltx2core.data.buckets import plan_bucket
 from storage.sql import sql_in
 from storage.store import Store
 from tasks.datasets import batches, samples_of
+from tasks.pending import BUCKET_COLUMNS, bucket_spec, bucket_work
 from tasks.progress import sink
 from tasks.report import StageReport
 
 BATCH_SIZE = 2048
-
-
-def spec_of(dataset: VideoDataset) -> BucketSpec:
-    v = dataset.video
-    return BucketSpec(strategy=v.bucket_strategy, resolution=dataset.resolution,
-                      resolution_type=dataset.resolution_type, num_frames=v.num_frames or v.min_frames,
-                      max_frames=v.max_frames, frame_interval=v.frame_interval or LTX2.temporal,
-                      frame_rate=float(v.frame_rate))
-
-
-BUCKET_COLUMNS = ("bucket", "width", "height", "num_frames", "start_frame", "frame_rate", "resize_width",
-                  "resize_height", "crop_left", "crop_top", "bucket_fp")
-
-
-def pending(store: Store, dataset: VideoDataset, force: bool = False) -> tuple[list[dict], list[dict], list[dict]]:
-    """(kept sample rows, those whose bucket is missing or stale, rejected rows that still carry a bucket)."""
-    fp = spec_of(dataset).fingerprint
-    rows = samples_of(store, dataset.id)
-    kept = [r for r in rows if r["kept"]]
-    dropped = [r for r in rows if not r["kept"] and r["bucket"] is not None]
-    return kept, [r for r in kept if force or r["bucket_fp"] != fp], dropped
 
 
 @task(name="bucket", cache_policy=NO_CACHE)
@@ -51,8 +30,9 @@ def bucket_dataset(store_uri: str, dataset: VideoDataset, force: bool = False) -
     t0 = time.perf_counter()
     store = Store.open(store_uri)
     report = StageReport("bucket", scope=dataset.id)
-    spec = spec_of(dataset)
-    kept, stale, dropped = pending(store, dataset, force)
+    spec = bucket_spec(dataset)
+    work = bucket_work(store, dataset, force)
+    kept, stale, dropped = work.kept, work.stale, work.dropped
     report.skipped = len(kept) - len(stale)
     sink().start(f"bucket {dataset.id}", len(stale))
     if dropped:  # a sample the filter now rejects has no bucket

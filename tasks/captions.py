@@ -13,38 +13,14 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ltx2core.config.databackend import VideoDataset
-from ltx2core.data import captions as strategies
-from storage.files import read_parquet_rows
 from storage.sql import sql_eq
 from storage.store import Store
-from tasks.datasets import batches, samples_of
+from tasks.datasets import batches
+from tasks.pending import caption_strategy, caption_work
 from tasks.progress import sink
 from tasks.report import StageReport, reason_kind
 
 BATCH_SIZE = 1024
-
-
-def strategy_of(dataset: VideoDataset):
-    match dataset.caption_strategy:
-        case "textfile":
-            return strategies.TextFile()
-        case "filename":
-            return strategies.FromFilename()
-        case "instanceprompt":
-            return strategies.InstancePrompt(dataset.instance_prompt)
-        case "parquet" | "jsonl":
-            p = dataset.parquet
-            reader = strategies.read_jsonl if str(p.path).endswith((".jsonl", ".json")) else read_parquet_rows
-            return strategies.CaptionTable(str(p.path), p.filename_column, p.caption_column, reader)
-    raise ValueError(f"dataset '{dataset.id}': unknown caption_strategy {dataset.caption_strategy!r}")
-
-
-def pending(store: Store, dataset: VideoDataset, strategy, force: bool = False) -> tuple[list, list]:
-    """(kept sample rows, [(sample row, caption source)] whose caption is missing or stale)."""
-    current = store.column_map("captions", "source_fp", where=sql_eq("dataset_id", dataset.id))
-    kept = samples_of(store, dataset.id, ["sample_id", "path"], kept_only=True)
-    sources = ((s, strategy.source(s["path"])) for s in kept)
-    return kept, [(s, src) for s, src in sources if force or current.get(s["sample_id"]) != src.fp]
 
 
 @task(name="captions", cache_policy=NO_CACHE)
@@ -52,8 +28,9 @@ def ingest_captions(store_uri: str, dataset: VideoDataset, force: bool = False) 
     t0 = time.perf_counter()
     store = Store.open(store_uri)
     report = StageReport("captions", scope=dataset.id)
-    strategy = strategy_of(dataset)
-    kept_rows, todo = pending(store, dataset, strategy, force)
+    strategy = caption_strategy(dataset)
+    work = caption_work(store, dataset, strategy, force)
+    kept_rows, todo = work.kept, work.todo
     sink().start(f"captions {dataset.id}", len(todo))
     for chunk in batches(todo, BATCH_SIZE):
         rows = []

@@ -12,47 +12,15 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ltx2core.config.databackend import VideoDataset
-from ltx2core.data.fingerprint import fingerprint
-from ltx2core.data.frames import FrameLimits, judge
+from ltx2core.data.frames import judge
 from storage.sql import sql_in
 from storage.store import Store
-from tasks.datasets import batches, dataset_videos, samples_of
+from tasks.datasets import batches, samples_of
+from tasks.pending import filter_fingerprint, filter_work, limits_of
 from tasks.progress import sink
 from tasks.report import StageReport, reason_kind
 
 BATCH_SIZE = 2048
-
-
-def limits_of(dataset: VideoDataset) -> FrameLimits:
-    v = dataset.video
-    return FrameLimits(num_frames=v.num_frames or v.min_frames, min_frames=v.min_frames, max_frames=v.max_frames,
-                       frame_rate=float(v.frame_rate))
-
-
-def clip_spec(dataset: VideoDataset) -> str:
-    """What a sample is cut as: its identity, unlike min/max_frames which only decide whether it is kept."""
-    v = dataset.video
-    frames = v.num_frames if v.bucket_strategy == "aspect_ratio" else "bucket"
-    return f"start=0;frames={frames};fps={float(v.frame_rate):g}"
-
-
-def sample_id(dataset_id: str, video_id: str, spec: str) -> str:
-    return fingerprint("sample", dataset_id, video_id, spec)
-
-
-def row_fingerprint(dataset: VideoDataset) -> str:
-    return fingerprint(limits_of(dataset).fingerprint, dataset.repeats)
-
-
-def pending(store: Store, dataset: VideoDataset, force: bool = False) -> tuple[dict, list[str], list[str]]:
-    """(wanted sample_id -> (video_id, path), stale sample ids, sample ids to drop)."""
-    row_fp, spec = row_fingerprint(dataset), clip_spec(dataset)
-    wanted = {sample_id(dataset.id, vid, spec): (vid, path)
-              for vid, path in dataset_videos(store, str(dataset.instance_data_dir)).items()}
-    current = {r["sample_id"]: r for r in samples_of(store, dataset.id, ["sample_id", "filter_fp", "path"])}
-    stale = [sid for sid, (_, path) in wanted.items()
-             if force or sid not in current or (current[sid]["filter_fp"], current[sid]["path"]) != (row_fp, path)]
-    return wanted, stale, [sid for sid in current if sid not in wanted]
 
 
 @task(name="filter", cache_policy=NO_CACHE)
@@ -60,8 +28,9 @@ def filter_dataset(store_uri: str, dataset: VideoDataset, force: bool = False) -
     t0 = time.perf_counter()
     store = Store.open(store_uri)
     report = StageReport("filter", scope=dataset.id)
-    limits, row_fp = limits_of(dataset), row_fingerprint(dataset)
-    wanted, stale, gone = pending(store, dataset, force)
+    limits, row_fp = limits_of(dataset), filter_fingerprint(dataset)
+    work = filter_work(store, dataset, force)
+    wanted, stale, gone = work.wanted, work.stale, work.gone
     report.skipped = len(wanted) - len(stale)
     sink().start(f"filter {dataset.id}", len(stale))
 

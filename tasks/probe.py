@@ -8,37 +8,19 @@ Recipe: list the dataset folders -> drop rows of files that are gone -> for each
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from ltx2core.data.discover import FileEntry, list_videos
+from ltx2core.data.discover import FileEntry
 from ltx2core.data.fingerprint import fingerprint
 from ltx2core.media.pool import ProbePool
 from storage.store import Store
+from tasks.pending import probe_work
 from tasks.progress import sink
 from tasks.report import StageReport, reason_kind
 
 SHARD_SIZE = 2048  # files per Prefect task: enough that orchestration stays a few percent
 BATCH_SIZE = 256  # files per commit: a killed stage loses at most this much work (~0.3 s)
-
-
-@dataclass(frozen=True)
-class ProbePlan:
-    todo: list[FileEntry]  # new or changed files
-    gone: list[str]  # paths in `files` that are no longer on disk
-    current: int  # files whose row is up to date
-
-
-def plan(store: Store, folders: list[str], force: bool = False) -> ProbePlan:
-    listing = [e for folder in folders for e in list_videos(folder)]
-    known = {r["path"]: (r["size"], r["mtime_ns"]) for r in store.read("files", ["path", "size", "mtime_ns"]).to_pylist()}
-    prefixes = tuple(f.rstrip("/") + "/" for folder in folders for f in [str(folder)])
-    on_disk = {e.path for e in listing}
-    gone = [p for p in known if p.startswith(prefixes) and p not in on_disk]
-    todo = [e for e in listing if force or known.get(e.path) != (e.size, e.mtime_ns)]
-    return ProbePlan(todo=todo, gone=gone, current=len(listing) - len(todo))
 
 
 @task(name="probe-shard", cache_policy=NO_CACHE, retries=1)
@@ -70,7 +52,7 @@ def probe_shard(store_uri: str, entries: list[FileEntry], force: bool) -> dict:
 def run(store_uri: str, folders: list[str], force: bool = False) -> StageReport:
     t0 = time.perf_counter()
     store = Store.open(store_uri)
-    work = plan(store, folders, force)
+    work = probe_work(store, folders, force)
     report = StageReport("probe", skipped=work.current)
     sink().start("probe", len(work.todo))
     if work.gone:

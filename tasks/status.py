@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from ltx2core.config.load import load_databackend
+from ltx2core.config.databackend import VideoDataset
 from storage.sql import sql_eq
 from storage.store import Store
-from tasks import bucket, captions, filter as filter_, probe
+from tasks import pending
 
 
-def stage_status(storage: str, config: str, databackend: str) -> list[dict]:
-    datasets, _ = load_databackend(databackend)
-    videos = [d for d in datasets if getattr(d, "dataset_type", None) == "video" and not d.disabled]
+def stage_status(storage: str, datasets: list[VideoDataset]) -> list[dict]:
     store = Store.open(storage)
     runs = {(r["stage"], r["scope"]): r for r in store.last_stage_runs()}
     rows = []
@@ -22,17 +20,16 @@ def stage_status(storage: str, config: str, databackend: str) -> list[dict]:
                      "last_run": f"{last['status']} {finished:%Y-%m-%d %H:%M:%S}" if finished else None,
                      "last_error": last.get("error")})
 
-    folders = sorted({str(d.instance_data_dir) for d in videos})
-    work = probe.plan(store, folders)
-    unusable = store.count("videos", where="error IS NOT NULL")
-    add("probe", "*", work.current, len(work.todo), unusable)
-    for d in videos:
-        wanted, stale, _ = filter_.pending(store, d)
-        rejected = store.count("samples", where=sql_eq("dataset_id", d.id) + " AND NOT kept")
-        add("filter", d.id, len(wanted) - len(stale), len(stale), rejected)
-        kept, stale_buckets, dropped = bucket.pending(store, d)
-        add("bucket", d.id, len(kept) - len(stale_buckets), len(stale_buckets) + len(dropped), 0)
-        kept, todo = captions.pending(store, d, captions.strategy_of(d))
-        no_caption = store.count("captions", where=sql_eq("dataset_id", d.id) + " AND reason IS NOT NULL")
-        add("captions", d.id, len(kept) - len(todo) - no_caption, len(todo), no_caption)
+    folders = sorted({str(d.instance_data_dir) for d in datasets})
+    probe = pending.probe_work(store, folders)
+    add("probe", "*", probe.current, len(probe.todo), store.count("videos", where="error IS NOT NULL"))
+    for d in datasets:
+        where = sql_eq("dataset_id", d.id)
+        f = pending.filter_work(store, d)
+        add("filter", d.id, len(f.wanted) - len(f.stale), len(f.stale), store.count("samples", where + " AND NOT kept"))
+        b = pending.bucket_work(store, d)
+        add("bucket", d.id, len(b.kept) - len(b.stale), len(b.stale) + len(b.dropped), 0)
+        c = pending.caption_work(store, d)
+        no_caption = store.count("captions", where + " AND reason IS NOT NULL")
+        add("captions", d.id, len(c.kept) - len(c.todo) - no_caption, len(c.todo), no_caption)
     return rows

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+from prefect.client.orchestration import get_client
+
 from tests.flows.helpers import make_dataset, write_configs
 
 
@@ -32,6 +34,16 @@ def test_run_prints_a_summary_and_status_reports_each_stage(tmp_path, prefect_ap
     assert rows[("filter", "clips")]["done"] == 5 and rows[("filter", "clips")]["failed"] == 2
     assert rows[("captions", "clips")]["missing"] == 0 and rows[("captions", "clips")]["done"] == 3
     assert rows[("captions", "clips")]["last_run"].startswith("completed")
+
+    # Nothing pending: the rerun reports so without creating a flow run.
+    with get_client(sync_client=True) as client:
+        runs_before = len(client.read_flow_runs())
+        again = ltx2("run", *common, api=prefect_api)
+        assert again.returncode == 0, again.stderr
+        assert "up to date: nothing to run" in again.stdout
+        assert len(client.read_flow_runs()) == runs_before
+    forced = ltx2("run", *common, "--stages", "filter", "--force", "filter", api=prefect_api)
+    assert forced.returncode == 0 and "filter" in forced.stdout and "nothing to run" not in forced.stdout
 
     (data / "new.mp4").write_bytes((data / "beach.mp4").read_bytes() + b"\0")  # new bytes, not yet probed
     after = {(r["stage"], r["scope"]): r for r in json.loads(ltx2("status", "--json", *common, api=prefect_api).stdout)}

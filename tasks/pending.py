@@ -1,0 +1,160 @@
+"""What each stage still has to do, read from the tables: the one place that decides "up to date".
+
+The stages use it to pick their work, `ltx2 status` to count it, and `ltx2 run` to skip starting an
+orchestrator when nothing is pending. It imports neither Prefect nor any model code, so it is fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ltx2core.config.databackend import VideoDataset
+from ltx2core.data import captions as caption_sources
+from ltx2core.data.buckets import BucketSpec
+from ltx2core.data.discover import FileEntry, list_videos
+from ltx2core.data.fingerprint import fingerprint
+from ltx2core.data.frames import FrameLimits
+from ltx2core.models.scale import LTX2
+from storage.files import read_parquet_rows
+from storage.store import Store
+from tasks.datasets import dataset_videos, folder_prefix, samples_of
+
+BUCKET_COLUMNS = ("bucket", "width", "height", "num_frames", "start_frame", "frame_rate", "resize_width",
+                  "resize_height", "crop_left", "crop_top", "bucket_fp")
+
+
+# ---- probe
+
+
+@dataclass(frozen=True)
+class ProbeWork:
+    todo: list[FileEntry]  # new or changed files
+    gone: list[str]  # paths in `files` that are no longer on disk
+    current: int  # files whose row is up to date
+
+
+def probe_work(store: Store, folders: list[str], force: bool = False) -> ProbeWork:
+    listing = [e for folder in folders for e in list_videos(folder)]
+    known = {r["path"]: (r["size"], r["mtime_ns"])
+             for r in store.read("files", ["path", "size", "mtime_ns"]).to_pylist()}
+    prefixes = tuple(folder_prefix(f) for f in folders)
+    on_disk = {e.path for e in listing}
+    gone = [p for p in known if p.startswith(prefixes) and p not in on_disk]
+    todo = [e for e in listing if force or known.get(e.path) != (e.size, e.mtime_ns)]
+    return ProbeWork(todo=todo, gone=gone, current=len(listing) - len(todo))
+
+
+# ---- filter
+
+
+def limits_of(dataset: VideoDataset) -> FrameLimits:
+    v = dataset.video
+    return FrameLimits(num_frames=v.num_frames or v.min_frames, min_frames=v.min_frames, max_frames=v.max_frames,
+                       frame_rate=float(v.frame_rate))
+
+
+def clip_spec(dataset: VideoDataset) -> str:
+    """What a sample is cut as: its identity, unlike min/max_frames which only decide whether it is kept."""
+    v = dataset.video
+    frames = v.num_frames if v.bucket_strategy == "aspect_ratio" else "bucket"
+    return f"start=0;frames={frames};fps={float(v.frame_rate):g}"
+
+
+def sample_id(dataset_id: str, video_id: str, spec: str) -> str:
+    return fingerprint("sample", dataset_id, video_id, spec)
+
+
+def filter_fingerprint(dataset: VideoDataset) -> str:
+    return fingerprint(limits_of(dataset).fingerprint, dataset.repeats)
+
+
+@dataclass(frozen=True)
+class FilterWork:
+    wanted: dict[str, tuple[str, str]]  # sample_id -> (video_id, path)
+    stale: list[str]  # sample ids to (re)judge
+    gone: list[str]  # sample ids whose video left the folder, or whose clip spec changed
+
+
+def filter_work(store: Store, dataset: VideoDataset, force: bool = False) -> FilterWork:
+    row_fp, spec = filter_fingerprint(dataset), clip_spec(dataset)
+    wanted = {sample_id(dataset.id, vid, spec): (vid, path)
+              for vid, path in dataset_videos(store, str(dataset.instance_data_dir)).items()}
+    current = {r["sample_id"]: r for r in samples_of(store, dataset.id, ["sample_id", "filter_fp", "path"])}
+    stale = [sid for sid, (_, path) in wanted.items()
+             if force or sid not in current or (current[sid]["filter_fp"], current[sid]["path"]) != (row_fp, path)]
+    return FilterWork(wanted, stale, [sid for sid in current if sid not in wanted])
+
+
+# ---- bucket
+
+
+def bucket_spec(dataset: VideoDataset) -> BucketSpec:
+    v = dataset.video
+    return BucketSpec(strategy=v.bucket_strategy, resolution=dataset.resolution,
+                      resolution_type=dataset.resolution_type, num_frames=v.num_frames or v.min_frames,
+                      max_frames=v.max_frames, frame_interval=v.frame_interval or LTX2.temporal,
+                      frame_rate=float(v.frame_rate))
+
+
+@dataclass(frozen=True)
+class BucketWork:
+    kept: list[dict]  # kept sample rows
+    stale: list[dict]  # kept rows whose bucket is missing or stale
+    dropped: list[dict]  # rejected rows that still carry a bucket
+
+
+def bucket_work(store: Store, dataset: VideoDataset, force: bool = False) -> BucketWork:
+    fp = bucket_spec(dataset).fingerprint
+    rows = samples_of(store, dataset.id)
+    kept = [r for r in rows if r["kept"]]
+    return BucketWork(kept, [r for r in kept if force or r["bucket_fp"] != fp],
+                      [r for r in rows if not r["kept"] and r["bucket"] is not None])
+
+
+# ---- captions
+
+
+def caption_strategy(dataset: VideoDataset):
+    match dataset.caption_strategy:
+        case "textfile":
+            return caption_sources.TextFile()
+        case "filename":
+            return caption_sources.FromFilename()
+        case "instanceprompt":
+            return caption_sources.InstancePrompt(dataset.instance_prompt)
+        case "parquet" | "jsonl":
+            p = dataset.parquet
+            reader = caption_sources.read_jsonl if str(p.path).endswith((".jsonl", ".json")) else read_parquet_rows
+            return caption_sources.CaptionTable(str(p.path), p.filename_column, p.caption_column, reader)
+    raise ValueError(f"dataset '{dataset.id}': unknown caption_strategy {dataset.caption_strategy!r}")
+
+
+@dataclass(frozen=True)
+class CaptionWork:
+    kept: list[dict]  # kept sample rows (sample_id, path)
+    todo: list[tuple[dict, caption_sources.CaptionSource]]  # whose caption is missing or stale
+
+
+def caption_work(store: Store, dataset: VideoDataset, strategy=None, force: bool = False) -> CaptionWork:
+    from storage.sql import sql_eq
+
+    strategy = strategy or caption_strategy(dataset)
+    current = store.column_map("captions", "source_fp", where=sql_eq("dataset_id", dataset.id))
+    kept = samples_of(store, dataset.id, ["sample_id", "path"], kept_only=True)
+    sources = ((s, strategy.source(s["path"])) for s in kept)
+    return CaptionWork(kept, [(s, src) for s, src in sources if force or current.get(s["sample_id"]) != src.fp])
+
+
+# ---- all stages
+
+
+def nothing_pending(store: Store, datasets: list[VideoDataset], stages: list[str]) -> bool:
+    """True when every chosen stage is up to date: a rerun would do no work."""
+    checks = {
+        "probe": lambda: not (w := probe_work(store, sorted({str(d.instance_data_dir) for d in datasets}))).todo
+        and not w.gone,
+        "filter": lambda: all(not (w := filter_work(store, d)).stale and not w.gone for d in datasets),
+        "bucket": lambda: all(not (w := bucket_work(store, d)).stale and not w.dropped for d in datasets),
+        "captions": lambda: all(not caption_work(store, d).todo for d in datasets),
+    }
+    return all(checks[s]() for s in stages)
