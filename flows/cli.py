@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-STAGE_HELP = "comma-separated stages: probe,filter,bucket,captions (default: all)"
+STAGE_HELP = "comma-separated stages: probe,filter,bucket,captions,text-embeds,latents (default: all)"
 
 
 def _prefect_defaults(verbose: bool) -> None:
@@ -50,7 +50,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tasks.status import stage_status
 
     videos = _video_datasets(project.datasets)
-    if not args.force and Path(args.storage).is_dir() and nothing_pending(Store.open(args.storage), videos, todo):
+    store_exists = "://" in args.storage or Path(args.storage).is_dir()  # don't create a folder just to look
+    if not args.force and store_exists and nothing_pending(Store.open(args.storage), project.config, videos, todo):
         # Nothing to do: starting an orchestrator (a temporary Prefect API takes ~10 s here) would only record that.
         print_status([r for r in stage_status(args.storage, videos) if r["stage"] in todo], args.storage,
                      title="up to date: nothing to run")
@@ -118,10 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ltx2core.config.load import ConfigError
+    from storage.location import StorageUnavailable
 
     try:
         return args.fn(args)
-    except ConfigError as e:  # bad input: the message names the file, the key and the fix
+    except (ConfigError, StorageUnavailable) as e:  # bad input: the message names the file or URI and the fix
         print(str(e), file=sys.stderr)
         return 2
 

@@ -7,7 +7,7 @@ from prefect import flow, get_run_logger
 
 from ltx2core.config.load import load_project
 from flows.stages import READS_SOURCE_FILES, Stage, selected
-from tasks import bucket, captions, filter as filter_, probe
+from tasks import bucket, captions, filter as filter_, latents, probe, text_embeds
 from tasks.report import StageReport
 from tasks.stage_runs import tracked
 from storage.store import Store
@@ -42,6 +42,15 @@ def pipeline(
             folders = sorted({str(d.instance_data_dir) for d in videos})
             reports.append(tracked(store_uri, "probe", "*", {"folders": folders},
                                    lambda: probe.run(store_uri, folders, force=redo)))
+            continue
+        if stage == "text-embeds":
+            reports.append(tracked(store_uri, stage, "*", {"datasets": [d.id for d in videos]},
+                                   lambda: text_embeds.cache_text_embeds(store_uri, project.config, videos, force=redo)))
+            continue
+        if stage == "latents":
+            for d in videos:
+                reports.append(tracked(store_uri, stage, d.id, {"dataset": d.model_dump(mode="json")},
+                                       lambda d=d: latents.run(store_uri, project.config, d, force=redo)))
             continue
         step = {"filter": filter_.filter_dataset, "bucket": bucket.bucket_dataset,
                 "captions": captions.ingest_captions}[stage]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-Stage = Literal["probe", "filter", "bucket", "captions"]
-STAGES: tuple[Stage, ...] = ("probe", "filter", "bucket", "captions")
-READS_SOURCE_FILES = {"probe", "captions"}  # the others run from the store, e.g. on a machine without the videos
+Stage = Literal["probe", "filter", "bucket", "captions", "text-embeds", "latents"]
+STAGES: tuple[Stage, ...] = ("probe", "filter", "bucket", "captions", "text-embeds", "latents")
+READS_SOURCE_FILES = {"probe", "captions", "latents"}  # the others run from the store, e.g. on a machine without the videos
 
 
 def selected(stages: list[str]) -> list[str]:

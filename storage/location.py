@@ -9,10 +9,12 @@ environment variables so no secret ever sits in a config file or a Prefect param
     AWS_ENDPOINT_URL or AWS_ENDPOINT                              S3-compatible server (SeaweedFS, MinIO...)
 
 An `http://` endpoint turns on `allow_http`. Explicit `storage_options` win over the environment.
+Lance's own S3 options (e.g. `client_max_retries`, `connect_timeout`) pass through `storage_options`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,13 @@ _S3_ENV = {
     "aws_endpoint": ("AWS_ENDPOINT_URL", "AWS_ENDPOINT"),
 }
 _SECRET_OPTIONS = frozenset({"aws_secret_access_key", "aws_session_token"})
+_CREDENTIAL_CODES = frozenset({"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "ExpiredToken",
+                               "InvalidToken", "TokenRefreshRequired"})
+_UNREACHABLE_MARKERS = ("ConnectionRefused", "tcp connect error", "dns error", "TimedOut", "timed out")
+
+
+class StorageUnavailable(ValueError):
+    """The storage URI and its settings do not lead to a usable store (unreachable, no bucket, refused)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,29 @@ class Location:
         if "aws_access_key_id" in shown:
             shown["aws_access_key_id"] = shown["aws_access_key_id"][:4] + "***"
         return f"{self.uri} {shown}" if shown else self.uri
+
+    def unavailable(self, err: BaseException) -> StorageUnavailable:
+        """A short, secret-free account of why opening this S3 store failed, naming what to set."""
+        text = self._without_secrets(str(err))
+        code = re.search(r"<Code>(\w+)</Code>", text)
+        bucket = self.uri[len("s3://") :].split("/", 1)[0]
+        endpoint = self.storage_options.get("aws_endpoint", "the AWS default for the region")
+        if code and code.group(1) == "NoSuchBucket":
+            reason = f"bucket {bucket!r} does not exist at {endpoint}; create it, or fix the URI or AWS_ENDPOINT_URL"
+        elif code and code.group(1) in _CREDENTIAL_CODES:
+            reason = (f"the server refused the credentials ({code.group(1)}); "
+                      "check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)")
+        elif any(marker in text for marker in _UNREACHABLE_MARKERS):
+            reason = f"cannot reach {endpoint}; set AWS_ENDPOINT_URL to the S3 server (and AWS_REGION)"
+        else:
+            reason = f"{code.group(1) if code else text[:300]}; check AWS_ENDPOINT_URL, AWS_REGION and the credentials"
+        return StorageUnavailable(f"cannot open storage {self.describe()}: {reason}")
+
+    def _without_secrets(self, text: str) -> str:
+        for name, value in self.storage_options.items():
+            if value and (name in _SECRET_OPTIONS or name == "aws_access_key_id"):
+                text = text.replace(value, "***")
+        return text
 
 
 def resolve(

@@ -156,7 +156,37 @@ STAGE_RUNS = _spec(
     pa.field("finished_at", UTC_TIMESTAMP, nullable=False),
 )
 
-TABLES: dict[str, TableSpec] = {s.name: s for s in (FILES, VIDEOS, SAMPLES, CAPTIONS, STAGE_RUNS)}
+# Compact caption features (text_proj_in output of the real tokens), keyed by
+# hash(caption, text encoder fingerprint, max length): identical captions are encoded once.
+TEXT_EMBEDS = _spec(
+    "text_embeds",
+    "key",
+    pa.field("caption", pa.string(), nullable=False),
+    pa.field("encoder_fp", pa.string(), nullable=False),
+    pa.field("max_length", pa.int64(), nullable=False),
+    pa.field("num_tokens", pa.int64(), nullable=False),
+    *tensor_fields("features"),
+)
+
+# VAE latents of one clip, keyed by hash(video_id, clip spec, bucket, VAE fingerprint, options).
+LATENTS = _spec(
+    "latents",
+    "key",
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("clip_spec", pa.string(), nullable=False),
+    pa.field("bucket", pa.string(), nullable=False),
+    pa.field("vae_fp", pa.string(), nullable=False),
+    pa.field("options", pa.string(), nullable=False),  # VAE options cache key, plus the audio request
+    pa.field("frame_rate", pa.float64(), nullable=False),  # the clip's fps after resampling: RoPE needs it
+    pa.field("error", pa.string()),  # null when encoded; a clip that could not be decoded says why
+    *tensor_fields("latents"),  # [C, F', H', W'] normalised posterior mean
+    *tensor_fields("logvar"),  # [1, F', H', W'] (the encoder shares one log-variance across channels)
+    *tensor_fields("audio_latents"),  # [T, C*M] packed and normalised; null for video-only datasets
+)
+
+TABLES: dict[str, TableSpec] = {
+    s.name: s for s in (FILES, VIDEOS, SAMPLES, CAPTIONS, STAGE_RUNS, TEXT_EMBEDS, LATENTS)
+}
 
 
 def table_spec(name: str) -> TableSpec:

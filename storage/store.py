@@ -60,11 +60,18 @@ class Store:
     @classmethod
     def open(cls, uri: str, *, storage_options: Mapping[str, str] | None = None) -> Store:
         location = resolve(uri, storage_options, os.environ)
-        db = lancedb.connect(
-            location.uri,
-            read_consistency_interval=timedelta(0),
-            storage_options=location.storage_options or None,
-        )
+        try:
+            # On S3 this lists the prefix, so a wrong endpoint, bucket or key fails here, up front.
+            db = lancedb.connect(
+                location.uri,
+                read_consistency_interval=timedelta(0),
+                storage_options=location.storage_options or None,
+            )
+        except (ValueError, OSError, RuntimeError) as err:
+            if location.is_local:
+                raise
+            # from None: Lance's message is a page of Rust debug output; the reason is in ours.
+            raise location.unavailable(err) from None
         logger.info("storage: %s", location.describe())
         return cls(db, location.uri)
 

@@ -148,13 +148,117 @@ def caption_work(store: Store, dataset: VideoDataset, strategy=None, force: bool
 # ---- all stages
 
 
-def nothing_pending(store: Store, datasets: list[VideoDataset], stages: list[str]) -> bool:
+def nothing_pending(store: Store, config, datasets: list[VideoDataset], stages: list[str]) -> bool:
     """True when every chosen stage is up to date: a rerun would do no work."""
+
+    def source():
+        from ltx2core.models.source import resolve_source
+
+        return resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
+
+    def latents_current(d: VideoDataset) -> bool:
+        return not latent_work(store, d, latent_model(source(), vae_options(config))).todo
+
     checks = {
         "probe": lambda: not (w := probe_work(store, sorted({str(d.instance_data_dir) for d in datasets}))).todo
         and not w.gone,
         "filter": lambda: all(not (w := filter_work(store, d)).stale and not w.gone for d in datasets),
         "bucket": lambda: all(not (w := bucket_work(store, d)).stale and not w.dropped for d in datasets),
         "captions": lambda: all(not caption_work(store, d).todo for d in datasets),
+        "text-embeds": lambda: not text_embed_work(store, wanted_captions(store, datasets), text_model(source())).todo,
+        "latents": lambda: all(latents_current(d) for d in datasets),
     }
     return all(checks[s]() for s in stages)
+
+
+# ---- text-embeds
+
+
+@dataclass(frozen=True)
+class TextModel:
+    """Which text encoder makes the embeddings, as far as cache keys are concerned."""
+
+    encoder_fp: str
+    max_length: int
+
+    def key(self, caption: str) -> str:
+        return fingerprint("text-embed", caption, self.encoder_fp, self.max_length)
+
+
+def text_model(source) -> TextModel:
+    from ltx2core.models.fingerprint import component_fingerprint
+
+    parts = [component_fingerprint(source, c) for c in ("tokenizer", "text_encoder", "connectors")]
+    return TextModel(encoder_fp=fingerprint(*parts), max_length=source.flavour.text_max_length)
+
+
+def wanted_captions(store: Store, datasets: list[VideoDataset]) -> list[str]:
+    """Distinct captions of the kept samples of `datasets` (identical captions are encoded once)."""
+    from storage.sql import sql_in
+
+    kept = {s["sample_id"] for d in datasets for s in samples_of(store, d.id, ["sample_id"], kept_only=True)}
+    rows = store.read("captions", ["sample_id", "caption"],
+                      where=sql_in("dataset_id", [d.id for d in datasets]) + " AND caption IS NOT NULL")
+    return sorted({r["caption"] for r in rows.to_pylist() if r["sample_id"] in kept})
+
+
+@dataclass(frozen=True)
+class TextEmbedWork:
+    wanted: dict[str, str]  # key -> caption
+    todo: dict[str, str]  # key -> caption, not yet cached
+
+
+def text_embed_work(store: Store, captions: list[str], model: TextModel, force: bool = False) -> TextEmbedWork:
+    wanted = {model.key(c): c for c in captions}
+    present = set() if force else store.keys("text_embeds")
+    return TextEmbedWork(wanted, {k: c for k, c in wanted.items() if k not in present})
+
+
+# ---- latents
+
+
+@dataclass(frozen=True)
+class LatentModel:
+    """Which VAE and options make the latents, as far as cache keys are concerned."""
+
+    vae_fp: str
+    options_key: str
+
+
+def vae_options(config):
+    from ltx2core.models.vae import VaeOptions
+
+    return VaeOptions.from_config(vae_enable_tiling=config.vae_enable_tiling,
+                                  vae_enable_slicing=config.vae_enable_slicing,
+                                  vae_enable_patch_conv=config.vae_enable_patch_conv,
+                                  vae_enable_temporal_roll=config.vae_enable_temporal_roll)
+
+
+def latent_model(source, options) -> LatentModel:
+    from ltx2core.models.fingerprint import component_fingerprint
+    from ltx2core.models.loading import load_vae_config
+
+    return LatentModel(vae_fp=component_fingerprint(source, "vae"),
+                       options_key=options.cache_key(load_vae_config(source)))
+
+
+def latent_key(sample: dict, dataset: VideoDataset, model: LatentModel) -> str:
+    audio = dataset.video.audio
+    audio_key = f"audio={audio.sample_rate}x{audio.channels}" if audio else "audio=none"
+    return fingerprint("latents", sample["video_id"], clip_spec(dataset), sample["bucket"], model.vae_fp,
+                       model.options_key, audio_key)
+
+
+@dataclass(frozen=True)
+class LatentWork:
+    wanted: dict[str, dict]  # key -> the first kept, bucketed sample row that needs it
+    todo: dict[str, dict]  # the keys not yet cached
+
+
+def latent_work(store: Store, dataset: VideoDataset, model: LatentModel, force: bool = False) -> LatentWork:
+    rows = [r for r in samples_of(store, dataset.id, kept_only=True) if r["bucket"] is not None]
+    wanted: dict[str, dict] = {}
+    for r in sorted(rows, key=lambda r: r["sample_id"]):
+        wanted.setdefault(latent_key(r, dataset, model), r)
+    present = set() if force else store.keys("latents")  # failed clips too: `--force latents` retries them
+    return LatentWork(wanted, {k: r for k, r in wanted.items() if k not in present})

@@ -20,7 +20,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-VERSION = 1  # bump when the configs below change: the cached folder name carries it
+VERSION = 2  # bump when the configs below change: the cached folder name carries it
 SEED = 0
 TEXT_MAX_LENGTH = 64  # the real model pads captions to 1024; must be a multiple of the connector registers
 FLAVOUR_KEY = "_ltx2_flavour"  # diffusers ignores model_index.json keys that start with "_"
@@ -126,7 +126,7 @@ def _components() -> dict[str, Any]:
     vae.latents_mean.copy_(torch.randn(_LATENT_CHANNELS) * 0.1)
     vae.latents_std.copy_(torch.rand(_LATENT_CHANNELS) + 0.5)
     audio_vae = AutoencoderKLLTX2Audio(
-        base_channels=4, output_channels=2, ch_mult=(1,), num_res_blocks=1, in_channels=2, resolution=32,
+        base_channels=4, output_channels=2, ch_mult=(1, 2, 4), num_res_blocks=1, in_channels=2, resolution=32,
         latent_channels=2, mel_bins=8,
     )
     vocoder = LTX2Vocoder(

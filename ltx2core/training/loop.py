@@ -1,0 +1,247 @@
+"""The LoRA training loop: batches -> steps -> optimizer updates, with checkpoints and resume.
+
+The transformer comes in with its LoRA already added (lora.add_lora) and its base frozen; the loop owns
+the optimizer, the LR schedule, the random streams and the data position, and saves all of them with
+every checkpoint, so that N steps, a kill, and a resume from step k give the same LoRA as N steps in one
+go (tested to the bit on CPU). Validation runs through `on_validate` with every random stream saved and
+restored around it, so validating does not change what is trained.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ltx2core.models.runtime import compute_dtype
+from ltx2core.training.checkpoint import (
+    capture_rng_states,
+    load_checkpoint,
+    prune_checkpoints,
+    restore_rng_states,
+    save_checkpoint,
+)
+from ltx2core.training.data import BucketBatches, SampleSource, collate
+from ltx2core.training.flow_matching import LTX2_SHIFT, DynamicShift
+from ltx2core.training.lora import load_lora_state, lora_spec_of, lora_state_dict
+from ltx2core.training.optim import make_lr_scheduler, make_optimizer
+from ltx2core.training.sinks import MetricSink
+from ltx2core.training.step import training_step
+
+log = logging.getLogger(__name__)
+
+CheckpointCallback = Callable[[int, Path], None]  # (step, checkpoint folder)
+ValidateCallback = Callable[[int], None]  # (step); the callee has the transformer
+CONSTANT_SCHEDULES = ("constant", "constant_with_warmup")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    output_dir: Path  # checkpoints land in output_dir/checkpoint-NNNNNN
+    max_steps: int  # optimizer steps in total (a resumed run counts from its checkpoint)
+    text_max_length: int  # tokens the connectors pad captions to (the model flavour's)
+    model: str = ""  # what the LoRA is trained on (ModelSource.label): part of the resume fingerprint
+    learning_rate: float = 1e-4
+    lr_scheduler: str = "constant"
+    lr_warmup_steps: int = 0
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0  # 0 = no clipping (the norm is still logged)
+    optimizer: str = "adamw"
+    seed: int = 42
+    mixed_precision: str = "bf16"  # autocast dtype on CUDA; the CPU computes in float32
+    gradient_checkpointing: bool = True
+    first_frame_p: float = 0.0  # probability of image-to-video conditioning per clip
+    checkpointing_steps: int = 500
+    checkpoints_total_limit: int | None = None
+    validation_steps: int = 0  # 0 = never
+    device: str = "cpu"
+    shift: DynamicShift = LTX2_SHIFT  # the validation scheduler's (DynamicShift.from_scheduler_config)
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("max_steps", "gradient_accumulation_steps", "checkpointing_steps", "text_max_length"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} {getattr(self, name)} must be at least 1")
+        if not 0 <= self.first_frame_p <= 1:
+            problems.append(f"first_frame_p {self.first_frame_p} must be in [0, 1]")
+        if self.max_grad_norm < 0:
+            problems.append(f"max_grad_norm {self.max_grad_norm} must be 0 (off) or more")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings a resumed run must share with its checkpoint (not paths, step counts or intervals)."""
+        keys = ("model", "learning_rate", "lr_scheduler", "lr_warmup_steps", "gradient_accumulation_steps",
+                "max_grad_norm", "optimizer", "seed", "mixed_precision", "first_frame_p", "text_max_length")
+        values = {key: getattr(self, key) for key in keys}
+        values["shift"] = asdict(self.shift)
+        if self.lr_scheduler not in CONSTANT_SCHEDULES:  # a decaying schedule is drawn over max_steps
+            values["max_steps"] = self.max_steps
+        return values
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    step: int  # optimizer steps done in total
+    steps_run: int  # of which in this call
+    last_checkpoint: Path | None
+    history: tuple[dict[str, float], ...]  # the metrics of each step of this call
+    batch_keys: tuple[tuple[str, ...], ...]  # the samples of each micro-batch of this call, in order
+
+
+def train(
+    transformer: Any,
+    source: SampleSource,
+    batches: BucketBatches,
+    *,
+    connectors: Any,
+    settings: TrainSettings,
+    sinks: Sequence[MetricSink] = (),
+    resume_from: Path | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
+    on_validate: ValidateCallback | None = None,
+) -> TrainResult:
+    """Train the transformer's LoRA for `settings.max_steps` optimizer steps (see the module docstring).
+
+    Sinks are logged to, not closed: the caller owns them. Raises CheckpointMismatch when `resume_from` was
+    trained with other settings or data, and FloatingPointError when the loss stops being finite (naming
+    the step and the samples).
+    """
+    device = torch.device(settings.device)
+    dtype = compute_dtype(settings.mixed_precision, device)
+    params = [p for p in transformer.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the transformer has no trainable parameters: add the LoRA (lora.add_lora) first")
+    spec = lora_spec_of(transformer)
+    fingerprint = {
+        **settings.fingerprint(),
+        "lora_rank": spec.rank, "lora_alpha": spec.alpha, "lora_dropout": spec.dropout,
+        "lora_targets": list(spec.targets), "train_batch_size": batches.batch_size, "data": batches.fingerprint,
+    }
+    optimizer = make_optimizer(settings.optimizer, params, learning_rate=settings.learning_rate)
+    scheduler = make_lr_scheduler(
+        settings.lr_scheduler, optimizer, warmup_steps=settings.lr_warmup_steps, total_steps=settings.max_steps
+    )
+    generator = torch.Generator(device=device)  # noise, sigmas and I2V draws
+
+    step, last_checkpoint = 0, None
+    if resume_from is not None:
+        checkpoint = load_checkpoint(resume_from, config_fingerprint=fingerprint)
+        load_lora_state(transformer, checkpoint.lora_state)
+        optimizer.load_state_dict(checkpoint.optimizer_state)
+        scheduler.load_state_dict(checkpoint.lr_scheduler_state)
+        restore_rng_states(checkpoint.rng_states, generator)
+        batches.restore(checkpoint.data_position)
+        step, last_checkpoint = checkpoint.step, checkpoint.folder
+        log.info("resumed from %s at step %d", checkpoint.folder, step)
+    else:
+        _seed_everything(settings.seed, generator)
+
+    if settings.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    transformer.train()
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda" and dtype != torch.float32)
+
+    history: list[dict[str, float]] = []
+    batch_keys: list[tuple[str, ...]] = []
+    start_step = step
+    log.info(
+        "training steps %d..%d: %d batches per epoch of up to %d clips, %d batches per update, lr %g (%s)",
+        step + 1, settings.max_steps, batches.batches_per_epoch, batches.batch_size,
+        settings.gradient_accumulation_steps, settings.learning_rate, settings.lr_scheduler,
+    )
+    while step < settings.max_steps:
+        started = time.perf_counter()
+        losses: dict[str, list[float]] = {"loss": [], "video_loss": [], "audio_loss": []}
+        for _ in range(settings.gradient_accumulation_steps):
+            chosen = next(batches)
+            batch = collate(
+                source.load(chosen.keys), connectors=connectors, text_max_length=settings.text_max_length,
+                device=device, dtype=dtype,
+            )
+            with autocast:
+                output = training_step(
+                    transformer, batch, generator=generator, first_frame_p=settings.first_frame_p,
+                    shift=settings.shift,
+                )
+            # each backward adds to .grad: divide so the update is the mean over micro-batches
+            (output.loss / settings.gradient_accumulation_steps).backward()
+            loss = output.loss.item()  # a sync point on the GPU, once per micro-batch
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss is {loss} at step {step + 1} on samples {list(chosen.keys)}: lower learning_rate or "
+                    "check these samples' latents"
+                )
+            losses["loss"].append(loss)
+            losses["video_loss"].append(output.video_loss.item())
+            if output.audio_loss is not None:
+                losses["audio_loss"].append(output.audio_loss.item())
+            batch_keys.append(chosen.keys)
+            del output, batch  # drop this micro-batch's tensors before the next one is loaded
+
+        limit = settings.max_grad_norm or math.inf  # max_grad_norm 0: no clipping, the norm is still logged
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+
+        metrics = {name: sum(v) / len(v) for name, v in losses.items() if v}
+        metrics.update(lr=scheduler.get_last_lr()[0], grad_norm=grad_norm, s_per_step=time.perf_counter() - started)
+        history.append({"step": float(step), **metrics})
+        for sink in sinks:
+            sink.log(step, metrics)
+
+        if step % settings.checkpointing_steps == 0 or step == settings.max_steps:
+            last_checkpoint = _checkpoint(transformer, settings, step, optimizer, scheduler, generator, batches,
+                                          fingerprint)
+            if on_checkpoint:
+                on_checkpoint(step, last_checkpoint)
+        if on_validate and settings.validation_steps and step % settings.validation_steps == 0:
+            with _random_streams_kept(generator):
+                on_validate(step)
+            transformer.train()
+
+    return TrainResult(
+        step=step, steps_run=step - start_step, last_checkpoint=last_checkpoint, history=tuple(history),
+        batch_keys=tuple(batch_keys),
+    )
+
+
+def _checkpoint(
+    transformer: Any, settings: TrainSettings, step: int, optimizer: torch.optim.Optimizer, scheduler: Any,
+    generator: torch.Generator, batches: BucketBatches, fingerprint: dict[str, Any],
+) -> Path:
+    folder = save_checkpoint(
+        settings.output_dir, step=step, lora_state=lora_state_dict(transformer), lora_spec=lora_spec_of(transformer),
+        optimizer=optimizer, lr_scheduler=scheduler, rng_states=capture_rng_states(generator),
+        data_position=batches.position, config_fingerprint=fingerprint,
+    )
+    if settings.checkpoints_total_limit:
+        prune_checkpoints(settings.output_dir, settings.checkpoints_total_limit)
+    return folder
+
+
+def _seed_everything(seed: int, generator: torch.Generator) -> None:
+    torch.manual_seed(seed)  # CPU and every CUDA device: LoRA dropout draws from here
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    generator.manual_seed(seed)
+
+
+@contextmanager
+def _random_streams_kept(generator: torch.Generator) -> Iterator[None]:
+    saved = capture_rng_states(generator)
+    try:
+        yield
+    finally:
+        restore_rng_states(saved, generator)

@@ -1,0 +1,162 @@
+"""One training step: clean latents -> noise at a sampled sigma -> transformer -> flow-matching loss.
+
+Video-only data takes the fast path: ONE dummy audio token (zeros) and `isolate_modalities=True`, which
+switches off the audio<->video cross-attention in every block, so the video prediction does not depend on
+the audio stream at all (tested) and the audio stream costs one token. Data with audio latents runs the
+joint audio-video model; the audio is noised at the same sigma as its video and its loss is added.
+
+Image-to-video training (`first_frame_p`): with that probability per clip, the tokens of the first
+latent frame stay clean, get timestep 0 (the transformer takes a per-token timestep [B, N], as
+LTX2ImageToVideoPipeline passes it) and are left out of the loss. The first latent frame of a clip is
+its first pixel frame alone (the VAE is causal), exactly what the I2V pipeline conditions on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ltx2core.training.data import TrainBatch
+from ltx2core.training.flow_matching import LTX2_SHIFT, TIMESTEP_SCALE, DynamicShift, noisy_and_target, sample_sigmas
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    loss: torch.Tensor  # [] video loss + audio loss, with grad
+    video_loss: torch.Tensor  # [] detached
+    audio_loss: torch.Tensor | None  # [] detached; None on the video-only path
+    sigma: torch.Tensor  # [B] sampled sigma, detached
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    kwargs: dict[str, Any]  # what the transformer is called with
+    video_target: torch.Tensor  # [B, N, C] velocity target, float32
+    audio_target: torch.Tensor | None  # [B, T_a, C_a] float32; None on the video-only path
+    loss_mask: torch.Tensor  # [B, N] 1 = token counts in the loss, 0 = clean conditioning token
+    sigma: torch.Tensor  # [B]
+
+
+def training_step(
+    transformer: Any,
+    batch: TrainBatch,
+    *,
+    generator: torch.Generator,
+    first_frame_p: float = 0.0,
+    shift: DynamicShift = LTX2_SHIFT,
+) -> StepOutput:
+    """Forward and loss for one batch; the caller does backward, clipping and the optimizer step."""
+    inputs = model_inputs(transformer, batch, generator=generator, first_frame_p=first_frame_p, shift=shift)
+    video_pred, audio_pred = transformer(**inputs.kwargs)  # [B, N, C], [B, T_a, C_a]
+    video_loss = masked_mse(video_pred.float(), inputs.video_target, inputs.loss_mask)
+    audio_loss = None
+    if inputs.audio_target is not None:
+        audio_loss = torch.nn.functional.mse_loss(audio_pred.float(), inputs.audio_target)
+    loss = video_loss if audio_loss is None else video_loss + audio_loss
+    return StepOutput(
+        loss=loss,
+        video_loss=video_loss.detach(),
+        audio_loss=None if audio_loss is None else audio_loss.detach(),
+        sigma=inputs.sigma.detach(),
+    )
+
+
+def model_inputs(
+    transformer: Any,
+    batch: TrainBatch,
+    *,
+    generator: torch.Generator,
+    first_frame_p: float = 0.0,
+    shift: DynamicShift = LTX2_SHIFT,
+) -> ModelInputs:
+    """Noise the batch and build the transformer's keyword arguments (the step without the forward)."""
+    _require_unit_patches(transformer)
+    device, dtype = batch.latents.device, transformer.dtype
+    size, _, frames, height, width = batch.latents.shape
+    # Patchify (patch 1x1x1): [B, C, F, H, W] -> [B, F*H*W, C], frame-major as LTX2Pipeline._pack_latents
+    x0 = batch.latents.float().permute(0, 2, 3, 4, 1).reshape(size, frames * height * width, -1)
+    num_tokens = x0.shape[1]
+
+    sigma = sample_sigmas(size, num_tokens, generator, shift=shift).to(device)  # [B]
+    noise = _randn(x0.shape, generator, device)
+    # x_t = (1 - sigma) * x0 + sigma * noise; target = noise - x0
+    noisy, video_target = noisy_and_target(x0, noise, sigma)
+    conditioned = first_frame_mask(size, frames, height * width, first_frame_p, generator).to(device)  # [B, N]
+    noisy = torch.where(conditioned[..., None], x0, noisy)  # conditioning tokens stay clean
+    timestep = sigma * TIMESTEP_SCALE  # [B]
+    # Per-token timesteps only when some clip is conditioned: [B, N] embeddings cost N times [B].
+    video_timestep = timestep[:, None] * (~conditioned) if conditioned.any() else timestep
+
+    if batch.audio_latents is None:
+        # Video-only fast path: 1 dummy token, cross-modal attention off (the video never sees it).
+        audio_in = torch.zeros(size, 1, transformer.config.audio_in_channels, device=device)
+        audio_target = None
+    else:
+        audio_noise = _randn(batch.audio_latents.shape, generator, device)
+        audio_in, audio_target = noisy_and_target(batch.audio_latents.float(), audio_noise, sigma)
+
+    # RoPE time axis in seconds: each clip's own fps (a batch may mix frame rates).
+    video_coords = torch.cat([
+        transformer.rope.prepare_video_coords(1, frames, height, width, device, fps=fps) for fps in batch.frame_rates
+    ])
+    kwargs = dict(
+        hidden_states=noisy.to(dtype),
+        audio_hidden_states=audio_in.to(dtype),
+        encoder_hidden_states=batch.text.to(dtype),
+        audio_encoder_hidden_states=batch.audio_text.to(dtype),
+        encoder_attention_mask=batch.text_mask,
+        audio_encoder_attention_mask=batch.text_mask,
+        timestep=video_timestep,
+        audio_timestep=timestep,
+        sigma=timestep,  # read by LTX-2.3 only; the pipeline passes the scaled timestep too
+        num_frames=frames,
+        height=height,
+        width=width,
+        audio_num_frames=audio_in.shape[1],
+        video_coords=video_coords,
+        isolate_modalities=batch.audio_latents is None,
+        use_cross_timestep=False,  # LTX-2.0 behaviour
+        return_dict=False,
+    )
+    return ModelInputs(
+        kwargs=kwargs, video_target=video_target, audio_target=audio_target,
+        loss_mask=(~conditioned).float(), sigma=sigma,
+    )
+
+
+def first_frame_mask(
+    batch_size: int, latent_frames: int, tokens_per_frame: int, probability: float, generator: torch.Generator
+) -> torch.Tensor:
+    """[B, F*HW] bool, True on the first latent frame's tokens of the clips drawn for I2V conditioning.
+
+    Single-frame clips are never conditioned (nothing would be left to learn from).
+    """
+    mask = torch.zeros(batch_size, latent_frames * tokens_per_frame, dtype=torch.bool)
+    if probability <= 0 or latent_frames < 2:
+        return mask
+    # Drawn on the generator's device, then moved, so the random stream does not depend on the batch.
+    chosen = (torch.rand(batch_size, generator=generator, device=generator.device) < probability).cpu()
+    mask[:, :tokens_per_frame] = chosen[:, None]
+    return mask
+
+
+def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the tokens where mask is 1: per clip, then over the batch. [B, N, C] -> []."""
+    per_token = (prediction - target).pow(2).mean(dim=-1)  # [B, N]
+    per_clip = (per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)  # [B]
+    return per_clip.mean()
+
+
+def _randn(shape: torch.Size | tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(device)
+
+
+def _require_unit_patches(transformer: Any) -> None:
+    config = transformer.config
+    if (config.patch_size, config.patch_size_t) != (1, 1):
+        raise ValueError(
+            f"transformer/config.json has patch_size {config.patch_size}, patch_size_t {config.patch_size_t}; "
+            "LTX-2 uses 1 and 1 (one token per latent cell), the only packing implemented here"
+        )

@@ -1,0 +1,113 @@
+"""Stage `latents`: VAE latents of every kept clip, keyed by (video, clip spec, bucket, VAE, options).
+
+Recipe: the dataset's kept, bucketed samples -> keys missing from `latents` -> shards of clips -> per
+shard, load the VAE once, decode clips on the CPU ahead of the encoder (ltx2core.data.encode_latents) ->
+write rows as they finish. A clip that cannot be decoded is a row with an `error`; the stage carries on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from ltx2core.config.databackend import VideoDataset
+from ltx2core.config.train import TrainConfig
+from ltx2core.data.encode_latents import AudioSpec, LatentJob, encode_latent_jobs
+from ltx2core.data.tensors import to_record
+from ltx2core.media.decode import ClipPlan
+from ltx2core.models.loading import load_audio_vae, load_vae
+from ltx2core.models.placement import on_device
+from ltx2core.models.runtime import compute_dtype, pick_device
+from ltx2core.models.source import resolve_source
+from storage.store import Store
+from tasks.pending import clip_spec, latent_model, latent_work, vae_options
+from tasks.progress import sink
+from tasks.report import StageReport
+
+SHARD_SIZE = 256  # clips per Prefect task (one VAE load each)
+COMMIT_EVERY = 16  # clips per commit: a killed stage loses at most this much work
+DECODE_WORKERS = max(2, min(8, (os.cpu_count() or 2) - 1))  # enough CPU decoding to keep a GPU VAE busy
+PLAN_FIELDS = ("start_frame", "num_frames", "frame_rate", "resize_width", "resize_height", "crop_left", "crop_top",
+               "width", "height")
+
+
+def _job(key: str, sample: dict, dataset: VideoDataset) -> LatentJob:
+    audio = dataset.video.audio
+    return LatentJob(key=key, path=sample["path"], plan=ClipPlan(**{f: sample[f] for f in PLAN_FIELDS}),
+                     audio=AudioSpec(audio.sample_rate, audio.channels, audio.allow_zero_audio) if audio else None)
+
+
+@task(name="latents-shard", cache_policy=NO_CACHE, retries=1)
+def latents_shard(store_uri: str, config: TrainConfig, dataset: VideoDataset, keyed: list[tuple[str, dict]]) -> dict:
+    """Encode one shard of clips, committing every COMMIT_EVERY clips."""
+    store = Store.open(store_uri)
+    source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
+    options = vae_options(config)
+    model = latent_model(source, options)
+    device = pick_device()
+    dtype = compute_dtype(config.mixed_precision, device)
+    vae = load_vae(source, dtype=dtype)
+    # 53M parameters: float32 costs nothing and keeps the mel front end exact (Lightricks does the same).
+    audio_vae = load_audio_vae(source, dtype=torch.float32) if dataset.video.audio else None
+    spec, errors, rows = clip_spec(dataset), 0, []
+    jobs = [_job(key, sample, dataset) for key, sample in keyed]
+    samples = dict(keyed)
+    with on_device(vae, device, offload=config.offload_during_startup):
+        if audio_vae is not None:
+            audio_vae.to(device)
+        for result in encode_latent_jobs(jobs, vae=vae, audio_vae=audio_vae, options=options, device=device,
+                                         dtype=dtype, decode_workers=DECODE_WORKERS):
+            sample = samples[result.key]
+            row = {"key": result.key, "video_id": sample["video_id"], "clip_spec": spec, "bucket": sample["bucket"],
+                   "vae_fp": model.vae_fp, "options": model.options_key, "frame_rate": sample["frame_rate"],
+                   "error": result.error}
+            for name in ("latents", "logvar", "audio_latents"):
+                tensor = getattr(result, name)
+                data, shape, dt = to_record(tensor) if tensor is not None else (None, None, None)
+                row |= {name: data, f"{name}_shape": shape, f"{name}_dtype": dt}
+            errors += result.error is not None
+            rows.append(row)
+            if len(rows) == COMMIT_EVERY:
+                store.upsert("latents", rows)
+                sink().advance(f"latents {dataset.id}", len(rows))
+                rows = []
+        store.upsert("latents", rows)
+        sink().advance(f"latents {dataset.id}", len(rows))
+    if audio_vae is not None:
+        audio_vae.to("cpu")
+    return {"encoded": len(jobs) - errors, "errors": errors}
+
+
+def run(store_uri: str, config: TrainConfig, dataset: VideoDataset, force: bool = False) -> StageReport:
+    t0 = time.perf_counter()
+    log = get_run_logger()
+    store = Store.open(store_uri)
+    report = StageReport("latents", scope=dataset.id)
+    source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
+    work = latent_work(store, dataset, latent_model(source, vae_options(config)), force)
+    report.skipped = len(work.wanted) - len(work.todo)
+    sink().start(f"latents {dataset.id}", len(work.todo))
+    items = list(work.todo.items())
+    shards = [items[i:i + SHARD_SIZE] for i in range(0, len(items), SHARD_SIZE)]
+    if shards:
+        log.info("latents %s: encoding %d clips with %s", dataset.id, len(items), source.label)
+    for future in [latents_shard.submit(store_uri, config, dataset, shard) for shard in shards]:
+        out = future.result()
+        report.done += out["encoded"] + out["errors"]
+        if out["errors"]:
+            report.reasons["clip could not be decoded"] = report.reasons.get("clip could not be decoded", 0) + out[
+                "errors"]
+            report.failed += out["errors"]
+    stats = store.stats("latents")
+    report.counts = {"clips": len(work.wanted), "table_bytes": stats["bytes"] or 0}
+    report.versions = store.versions(["latents"])
+    report.seconds = time.perf_counter() - t0
+    sink().finish(f"latents {dataset.id}", "up to date" if report.up_to_date else f"{report.done} encoded")
+    log.info("latents %s: %d clips, %s", dataset.id, len(work.wanted),
+             "up to date" if report.up_to_date else f"{report.done} encoded ({report.failed} failed)")
+    return report

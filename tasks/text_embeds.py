@@ -1,0 +1,74 @@
+"""Stage `text-embeds`: compact Gemma-3 features of every distinct caption, keyed by content.
+
+Recipe: the captions of kept samples -> keys hash(caption, encoder fingerprint, max length) missing from
+`text_embeds` -> load the tokenizer, text encoder and connectors once -> encode in length-bucketed
+batches -> write rows as batches finish.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from ltx2core.config.databackend import VideoDataset
+from ltx2core.config.train import TrainConfig
+from ltx2core.data.tensors import to_record
+from ltx2core.models.loading import load_connectors, load_text_encoder, load_tokenizer
+from ltx2core.models.placement import on_device
+from ltx2core.models.runtime import compute_dtype, pick_device
+from ltx2core.models.source import resolve_source
+from ltx2core.models.text import encode_captions
+from storage.store import Store
+from tasks.pending import text_embed_work, text_model, wanted_captions
+from tasks.progress import sink
+from tasks.report import StageReport
+
+COMMIT_EVERY = 64  # captions per commit (1.5 MB each at full size)
+ENCODE_BATCH = 16
+
+
+@task(name="text-embeds", cache_policy=NO_CACHE)
+def cache_text_embeds(store_uri: str, config: TrainConfig, datasets: list[VideoDataset],
+                      force: bool = False) -> StageReport:
+    t0 = time.perf_counter()
+    log = get_run_logger()
+    store = Store.open(store_uri)
+    report = StageReport("text-embeds")
+    source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
+    model = text_model(source)
+    work = text_embed_work(store, wanted_captions(store, datasets), model, force)
+    report.skipped = len(work.wanted) - len(work.todo)
+    sink().start("text-embeds", len(work.todo))
+    if work.todo:
+        device = pick_device()
+        dtype = compute_dtype(config.mixed_precision, device)
+        log.info("text-embeds: encoding %d captions with %s on %s", len(work.todo), source.label, device)
+        tokenizer = load_tokenizer(source)
+        text_encoder = load_text_encoder(source, dtype=dtype)
+        connectors = load_connectors(source, dtype=dtype)
+        items = list(work.todo.items())
+        # The text encoder leaves the GPU when the stage ends, so the VAE never shares it with it.
+        with on_device(text_encoder, device), on_device(connectors, device):
+            for start in range(0, len(items), COMMIT_EVERY):
+                chunk = items[start:start + COMMIT_EVERY]
+                embeds = encode_captions([c for _, c in chunk], tokenizer=tokenizer, text_encoder=text_encoder,
+                                         connectors=connectors, max_length=model.max_length, device=device,
+                                         dtype=dtype, batch_size=ENCODE_BATCH)
+                rows = []
+                for (key, caption), e in zip(chunk, embeds, strict=True):
+                    data, shape, dt = to_record(e.features)
+                    rows.append({"key": key, "caption": caption, "encoder_fp": model.encoder_fp,
+                                 "max_length": model.max_length, "num_tokens": e.num_tokens,
+                                 "features": data, "features_shape": shape, "features_dtype": dt})
+                store.upsert("text_embeds", rows)
+                report.done += len(rows)
+                sink().advance("text-embeds", len(rows))
+    report.counts = {"captions": len(work.wanted), "bytes": store.stats("text_embeds").get("bytes") or 0}
+    report.versions = store.versions(["text_embeds"])
+    report.seconds = time.perf_counter() - t0
+    sink().finish("text-embeds", "up to date" if report.up_to_date else f"{report.done} encoded")
+    log.info("text-embeds: %d distinct captions, %s", len(work.wanted),
+             "up to date" if report.up_to_date else f"{report.done} encoded")
+    return report

@@ -1,0 +1,89 @@
+"""The two cache stages on the tiny model: text-embeds and latents, through the real flow and store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from flows.pipeline import pipeline
+from ltx2core.data.tensors import from_record
+from ltx2core.models.scale import LTX2
+from storage.store import Store
+from tests.flows.helpers import KEPT, make_dataset, write_configs
+
+CACHE_STAGES = ["probe", "filter", "bucket", "captions", "text-embeds", "latents"]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("cache-clips") / "videos")
+
+
+@pytest.fixture
+def work(tmp_path, clips, prefect_api, tiny):
+    data = shutil.copytree(clips, tmp_path / "videos")
+    config, backend = write_configs(tmp_path, data)
+    return {"root": tmp_path, "data": data, "config": str(config), "backend": str(backend),
+            "storage": str(tmp_path / "store")}
+
+
+def run(work, **kw) -> dict[tuple[str, str], dict]:
+    reports = pipeline(config=work["config"], databackend=work["backend"], storage=work["storage"],
+                       stages=CACHE_STAGES, **kw)
+    return {(r["stage"], r["scope"]): r for r in reports}
+
+
+def test_cache_stages_write_one_row_per_distinct_caption_and_clip(work):
+    (work["data"] / "ntsc.txt").write_text("clip beach")  # same caption as beach.mp4: encoded once
+    reports = run(work)
+    store = Store.open(work["storage"])
+    embeds = store.read("text_embeds").to_pylist()
+    assert sorted(r["caption"] for r in embeds) == ["clip beach", "clip portrait"]
+    assert reports[("text-embeds", "*")]["done"] == 2
+    for r in embeds:
+        features = from_record(r["features"], r["features_shape"], r["features_dtype"])
+        assert features.shape == (r["num_tokens"], 32) and torch.isfinite(features).all()
+
+    samples = {Path(s["path"]).name: s for s in store.read("samples").to_pylist() if s["kept"]}
+    latents = store.read("latents").to_pylist()
+    assert len(latents) == len(KEPT) and all(r["error"] is None for r in latents)
+    by_bucket = {r["bucket"]: r for r in latents}
+    for name in KEPT:
+        s = samples[name]
+        row = by_bucket[s["bucket"]]
+        z = from_record(row["latents"], row["latents_shape"], row["latents_dtype"])
+        assert tuple(z.shape[1:]) == (LTX2.latent_frames(s["num_frames"]), s["height"] // LTX2.spatial,
+                                      s["width"] // LTX2.spatial)
+        assert row["frame_rate"] == 25.0 and row["audio_latents"] is None  # video-only dataset: no audio work
+
+
+def test_rerun_of_the_cache_stages_is_a_noop(work):
+    run(work)
+    store = Store.open(work["storage"])
+    before = store.versions(["text_embeds", "latents"])
+    again = run(work)
+    assert again[("text-embeds", "*")]["up_to_date"] and again[("latents", "clips")]["up_to_date"]
+    assert store.versions(["text_embeds", "latents"]) == before
+
+
+def test_another_text_encoder_recomputes_every_text_embedding_and_nothing_else(work, tiny):
+    run(work)
+    # A copy of the tiny model whose text encoder differs by one weight.
+    other = shutil.copytree(tiny.name_or_path, work["root"] / "tiny-other")
+    weights = next((other / "text_encoder").glob("*.safetensors"))
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1e-3
+    save_file(tensors, weights, metadata={"format": "pt"})
+    config = json.loads(Path(work["config"]).read_text()) | {"pretrained_model_name_or_path": str(other)}
+    Path(work["config"]).write_text(json.dumps(config))
+
+    reports = run(work)
+    assert reports[("text-embeds", "*")]["done"] == 3
+    assert reports[("latents", "clips")]["up_to_date"]
+    assert all(reports[(s, sc)]["up_to_date"] for s, sc in reports if s not in ("text-embeds",))
