@@ -89,8 +89,8 @@ class Sizes:
 
 
 FULL = dict(reps=2, frames=121, width=768, height=512, source_width=768, tile=(512, 448), clips=12, workers=(2, 4, 8),
-            captions=64, caption_tokens=(150, 250), padded_length=1024, baseline_batch=32, padded_feature_batch=8,
-            bucketed_batch=32)
+            captions=256, caption_tokens=(150, 250), padded_length=1024, baseline_batch=32, padded_feature_batch=8,
+            bucketed_batch=64)
 TINY = dict(reps=1, frames=17, width=64, height=64, source_width=96, tile=(64, 64), clips=4, workers=(1, 2),
             captions=16, caption_tokens=(20, 60), padded_length=64, baseline_batch=8, padded_feature_batch=4,
             bucketed_batch=8)
@@ -291,6 +291,7 @@ def part_vae(sizes: Sizes, report: Report, models: dict[str, Any]) -> None:
         "ours plain": VaeOptions(),
         "ours patch_conv": VaeOptions(patch_conv=True),
         "ours temporal_roll": VaeOptions(temporal_roll=True),
+        "ours temporal_roll 16-frame blocks": VaeOptions(temporal_roll=True, roll_frames=16),
         "ours temporal_roll+patch_conv": VaeOptions(temporal_roll=True, patch_conv=True),
         f"ours tiling {size}/{stride}": VaeOptions(tiling=True, tile_size=size, tile_stride=stride),
         "ours tiling+temporal_roll": VaeOptions(tiling=True, tile_size=size, tile_stride=stride, temporal_roll=True),

@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+MODEL_STAGES = {"text-embeds", "latents"}
 STAGE_HELP = "comma-separated stages: probe,filter,bucket,captions,text-embeds,latents (default: all)"
 
 
@@ -53,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     store_exists = "://" in args.storage or Path(args.storage).is_dir()  # don't create a folder just to look
     if not args.force and store_exists and nothing_pending(Store.open(args.storage), project.config, videos, todo):
         # Nothing to do: starting an orchestrator (a temporary Prefect API takes ~10 s here) would only record that.
-        print_status([r for r in stage_status(args.storage, videos) if r["stage"] in todo], args.storage,
+        print_status([r for r in stage_status(args.storage, videos, project.config) if r["stage"] in todo], args.storage,
                      title="up to date: nothing to run")
         return 0
     from flows.pipeline import pipeline
@@ -64,6 +65,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         reports = pipeline(config=args.config, databackend=args.databackend, storage=args.storage,
                            stages=_stages(args.stages), force=args.force)
     print_summary(reports, args.storage)
+    if MODEL_STAGES & set(todo):
+        from ltx2core.models.source import resolve_source
+
+        source = resolve_source(project.config.pretrained_model_name_or_path, project.config.model_flavour)
+        print(f"model: {source.label}")
     return 0
 
 
@@ -73,11 +79,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     from tasks.status import stage_status
 
     project = load_project(args.config, args.databackend, check_paths=False)
-    rows = stage_status(args.storage, _video_datasets(project.datasets))
+    rows = stage_status(args.storage, _video_datasets(project.datasets), project.config)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         print_status(rows, args.storage)
+    return 0
+
+
+def cmd_make_tiny_model(args: argparse.Namespace) -> int:
+    from ltx2core.models.tiny import make_tiny_model
+
+    folder = make_tiny_model(Path(args.folder))
+    print(f"wrote the tiny LTX-2 (random weights: UNTRAINED) to {folder}; "
+          f'use it with "pretrained_model_name_or_path": "{folder}"')
     return 0
 
 
@@ -109,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(fn=cmd_status)
+
+    tiny = sub.add_parser("make-tiny-model", help="write the tiny random LTX-2 (diffusers layout) to a folder")
+    tiny.add_argument("folder")
+    tiny.set_defaults(fn=cmd_make_tiny_model)
 
     demo = sub.add_parser("demo-data", help="write the generated sample clips and captions")
     demo.add_argument("folder", nargs="?", default="datasets/demo")

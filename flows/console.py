@@ -53,6 +53,10 @@ def _figures(r: dict) -> str:
             text = f"{counts['kept']} kept, {r['failed']} rejected"
         case "captions":
             text = f"{counts['captioned']} captioned, {r['failed']} without caption"
+        case "text-embeds":
+            text = f"{counts['captions']} distinct captions, {counts['bytes'] / 2**20:.1f} MiB stored"
+        case "latents":
+            text = f"{counts['clips']} clips, {r['failed']} failed, {counts['table_bytes'] / 2**20:.1f} MiB stored"
         case _:
             text = ", ".join(f"{k}: {v}" for k, v in counts.items())
     return f"{text} ({reasons})" if reasons else text
@@ -62,7 +66,7 @@ def print_summary(reports: list[dict], storage: str) -> None:
     """One line per stage and dataset: what it did this run, then what the tables hold."""
     for r in reports:
         did = "[green]up to date[/green]" if r["up_to_date"] else f"[yellow]{r['done']} done[/yellow]"
-        console.print(f"[bold]{r['stage']:<9}[/bold] {r['scope']:<14} {did:<28} {_figures(r)}", soft_wrap=True)
+        console.print(f"[bold]{r['stage']:<11}[/bold] {r['scope']:<14} {did:<28} {_figures(r)}", soft_wrap=True)
     console.print(f"results in [bold]{storage}[/bold]; inspect with: ltx2 status --storage {storage}", soft_wrap=True)
 
 

@@ -31,7 +31,7 @@ from tasks.report import StageReport
 
 SHARD_SIZE = 256  # clips per Prefect task (one VAE load each)
 COMMIT_EVERY = 16  # clips per commit: a killed stage loses at most this much work
-DECODE_WORKERS = max(2, min(8, (os.cpu_count() or 2) - 1))  # enough CPU decoding to keep a GPU VAE busy
+DECODE_WORKERS = max(2, min(4, (os.cpu_count() or 2) - 1))  # 4 threads kept an H200's VAE fed (BENCHMARKS.md)
 PLAN_FIELDS = ("start_frame", "num_frames", "frame_rate", "resize_width", "resize_height", "crop_left", "crop_top",
                "width", "height")
 

@@ -226,7 +226,7 @@ class LatentModel:
 
 
 def vae_options(config):
-    from ltx2core.models.vae import VaeOptions
+    from ltx2core.models.vae_options import VaeOptions
 
     return VaeOptions.from_config(vae_enable_tiling=config.vae_enable_tiling,
                                   vae_enable_slicing=config.vae_enable_slicing,
@@ -236,10 +236,10 @@ def vae_options(config):
 
 def latent_model(source, options) -> LatentModel:
     from ltx2core.models.fingerprint import component_fingerprint
-    from ltx2core.models.loading import load_vae_config
+    from ltx2core.models.source import component_config
 
     return LatentModel(vae_fp=component_fingerprint(source, "vae"),
-                       options_key=options.cache_key(load_vae_config(source)))
+                       options_key=options.cache_key(component_config(source, "vae")))
 
 
 def latent_key(sample: dict, dataset: VideoDataset, model: LatentModel) -> str:

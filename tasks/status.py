@@ -8,7 +8,8 @@ from storage.store import Store
 from tasks import pending
 
 
-def stage_status(storage: str, datasets: list[VideoDataset]) -> list[dict]:
+def stage_status(storage: str, datasets: list[VideoDataset], config=None) -> list[dict]:
+    """One row per stage and scope; the cache stages need the model `config` (their keys hash the model)."""
     store = Store.open(storage)
     runs = {(r["stage"], r["scope"]): r for r in store.last_stage_runs()}
     rows = []
@@ -32,4 +33,16 @@ def stage_status(storage: str, datasets: list[VideoDataset]) -> list[dict]:
         c = pending.caption_work(store, d)
         no_caption = store.count("captions", where + " AND reason IS NOT NULL")
         add("captions", d.id, len(c.kept) - len(c.todo) - no_caption, len(c.todo), no_caption)
+    if config is None:
+        return rows
+    from ltx2core.models.source import resolve_source
+
+    source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
+    t = pending.text_embed_work(store, pending.wanted_captions(store, datasets), pending.text_model(source))
+    add("text-embeds", "*", len(t.wanted) - len(t.todo), len(t.todo), 0)
+    model = pending.latent_model(source, pending.vae_options(config))
+    failed = store.column_map("latents", "error", where="error IS NOT NULL")
+    for d in datasets:
+        w = pending.latent_work(store, d, model)
+        add("latents", d.id, len(w.wanted) - len(w.todo), len(w.todo), sum(k in failed for k in w.wanted))
     return rows

@@ -25,8 +25,9 @@ from tasks.pending import text_embed_work, text_model, wanted_captions
 from tasks.progress import sink
 from tasks.report import StageReport
 
-COMMIT_EVERY = 64  # captions per commit (1.5 MB each at full size)
-ENCODE_BATCH = 16
+COMMIT_EVERY = 256  # captions per commit (1.5 MB each at full size)
+ENCODE_BATCH = 64  # 64 captions of ~200 tokens: 66 captions/s on an H200 (BENCHMARKS.md) ...
+ENCODE_TOKENS = 64 * 256  # ... and no more padded tokens than that per batch, so long captions fit an 80 GB card
 
 
 @task(name="text-embeds", cache_policy=NO_CACHE)
@@ -55,7 +56,7 @@ def cache_text_embeds(store_uri: str, config: TrainConfig, datasets: list[VideoD
                 chunk = items[start:start + COMMIT_EVERY]
                 embeds = encode_captions([c for _, c in chunk], tokenizer=tokenizer, text_encoder=text_encoder,
                                          connectors=connectors, max_length=model.max_length, device=device,
-                                         dtype=dtype, batch_size=ENCODE_BATCH)
+                                         dtype=dtype, batch_size=ENCODE_BATCH, max_batch_tokens=ENCODE_TOKENS)
                 rows = []
                 for (key, caption), e in zip(chunk, embeds, strict=True):
                     data, shape, dt = to_record(e.features)

@@ -15,8 +15,7 @@ from pathlib import Path
 from huggingface_hub import HfApi, try_to_load_from_cache
 from huggingface_hub import constants as hf_constants
 
-from ltx2core.models.loading import COMPONENTS, Component
-from ltx2core.models.source import ModelSource
+from ltx2core.models.source import COMPONENTS, Component, ModelSource
 
 log = logging.getLogger(__name__)
 

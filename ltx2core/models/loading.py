@@ -9,22 +9,16 @@ eval mode: they are the fixed base of a LoRA run; PEFT marks its own adapter wei
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from huggingface_hub import constants as hf_constants
 
 from ltx2core.models.scale import LTX2, ScaleFactors
-from ltx2core.models.source import ModelSource
+from ltx2core.models.source import COMPONENTS, Component, ModelSource, component_config
 
 log = logging.getLogger(__name__)
 
-Component = Literal[
-    "transformer", "vae", "audio_vae", "connectors", "text_encoder", "tokenizer", "scheduler", "vocoder"
-]
-COMPONENTS: tuple[Component, ...] = (
-    "transformer", "vae", "audio_vae", "connectors", "text_encoder", "tokenizer", "scheduler", "vocoder"
-)
 Device = torch.device | str
 ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
@@ -53,9 +47,7 @@ def load_vae(source: ModelSource, *, dtype: torch.dtype, device: Device = "cpu")
 
 def load_vae_config(source: ModelSource) -> dict[str, Any]:
     """vae/config.json alone (no weights): enough for `VaeOptions.cache_key` and the shape rules."""
-    from diffusers import AutoencoderKLLTX2Video
-
-    return dict(AutoencoderKLLTX2Video.load_config(source.name_or_path, subfolder="vae", **_hub_kwargs(source)))
+    return component_config(source, "vae")
 
 
 def load_audio_vae(source: ModelSource, *, dtype: torch.dtype, device: Device = "cpu") -> Any:

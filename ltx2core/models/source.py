@@ -10,6 +10,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from ltx2core.models import tiny
 
@@ -32,6 +33,12 @@ FLAVOURS: dict[str, Flavour] = {
 UNSUPPORTED_FLAVOURS = ("2.3", "2.5")
 
 TINY_NAME = "tiny"
+Component = Literal[
+    "transformer", "vae", "audio_vae", "connectors", "text_encoder", "tokenizer", "scheduler", "vocoder"
+]
+COMPONENTS: tuple[Component, ...] = (
+    "transformer", "vae", "audio_vae", "connectors", "text_encoder", "tokenizer", "scheduler", "vocoder"
+)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -92,3 +99,15 @@ def resolve_source(
             "hub id like Lightricks/LTX-2"
         )
     return ModelSource(pretrained_model_name_or_path, FLAVOURS[model_flavour], is_local=False, cache_dir=cache_dir)
+
+
+def component_config(source: ModelSource, component: Component) -> dict[str, Any]:
+    """`<component>/config.json` alone (no weights, no torch): enough for cache keys and shape rules."""
+    if source.is_local:
+        path = Path(source.name_or_path) / component / "config.json"
+    else:
+        from huggingface_hub import hf_hub_download  # honours HF_HUB_OFFLINE and the HF cache
+
+        path = Path(hf_hub_download(source.name_or_path, "config.json", subfolder=component,
+                                    cache_dir=source.cache_dir))
+    return json.loads(path.read_text())

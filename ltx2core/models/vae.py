@@ -36,89 +36,13 @@ from typing import Any
 import torch
 
 from ltx2core.models.causal_conv import patched_causal_convs
+from ltx2core.models.vae_options import VaeOptions, encoder_receptive_radius
 from ltx2core.models.scale import LTX2
 
 log = logging.getLogger(__name__)
 
 LOGVAR_RANGE = (-30.0, 20.0)  # the clamp diffusers' DiagonalGaussianDistribution applies
 PIXEL_SLACK = 1e-3  # resampling filters overshoot [-1, 1] by a rounding error
-
-
-@dataclass(frozen=True)
-class VaeOptions:
-    tiling: bool = False
-    tile_size: int = 512  # pixels of one spatial tile, halo included
-    tile_stride: int = 448  # pixels between tile starts: the core each tile contributes
-    framewise: bool = False
-    tile_frames: int = 16  # frames per temporal tile (framewise) or per streamed block (temporal_roll)
-    tile_frames_stride: int = 8  # frames between temporal tile starts (framewise)
-    slicing: bool = False
-    patch_conv: bool = False
-    patch_conv_frames: int = 8  # output frames per conv call with patch_conv
-    temporal_roll: bool = False
-
-    def __post_init__(self) -> None:
-        errors = [
-            LTX2.size_error("vae tile_size", self.tile_size),
-            LTX2.size_error("vae tile_stride", self.tile_stride),
-            _multiple_error("vae tile_frames", self.tile_frames, LTX2.temporal),
-            _multiple_error("vae tile_frames_stride", self.tile_frames_stride, LTX2.temporal),
-        ]
-        overlap = self.tile_size - self.tile_stride
-        if overlap < 0 or overlap % (2 * LTX2.spatial):
-            errors.append(
-                f"vae tile_size {self.tile_size} - tile_stride {self.tile_stride} must be a non-negative multiple of "
-                f"{2 * LTX2.spatial} (each tile reads the same halo on both sides): e.g. tile_stride "
-                f"{self.tile_size - 2 * LTX2.spatial}"
-            )
-        if self.tile_frames_stride > self.tile_frames:
-            errors.append(f"vae tile_frames_stride {self.tile_frames_stride} exceeds tile_frames {self.tile_frames}")
-        if self.patch_conv_frames < 1:
-            errors.append(f"vae patch_conv_frames {self.patch_conv_frames} must be at least 1")
-        if self.framewise and self.temporal_roll:
-            errors.append("vae framewise and vae_enable_temporal_roll both split time: enable one of them")
-        errors = [e for e in errors if e]
-        if errors:
-            raise ValueError("; ".join(errors))
-
-    @classmethod
-    def from_config(
-        cls,
-        *,
-        vae_enable_tiling: bool = False,
-        vae_enable_slicing: bool = False,
-        vae_enable_patch_conv: bool = False,
-        vae_enable_temporal_roll: bool = False,
-        **fields: Any,
-    ) -> VaeOptions:
-        """From the config's SimpleTuner-named switches; `fields` sets the others (tile_size=512, ...)."""
-        return cls(
-            tiling=vae_enable_tiling, slicing=vae_enable_slicing, patch_conv=vae_enable_patch_conv,
-            temporal_roll=vae_enable_temporal_roll, **fields,
-        )
-
-    @property
-    def halo(self) -> int:
-        return (self.tile_size - self.tile_stride) // 2
-
-    def cache_key(self, vae_config: Mapping[str, Any]) -> str:
-        """The options that change latents beyond rounding, for the latents cache key ("exact" when none).
-
-        Needs only vae/config.json, so missing rows can be found without loading the VAE.
-        """
-        parts = []
-        if self.tiling and self.halo < encoder_receptive_radius(vae_config):
-            parts.append(f"tiles{self.tile_size}/{self.tile_stride}")
-        if self.framewise:
-            parts.append(f"framewise{self.tile_frames}/{self.tile_frames_stride}")
-        return "+".join(parts) or "exact"
-
-
-def _multiple_error(key: str, value: int, step: int) -> str | None:
-    if value >= step and value % step == 0:
-        return None
-    below, above = max(step, value // step * step), max(step, -(-value // step) * step)
-    return f"{key} {value} is not a positive multiple of {step}: use {below} or {above}"
 
 
 @dataclass(frozen=True)
@@ -139,27 +63,6 @@ class VideoLatents:
         )
         std = torch.exp(0.5 * self.logvar) * self.channel_scale.view(1, -1, 1, 1, 1)
         return self.latents + std * noise
-
-
-def encoder_receptive_radius(vae_config: Mapping[str, Any]) -> int:
-    """Pixels beyond its own footprint that a latent cell reads on each side (the exact-tiling halo).
-
-    Walks the encoder layout of `AutoencoderKLLTX2Video`: every 3x3x3 conv at a scale of s pixels per cell
-    reaches s pixels further; downsamplers fold space after their conv.
-    """
-    layers = list(vae_config["layers_per_block"])
-    scaling = vae_config["spatio_temporal_scaling"]
-    if isinstance(scaling, bool):
-        scaling = [scaling] * (len(layers) - 1)
-    scale = int(vae_config["patch_size"])
-    radius = scale  # conv_in
-    for count, scaled, kind in zip(layers[:-1], scaling, vae_config["downsample_type"], strict=True):
-        radius += 2 * count * scale  # resnets of two convs each
-        if scaled:
-            radius += scale  # the downsampler's conv
-            if kind != "temporal":
-                scale *= 2
-    return radius + 2 * layers[-1] * scale + scale  # mid block resnets and conv_out
 
 
 @torch.no_grad()
@@ -216,9 +119,9 @@ def _encode_frames(vae: Any, x: torch.Tensor, options: VaeOptions) -> torch.Tens
     chunk = options.patch_conv_frames if options.patch_conv else None
     if options.temporal_roll:
         with patched_causal_convs(vae.encoder, chunk_frames=chunk, stream=True):
-            # Frame 0 alone (the causal first frame), then blocks of tile_frames frames (multiples of 8).
-            starts = range(1, x.shape[2], options.tile_frames)
-            blocks = [x[:, :, :1], *(x[:, :, s : s + options.tile_frames] for s in starts)]
+            # Frame 0 alone (the causal first frame), then blocks of roll_frames frames (multiples of 8).
+            starts = range(1, x.shape[2], options.roll_frames)
+            blocks = [x[:, :, :1], *(x[:, :, s : s + options.roll_frames] for s in starts)]
             return torch.cat([vae.encoder(block) for block in blocks], dim=2)
     chunked = patched_causal_convs(vae.encoder, chunk_frames=chunk) if chunk else nullcontext()
     if options.framewise:

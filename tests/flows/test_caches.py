@@ -87,3 +87,14 @@ def test_another_text_encoder_recomputes_every_text_embedding_and_nothing_else(w
     assert reports[("text-embeds", "*")]["done"] == 3
     assert reports[("latents", "clips")]["up_to_date"]
     assert all(reports[(s, sc)]["up_to_date"] for s, sc in reports if s not in ("text-embeds",))
+
+
+def test_a_dataset_with_audio_caches_audio_latents(work):
+    config, backend = write_configs(work["root"], work["data"], audio={"sample_rate": 16000, "channels": 2,
+                                                                       "allow_zero_audio": True})
+    run(work)
+    rows = Store.open(work["storage"]).read("latents").to_pylist()
+    assert len(rows) == len(KEPT)
+    for r in rows:
+        audio = from_record(r["audio_latents"], r["audio_latents_shape"], r["audio_latents_dtype"])
+        assert audio.ndim == 2 and audio.shape[1] == 4 and torch.isfinite(audio).all()  # tiny: 2 channels x 2 mel

@@ -117,3 +117,13 @@ def test_features_are_returned_compact_on_the_cpu_in_the_dtype_asked(
 def test_features_of_another_width_are_refused(tiny_text: dict[str, Any], max_length: int) -> None:
     with pytest.raises(ValueError, match="another model or max length"):
         _expand(tiny_text, max_length, [CaptionEmbedding(torch.zeros(4, 16))])
+
+
+def test_a_token_budget_splits_batches_without_changing_the_features(tiny_text: dict[str, Any], max_length: int) -> None:
+    from ltx2core.models.text import _batches
+
+    # sorted lengths 3, 5, 9, 20 with at most 18 padded tokens a batch: 3 x 5 fits, adding 9 would make 27
+    assert _batches([0, 1, 2, 3], [3, 5, 9, 20], batch_size=8, max_tokens=18) == [[0, 1], [2], [3]]
+    budgeted = _encode(tiny_text, max_length, bucketed=True, batch_size=8, max_batch_tokens=16)
+    for a, b in zip(_encode(tiny_text, max_length, bucketed=True, batch_size=8), budgeted, strict=True):
+        assert (a.features - b.features).abs().max() <= BUCKETED_TOLERANCE

@@ -87,7 +87,7 @@ def test_first_latent_frame_is_the_latent_of_the_first_frame_alone(
     ("options", "tolerance"),
     [
         (VaeOptions(patch_conv=True, patch_conv_frames=2), PATCH_CONV_TOLERANCE),
-        (VaeOptions(temporal_roll=True, tile_frames=8), ROUNDING_TOLERANCE),
+        (VaeOptions(temporal_roll=True, roll_frames=8), ROUNDING_TOLERANCE),
         (VaeOptions(temporal_roll=True, tile_frames=16, patch_conv=True, patch_conv_frames=3), ROUNDING_TOLERANCE),
         (VaeOptions(slicing=True), ROUNDING_TOLERANCE),
     ],
