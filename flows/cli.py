@@ -11,8 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-MODEL_STAGES = {"text-embeds", "latents"}
-STAGE_HELP = "comma-separated stages: probe,filter,bucket,captions,text-embeds,latents (default: all)"
+MODEL_STAGES = {"text-embeds", "latents", "train"}
+STAGE_HELP = "comma-separated stages: probe,filter,bucket,captions,text-embeds,latents,train (default: all)"
 
 
 def _prefect_defaults(verbose: bool) -> None:

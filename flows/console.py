@@ -55,6 +55,9 @@ def _figures(r: dict) -> str:
             text = f"{counts['captioned']} captioned, {r['failed']} without caption"
         case "text-embeds":
             text = f"{counts['captions']} distinct captions, {counts['bytes'] / 2**20:.1f} MiB stored"
+        case "train":
+            text = f"at step {counts.get('step', r['skipped'])}" + (
+                f" ({counts['samples']} samples, {counts['buckets']} buckets)" if "samples" in counts else "")
         case "latents":
             text = f"{counts['clips']} clips, {r['failed']} failed, {counts['table_bytes'] / 2**20:.1f} MiB stored"
         case _:

@@ -7,7 +7,8 @@ from prefect import flow, get_run_logger
 
 from ltx2core.config.load import load_project
 from flows.stages import READS_SOURCE_FILES, Stage, selected
-from tasks import bucket, captions, filter as filter_, latents, probe, text_embeds
+from tasks import bucket, captions, filter as filter_, latents, probe, text_embeds, train
+from tasks.pending import run_id
 from tasks.report import StageReport
 from tasks.stage_runs import tracked
 from storage.store import Store
@@ -46,6 +47,10 @@ def pipeline(
         if stage == "text-embeds":
             reports.append(tracked(store_uri, stage, "*", {"datasets": [d.id for d in videos]},
                                    lambda: text_embeds.cache_text_embeds(store_uri, project.config, videos, force=redo)))
+            continue
+        if stage == "train":
+            reports.append(tracked(store_uri, stage, run_id(project.config), {"config": project.config.model_dump(
+                mode="json")}, lambda: train.train_lora(store_uri, project.config, videos, force=redo)))
             continue
         if stage == "latents":
             for d in videos:

@@ -184,8 +184,21 @@ LATENTS = _spec(
     *tensor_fields("audio_latents"),  # [T, C*M] packed and normalised; null for video-only datasets
 )
 
+# One row per saved checkpoint of a training run: the LoRA itself (diffusers safetensors bytes), so another
+# machine can validate or use it; optimizer and RNG state stay in the run's output folder for resuming.
+CHECKPOINTS = _spec(
+    "checkpoints",
+    "key",  # "<run_id>/<step, 6 digits>"
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("step", pa.int64(), nullable=False),
+    pa.field("lora", pa.large_binary(), nullable=False, metadata=NO_COMPRESSION_METADATA),
+    pa.field("lora_path", pa.string(), nullable=False),  # the checkpoint folder on the training machine
+    pa.field("loss", pa.float64()),  # mean loss of the step that ended at this checkpoint
+    pa.field("created_at", UTC_TIMESTAMP, nullable=False),
+)
+
 TABLES: dict[str, TableSpec] = {
-    s.name: s for s in (FILES, VIDEOS, SAMPLES, CAPTIONS, STAGE_RUNS, TEXT_EMBEDS, LATENTS)
+    s.name: s for s in (FILES, VIDEOS, SAMPLES, CAPTIONS, STAGE_RUNS, TEXT_EMBEDS, LATENTS, CHECKPOINTS)
 }
 
 

@@ -6,7 +6,9 @@ orchestrator when nothing is pending. It imports neither Prefect nor any model c
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 from ltx2core.config.databackend import VideoDataset
 from ltx2core.data import captions as caption_sources
@@ -16,6 +18,7 @@ from ltx2core.data.fingerprint import fingerprint
 from ltx2core.data.frames import FrameLimits
 from ltx2core.models.scale import LTX2
 from storage.files import read_parquet_rows
+from storage.sql import sql_eq
 from storage.store import Store
 from tasks.datasets import dataset_videos, folder_prefix, samples_of
 
@@ -167,6 +170,7 @@ def nothing_pending(store: Store, config, datasets: list[VideoDataset], stages: 
         "captions": lambda: all(not caption_work(store, d).todo for d in datasets),
         "text-embeds": lambda: not text_embed_work(store, wanted_captions(store, datasets), text_model(source())).todo,
         "latents": lambda: all(latents_current(d) for d in datasets),
+        "train": lambda: train_current(store, config, datasets, source()),
     }
     return all(checks[s]() for s in stages)
 
@@ -262,3 +266,60 @@ def latent_work(store: Store, dataset: VideoDataset, model: LatentModel, force: 
         wanted.setdefault(latent_key(r, dataset, model), r)
     present = set() if force else store.keys("latents")  # failed clips too: `--force latents` retries them
     return LatentWork(wanted, {k: r for k, r in wanted.items() if k not in present})
+
+
+# ---- train
+
+
+def run_id(config) -> str:
+    """A training run is its output folder: checkpoints there are resumed (or refused, listing what changed)."""
+    return Path(config.output_dir).name
+
+
+def train_steps_done(config) -> int:
+    from ltx2core.training.checkpoint import latest_checkpoint
+
+    latest = latest_checkpoint(Path(config.output_dir))
+    return int(latest.name.rsplit("-", 1)[1]) if latest else 0
+
+
+def training_refs(store: Store, config, datasets: list[VideoDataset], source) -> tuple[dict, dict]:
+    """(sample_id -> (latents key, text key, fps), bucket -> [(sample_id, repeats)]) for every trainable sample."""
+    text = text_model(source)
+    cached_latents = store.keys("latents", where="error IS NULL")
+    cached_text = store.keys("text_embeds")
+    lat_model = latent_model(source, vae_options(config))
+    refs, buckets = {}, defaultdict(list)
+    for d in datasets:
+        captions = store.column_map("captions", "caption", where=sql_eq("dataset_id", d.id))
+        for s in samples_of(store, d.id, kept_only=True):
+            caption = captions.get(s["sample_id"])
+            if s["bucket"] is None or caption is None:
+                continue
+            lat, txt = latent_key(s, d, lat_model), text.key(caption)
+            if lat in cached_latents and txt in cached_text:
+                refs[s["sample_id"]] = (lat, txt, s["frame_rate"])
+                buckets[s["bucket"]].append((s["sample_id"], s["repeats"]))
+    return refs, dict(buckets)
+
+
+def max_steps(config, batches) -> int:
+    if config.max_train_steps:
+        return config.max_train_steps
+    import math
+
+    return max(1, math.ceil(config.num_train_epochs * batches.batches_per_epoch / config.gradient_accumulation_steps))
+
+
+
+
+def train_current(store: Store, config, datasets: list[VideoDataset], source) -> bool:
+    """The run's latest checkpoint is at its last step (a resumable run is not current)."""
+    from ltx2core.training.data import BucketBatches
+
+    done = train_steps_done(config)
+    if config.max_train_steps:
+        return done >= config.max_train_steps
+    refs, buckets = training_refs(store, config, datasets, source)
+    return bool(refs) and done >= max_steps(config, BucketBatches(buckets, batch_size=config.train_batch_size,
+                                                                    seed=config.seed or 0))

@@ -45,4 +45,12 @@ def stage_status(storage: str, datasets: list[VideoDataset], config=None) -> lis
     for d in datasets:
         w = pending.latent_work(store, d, model)
         add("latents", d.id, len(w.wanted) - len(w.todo), len(w.todo), sum(k in failed for k in w.wanted))
+    refs, buckets = pending.training_refs(store, config, datasets, source)
+    if refs:
+        from ltx2core.training.data import BucketBatches
+
+        total = pending.max_steps(config, BucketBatches(buckets, batch_size=config.train_batch_size,
+                                                        seed=config.seed or 0))
+        done = min(pending.train_steps_done(config), total)
+        add("train", pending.run_id(config), done, total - done, 0)  # steps
     return rows

@@ -80,6 +80,9 @@ class TrainConfig(StrictModel):
     )
 
     # ---- checkpoints
+    ltx2_first_frame_conditioning_probability: float = Field(
+        0.0, ge=0, le=1, description="Image-to-video training: chance a clip's first frame is clean conditioning"
+    )
     checkpointing_steps: int = Field(500, ge=1)
     checkpoints_total_limit: int | None = Field(None, ge=1, description="Keep only the newest N checkpoints")
     resume_from_checkpoint: str | None = Field("latest", description="'latest', a checkpoint path, or null = fresh")
@@ -114,7 +117,7 @@ class TrainConfig(StrictModel):
     vae_enable_tiling: bool = Field(False, description="Spatial tiles in VAE encode/decode")
     vae_enable_slicing: bool = Field(False, description="One clip at a time through the VAE")
     vae_enable_patch_conv: bool = Field(False, description="Temporal chunks in the VAE's causal convolutions")
-    vae_enable_temporal_roll: bool = Field(False, description="Same as vae_enable_patch_conv for LTX-2")
+    vae_enable_temporal_roll: bool = Field(False, description="Stream the causal encoder in 8-frame blocks (exact)")
     vae_batch_size: int = Field(4, ge=1, description="Clips per VAE encode batch")
 
     # ---- regularisers and speed-ups

@@ -1,0 +1,84 @@
+"""The train stage on the tiny model: checkpoints in the store, LoRA files, exact resume, rerun no-op."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from flows.pipeline import pipeline
+from storage.store import Store
+from tests.flows.helpers import make_dataset, write_configs
+
+ALL = ["probe", "filter", "bucket", "captions", "text-embeds", "latents", "train"]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("train-clips") / "videos")
+
+
+def project(root: Path, clips: Path, **train) -> dict:
+    data = root / "videos"
+    if not data.exists():
+        shutil.copytree(clips, data)
+    config, backend = write_configs(root, data)
+    settings = json.loads(config.read_text()) | {
+        "output_dir": str(root / "output" / "run"), "lora_rank": 4, "learning_rate": 1e-3, "lora_dropout": 0.0,
+        "checkpointing_steps": 2, "max_train_steps": 4, "mixed_precision": "no", "seed": 7} | train
+    config.write_text(json.dumps(settings))
+    return {"config": str(config), "databackend": str(backend), "storage": str(root / "store")}
+
+
+def run(p: dict, **kw) -> dict:
+    return {(r["stage"], r["scope"]): r for r in pipeline(**p, stages=ALL, **kw)}
+
+
+def test_training_writes_checkpoints_and_lora_files_and_a_rerun_is_a_noop(tmp_path, clips, prefect_api, tiny):
+    p = project(tmp_path, clips)
+    reports = run(p)
+    assert reports[("train", "run")]["done"] == 4
+    store = Store.open(p["storage"])
+    rows = store.read("checkpoints").to_pylist()
+    assert sorted(r["step"] for r in rows) == [2, 4] and all(r["run_id"] == "run" for r in rows)
+    out = tmp_path / "output" / "run"
+    final = load_file(out / "pytorch_lora_weights.safetensors")
+    assert final and all(k.startswith("transformer.") and "lora" in k for k in final)
+    assert any(t.abs().sum() > 0 for k, t in final.items() if "lora_B" in k)  # it trained
+    comfy = load_file(out / "lora_comfyui.safetensors")
+    assert comfy and all(k.startswith("diffusion_model.") for k in comfy)
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    again = run(p)
+    assert all(r["up_to_date"] for r in again.values())
+    assert store.count("checkpoints") == 2
+
+
+def test_a_run_stopped_at_step_2_and_resumed_ends_with_the_same_lora_as_a_straight_run(tmp_path, clips, prefect_api,
+                                                                                        tiny):
+    straight = project(tmp_path / "straight", clips)
+    run(straight)
+    resumed = project(tmp_path / "resumed", clips, max_train_steps=2)
+    run(resumed)
+    resumed = project(tmp_path / "resumed", clips, max_train_steps=4)
+    reports = run(resumed)
+    assert reports[("train", "run")]["done"] == 2 and reports[("train", "run")]["skipped"] == 2
+
+    def lora_at_4(p: dict) -> dict[str, torch.Tensor]:
+        row = Store.open(p["storage"]).read("checkpoints", where="step = 4").to_pylist()[0]
+        return load_file(Path(row["lora_path"]) / "pytorch_lora_weights.safetensors")
+
+    a, b = lora_at_4(straight), lora_at_4(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_resume_with_changed_settings_is_refused_naming_the_difference(tmp_path, clips, prefect_api, tiny):
+    p = project(tmp_path, clips, max_train_steps=2)
+    run(p)
+    p = project(tmp_path, clips, max_train_steps=4, learning_rate=5e-4)
+    with pytest.raises(Exception, match=r"learning_rate: 0\.001 -> 0\.0005"):
+        run(p)
