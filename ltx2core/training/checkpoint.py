@@ -58,6 +58,7 @@ class Checkpoint:
     rng_states: dict[str, Any]
     data_position: dict[str, int]
     config_fingerprint: dict[str, Any]
+    extra_state: dict[str, Any]  # other trained state (e.g. the CREPA projector); never in the LoRA files
 
 
 def checkpoint_folder(root: Path, step: int) -> Path:
@@ -75,6 +76,7 @@ def save_checkpoint(
     rng_states: dict[str, Any],
     data_position: Mapping[str, int],
     config_fingerprint: Mapping[str, Any],
+    extra_state: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write `<root>/checkpoint-<step>` atomically (module docstring); returns the folder."""
     root = Path(root)
@@ -91,6 +93,7 @@ def save_checkpoint(
             "lr_scheduler": lr_scheduler.state_dict(),
             "rng": rng_states,
             "data_position": dict(data_position),
+            "extra": dict(extra_state or {}),
         }
         torch.save(state, staging / STATE_FILE)
         fsync_file(staging / STATE_FILE)
@@ -156,6 +159,7 @@ def load_checkpoint(folder: Path, *, config_fingerprint: Mapping[str, Any] | Non
         rng_states=state["rng"],
         data_position=dict(state["data_position"]),
         config_fingerprint=meta["config_fingerprint"],
+        extra_state=state.get("extra", {}),
     )
 
 

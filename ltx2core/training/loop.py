@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ltx2core.models.runtime import compute_dtype
+from ltx2core.training.crepa import Crepa
 from ltx2core.training.checkpoint import (
     capture_rng_states,
     load_checkpoint,
@@ -36,6 +37,7 @@ from ltx2core.training.lora import load_lora_state, lora_spec_of, lora_state_dic
 from ltx2core.training.optim import make_lr_scheduler, make_optimizer
 from ltx2core.training.sinks import MetricSink
 from ltx2core.training.step import training_step
+from ltx2core.training.tread import Route, TreadRouter
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ class TrainSettings:
     validation_steps: int = 0  # 0 = never
     device: str = "cpu"
     shift: DynamicShift = LTX2_SHIFT  # the validation scheduler's (DynamicShift.from_scheduler_config)
+    tread_routes: tuple[Route, ...] = ()  # resolved spans (tread.resolve_routes); () = no TREAD
 
     def __post_init__(self) -> None:
         problems = []
@@ -84,6 +87,7 @@ class TrainSettings:
                 "max_grad_norm", "optimizer", "seed", "mixed_precision", "first_frame_p", "text_max_length")
         values = {key: getattr(self, key) for key in keys}
         values["shift"] = asdict(self.shift)
+        values["tread_routes"] = [asdict(route) for route in self.tread_routes]
         if self.lr_scheduler not in CONSTANT_SCHEDULES:  # a decaying schedule is drawn over max_steps
             values["max_steps"] = self.max_steps
         return values
@@ -109,6 +113,7 @@ def train(
     resume_from: Path | None = None,
     on_checkpoint: CheckpointCallback | None = None,
     on_validate: ValidateCallback | None = None,
+    crepa: Crepa | None = None,
 ) -> TrainResult:
     """Train the transformer's LoRA for `settings.max_steps` optimizer steps (see the module docstring).
 
@@ -121,11 +126,14 @@ def train(
     params = [p for p in transformer.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the transformer has no trainable parameters: add the LoRA (lora.add_lora) first")
+    if crepa is not None:  # after the LoRA's, so the optimizer state lines up on resume
+        params += list(crepa.regularizer.parameters())
     spec = lora_spec_of(transformer)
     fingerprint = {
         **settings.fingerprint(),
         "lora_rank": spec.rank, "lora_alpha": spec.alpha, "lora_dropout": spec.dropout,
         "lora_targets": list(spec.targets), "train_batch_size": batches.batch_size, "data": batches.fingerprint,
+        "crepa": asdict(crepa.regularizer.settings) if crepa else None,
     }
     optimizer = make_optimizer(settings.optimizer, params, learning_rate=settings.learning_rate)
     scheduler = make_lr_scheduler(
@@ -141,6 +149,8 @@ def train(
         scheduler.load_state_dict(checkpoint.lr_scheduler_state)
         restore_rng_states(checkpoint.rng_states, generator)
         batches.restore(checkpoint.data_position)
+        if crepa is not None:
+            crepa.regularizer.load_state_dict(checkpoint.extra_state["crepa_projector"])
         step, last_checkpoint = checkpoint.step, checkpoint.folder
         log.info("resumed from %s at step %d", checkpoint.folder, step)
     else:
@@ -151,6 +161,8 @@ def train(
     transformer.train()
     autocast = torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda" and dtype != torch.float32)
 
+    # TREAD draws its kept tokens from the loop's generator, so a resumed run routes the same tokens
+    router = TreadRouter(transformer, settings.tread_routes, generator) if settings.tread_routes else None
     history: list[dict[str, float]] = []
     batch_keys: list[tuple[str, ...]] = []
     start_step = step
@@ -159,58 +171,65 @@ def train(
         step + 1, settings.max_steps, batches.batches_per_epoch, batches.batch_size,
         settings.gradient_accumulation_steps, settings.learning_rate, settings.lr_scheduler,
     )
-    while step < settings.max_steps:
-        started = time.perf_counter()
-        losses: dict[str, list[float]] = {"loss": [], "video_loss": [], "audio_loss": []}
-        for _ in range(settings.gradient_accumulation_steps):
-            chosen = next(batches)
-            batch = collate(
-                source.load(chosen.keys), connectors=connectors, text_max_length=settings.text_max_length,
-                device=device, dtype=dtype,
-            )
-            with autocast:
-                output = training_step(
-                    transformer, batch, generator=generator, first_frame_p=settings.first_frame_p,
-                    shift=settings.shift,
+    try:
+        while step < settings.max_steps:
+            started = time.perf_counter()
+            losses: dict[str, list[float]] = {"loss": [], "video_loss": [], "audio_loss": [], "crepa_loss": []}
+            for _ in range(settings.gradient_accumulation_steps):
+                chosen = next(batches)
+                batch = collate(
+                    source.load(chosen.keys), connectors=connectors, text_max_length=settings.text_max_length,
+                    device=device, dtype=dtype,
                 )
-            # each backward adds to .grad: divide so the update is the mean over micro-batches
-            (output.loss / settings.gradient_accumulation_steps).backward()
-            loss = output.loss.item()  # a sync point on the GPU, once per micro-batch
-            if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss is {loss} at step {step + 1} on samples {list(chosen.keys)}: lower learning_rate or "
-                    "check these samples' latents"
-                )
-            losses["loss"].append(loss)
-            losses["video_loss"].append(output.video_loss.item())
-            if output.audio_loss is not None:
-                losses["audio_loss"].append(output.audio_loss.item())
-            batch_keys.append(chosen.keys)
-            del output, batch  # drop this micro-batch's tensors before the next one is loaded
+                with autocast:
+                    output = training_step(
+                        transformer, batch, generator=generator, first_frame_p=settings.first_frame_p,
+                        shift=settings.shift,
+                    )
+                    crepa_loss = crepa.loss(batch.latents) if crepa else None  # reads this forward's hidden states
+                total = output.loss if crepa_loss is None else output.loss + crepa_loss
+                # each backward adds to .grad: divide so the update is the mean over micro-batches
+                (total / settings.gradient_accumulation_steps).backward()
+                loss = total.item()  # a sync point on the GPU, once per micro-batch
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"loss is {loss} at step {step + 1} on samples {list(chosen.keys)}: lower learning_rate or "
+                        "check these samples' latents"
+                    )
+                losses["loss"].append(loss)
+                losses["video_loss"].append(output.video_loss.item())
+                if output.audio_loss is not None:
+                    losses["audio_loss"].append(output.audio_loss.item())
+                if crepa_loss is not None:
+                    losses["crepa_loss"].append(crepa_loss.item())
+                batch_keys.append(chosen.keys)
+                del output, batch, total, crepa_loss  # drop this micro-batch's tensors before the next one is loaded
 
-        limit = settings.max_grad_norm or math.inf  # max_grad_norm 0: no clipping, the norm is still logged
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
+            limit = settings.max_grad_norm or math.inf  # max_grad_norm 0: no clipping, the norm is still logged
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
 
-        metrics = {name: sum(v) / len(v) for name, v in losses.items() if v}
-        metrics.update(lr=scheduler.get_last_lr()[0], grad_norm=grad_norm, s_per_step=time.perf_counter() - started)
-        history.append({"step": float(step), **metrics})
-        for sink in sinks:
-            sink.log(step, metrics)
+            metrics = {name: sum(v) / len(v) for name, v in losses.items() if v}
+            metrics.update(lr=scheduler.get_last_lr()[0], grad_norm=grad_norm, s_per_step=time.perf_counter() - started)
+            history.append({"step": float(step), **metrics})
+            for sink in sinks:
+                sink.log(step, metrics)
 
-        if step % settings.checkpointing_steps == 0 or step == settings.max_steps:
-            last_checkpoint = _checkpoint(transformer, settings, step, optimizer, scheduler, generator, batches,
-                                          fingerprint)
-            if on_checkpoint:
-                on_checkpoint(step, last_checkpoint)
-        if on_validate and settings.validation_steps and step % settings.validation_steps == 0:
-            with _random_streams_kept(generator):
-                on_validate(step)
-            transformer.train()
-
+            if step % settings.checkpointing_steps == 0 or step == settings.max_steps:
+                last_checkpoint = _checkpoint(transformer, settings, step, optimizer, scheduler, generator, batches,
+                                              fingerprint, crepa)
+                if on_checkpoint:
+                    on_checkpoint(step, last_checkpoint)
+            if on_validate and settings.validation_steps and step % settings.validation_steps == 0:
+                with _random_streams_kept(generator):
+                    on_validate(step)
+                transformer.train()
+    finally:
+        if router is not None:  # the hooks must not outlive this call on a reused transformer
+            router.remove()
     return TrainResult(
         step=step, steps_run=step - start_step, last_checkpoint=last_checkpoint, history=tuple(history),
         batch_keys=tuple(batch_keys),
@@ -219,12 +238,13 @@ def train(
 
 def _checkpoint(
     transformer: Any, settings: TrainSettings, step: int, optimizer: torch.optim.Optimizer, scheduler: Any,
-    generator: torch.Generator, batches: BucketBatches, fingerprint: dict[str, Any],
+    generator: torch.Generator, batches: BucketBatches, fingerprint: dict[str, Any], crepa: Crepa | None,
 ) -> Path:
     folder = save_checkpoint(
         settings.output_dir, step=step, lora_state=lora_state_dict(transformer), lora_spec=lora_spec_of(transformer),
         optimizer=optimizer, lr_scheduler=scheduler, rng_states=capture_rng_states(generator),
         data_position=batches.position, config_fingerprint=fingerprint,
+        extra_state={"crepa_projector": crepa.regularizer.state_dict()} if crepa else None,
     )
     if settings.checkpoints_total_limit:
         prune_checkpoints(settings.output_dir, settings.checkpoints_total_limit)

@@ -29,8 +29,12 @@ def work(tmp_path, clips, prefect_api):
             "storage": str(tmp_path / "store")}
 
 
+FOUNDATION = ["probe", "filter", "bucket", "captions"]
+
+
 def run(work, **kw) -> dict[tuple[str, str], dict]:
-    reports = pipeline(config=work["config"], databackend=work["backend"], storage=work["storage"], **kw)
+    reports = pipeline(config=work["config"], databackend=work["backend"], storage=work["storage"],
+                       stages=kw.pop("stages", FOUNDATION), **kw)
     return {(r["stage"], r["scope"]): r for r in reports}
 
 

@@ -1,0 +1,305 @@
+"""Validation videos from diffusers' LTX2Pipeline (text-to-video) and LTX2ImageToVideoPipeline, fed cached
+prompt features, with or without a LoRA.
+
+How prompts reach the model without Gemma. The pipelines take `prompt_embeds` = the RAW stacked Gemma
+states [B, L, hidden x layers] and run their `connectors` (per-layer norm, text_proj_in, the video and audio
+connector transformers) themselves. The text cache holds the text_proj_in output of each caption's real
+tokens (ltx2core.models.text), so here `expand_for_transformer` runs the connector transformers, the same
+code training conditions the model with, and the pipelines get a stand-in `connectors` that hands those
+outputs through: prompt_embeds = [video | audio] connector outputs side by side on the channel axis, split
+back by the stand-in. The pipelines never see a text encoder; the video and audio equal those of
+LTX2Pipeline's own prompt path (bit-identical on the tiny model in float32, tests/ltx2core/validation).
+
+Guidance is plain classifier-free guidance on video and audio (LTX-2.0's recipe): diffusers 0.42.1's
+defaults add LTX-2.3's STG at block 28, modality isolation and rescaling, two more transformer passes per
+step. use_cross_timestep=False is LTX-2.0's timestep conditioning (the pipelines default to 2.3's).
+
+Memory: the text encoder is never loaded by the sampler (`encode_prompts`, for prompts missing from the
+cache, loads and frees it before). The VAE, audio VAE and vocoder (~2.7 GB in bf16 for LTX-2.0) live on the
+device; the transformer too, or with `MemoryOptions.group_offload` stays on the CPU and is streamed to the
+device block by block. The connectors come to the device only while expanding prompts. Videos are
+decoded by `ltx2core.models.vae.decode_video`, so VAE tiling and the other decode options apply.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from PIL import Image, ImageOps
+
+from ltx2core.models import loading
+from ltx2core.models.placement import on_device
+from ltx2core.models.source import ModelSource
+from ltx2core.models.text import CaptionEmbedding, encode_captions, expand_for_transformer
+from ltx2core.models.vae import decode_video
+from ltx2core.models.vae_options import VaeOptions
+from ltx2core.training.lora import COMFY_FILE, DIFFUSERS_FILE
+from ltx2core.validation.settings import MemoryOptions, ValidationSettings
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["t2v", "i2v"]
+LORA_ADAPTER = "validation"
+USE_CROSS_TIMESTEP = False  # LTX-2.0; 2.3 checkpoints would need True (not supported by this project)
+# LTX-2.3's extra guidance terms, switched off (module docstring).
+_PLAIN_CFG: dict[str, Any] = dict(
+    stg_scale=0.0, audio_stg_scale=0.0, spatio_temporal_guidance_blocks=None,
+    modality_scale=1.0, audio_modality_scale=1.0, guidance_rescale=0.0, audio_guidance_rescale=0.0,
+)
+
+
+@dataclass(frozen=True)
+class ValidationPrompt:
+    text: str  # for labels only: the model reads `features`
+    features: torch.Tensor | CaptionEmbedding  # [num_tokens, C] compact features, as in the text_embeds table
+
+
+@dataclass(frozen=True)
+class Sample:
+    frames: torch.Tensor  # [F, H, W, 3] uint8 RGB, on the CPU (a quarter of float32: 143 MB at 121x768x512)
+    audio: torch.Tensor  # [channels, samples] float32 waveform from the vocoder, on the CPU
+    sample_rate: int  # of `audio`
+    frame_rate: float
+    prompt: str
+    resolution: tuple[int, int]  # (width, height)
+    seed: int
+    mode: Mode
+    lora: Path | None  # the LoRA file applied; None for the base model
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """The two pipelines over one set of components, loaded once for every sample and LoRA of a run."""
+
+    t2v: Any  # LTX2Pipeline without a text encoder, with the pass-through connectors
+    i2v: Any  # LTX2ImageToVideoPipeline sharing t2v's components
+    connectors: Any  # the real LTX2TextConnectors, on the CPU between calls
+    text_max_length: int  # prompts are padded to this many tokens, as in training
+    device: torch.device
+    dtype: torch.dtype
+    vae_options: VaeOptions
+
+
+class _ConnectorOutputs(torch.nn.Module):
+    """Stands in for LTX2TextConnectors: its `prompt_embeds` already are [video | audio] connector outputs."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__()
+        # The pipeline asks every component for .device / .dtype to decide where to compute.
+        self.device, self.dtype = device, dtype
+
+    def forward(
+        self, prompt_embeds: torch.Tensor, attention_mask: torch.Tensor, padding_side: str = "left"
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        video, audio = prompt_embeds.chunk(2, dim=-1)
+        return video, audio, attention_mask
+
+
+def load_sampler(
+    source: ModelSource, *, device: torch.device | str, dtype: torch.dtype, memory: MemoryOptions = MemoryOptions()
+) -> Sampler:
+    """Load the transformer, VAEs, vocoder, scheduler and connectors of `source` (no text encoder)."""
+    from diffusers import LTX2ImageToVideoPipeline, LTX2Pipeline
+
+    device = torch.device(device)
+    if memory.use_stream and device.type != "cuda":
+        raise ValueError(f"group_offload_use_stream needs a CUDA device, not {device}: set it false")
+    if source.untrained:
+        log.warning("validation samples from %s: random weights, the videos are noise", source.label)
+    transformer = loading.load_transformer(source, dtype=dtype, device="cpu" if memory.group_offload else device)
+    if memory.group_offload:
+        transformer.enable_group_offload(
+            onload_device=device, offload_device=torch.device("cpu"), offload_type=memory.offload_type,
+            num_blocks_per_group=memory.blocks_per_group if memory.offload_type == "block_level" else None,
+            use_stream=memory.use_stream,
+        )
+    components = dict(
+        transformer=transformer,
+        vae=loading.load_vae(source, dtype=dtype, device=device),
+        audio_vae=loading.load_audio_vae(source, dtype=dtype, device=device),
+        vocoder=loading.load_vocoder(source, dtype=dtype, device=device),
+        scheduler=loading.load_scheduler(source),
+        connectors=_ConnectorOutputs(device, dtype),
+        text_encoder=None,
+        tokenizer=None,
+    )
+    t2v, i2v = LTX2Pipeline(**components), LTX2ImageToVideoPipeline(**components)
+    for pipe in (t2v, i2v):
+        pipe.set_progress_bar_config(disable=True)  # library code: progress goes to the log, per sample
+    return Sampler(
+        t2v=t2v, i2v=i2v, connectors=loading.load_connectors(source, dtype=dtype, device="cpu"),
+        text_max_length=source.flavour.text_max_length, device=device, dtype=dtype, vae_options=memory.vae,
+    )
+
+
+def encode_prompts(
+    source: ModelSource, texts: Sequence[str], *, device: torch.device | str, dtype: torch.dtype
+) -> list[ValidationPrompt]:
+    """Prompts missing from the text cache, through Gemma, which is freed before this returns.
+
+    Call it before `load_sampler`, so the text encoder and the transformer are never loaded together.
+    """
+    text_encoder = loading.load_text_encoder(source, dtype=dtype, device=device)
+    try:
+        features = encode_captions(
+            texts, tokenizer=loading.load_tokenizer(source), text_encoder=text_encoder,
+            connectors=loading.load_connectors(source, dtype=dtype, device=device),
+            max_length=source.flavour.text_max_length, device=device, dtype=dtype,
+        )
+    finally:
+        del text_encoder
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()
+    return [ValidationPrompt(text, f) for text, f in zip(texts, features, strict=True)]
+
+
+def sample_t2v(
+    sampler: Sampler,
+    prompts: Sequence[ValidationPrompt],
+    negative: ValidationPrompt | None,
+    settings: ValidationSettings,
+    *,
+    lora: str | Path | None = None,
+) -> list[Sample]:
+    """One text-to-video sample per prompt and resolution, in that order. `negative` is needed when
+    guidance > 1 (the pipeline's own default negative prompt is the empty string)."""
+    return _sample(sampler, prompts, [None] * len(prompts), negative, settings, lora)
+
+
+def sample_i2v(
+    sampler: Sampler,
+    prompts: Sequence[ValidationPrompt],
+    images: Sequence[Image.Image | torch.Tensor],
+    negative: ValidationPrompt | None,
+    settings: ValidationSettings,
+    *,
+    lora: str | Path | None = None,
+) -> list[Sample]:
+    """Image-to-video: `images[i]` (PIL, or uint8 [H, W, 3]) is the first frame of the videos of `prompts[i]`.
+
+    Each image is scaled and centre-cropped to each resolution (no stretching); the pipeline then
+    re-compresses it as H.264 (CRF 33, what LTX-2 was trained against), encodes it and keeps its latent
+    frame clean while denoising the rest.
+    """
+    if len(images) != len(prompts):
+        raise ValueError(f"sample_i2v: {len(images)} images for {len(prompts)} prompts: give one first frame each")
+    return _sample(sampler, prompts, [_as_image(image) for image in images], negative, settings, lora)
+
+
+def _sample(
+    sampler: Sampler,
+    prompts: Sequence[ValidationPrompt],
+    images: Sequence[Image.Image | None],
+    negative: ValidationPrompt | None,
+    settings: ValidationSettings,
+    lora: str | Path | None,
+) -> list[Sample]:
+    guided = settings.guidance > 1
+    if guided and negative is None:
+        raise ValueError(
+            f"validation_guidance {settings.guidance} > 1 needs the negative prompt's features (the empty string's "
+            "when validation_negative_prompt is unset)"
+        )
+    embeds, masks = _connector_outputs(sampler, [*prompts, *([negative] if negative is not None else [])])
+    lora_file = _lora_file(Path(lora)) if lora is not None else None
+    samples = []
+    with _lora_applied(sampler, lora_file):
+        for index, (prompt, image) in enumerate(zip(prompts, images, strict=True)):
+            for width, height in settings.resolutions:
+                mode: Mode = "t2v" if image is None else "i2v"
+                log.info("validation %s sample %d/%d at %dx%d%s: %.60s", mode, index + 1, len(prompts), width,
+                         height, f" with {lora_file}" if lora_file else "", prompt.text)
+                pipe = sampler.t2v if image is None else sampler.i2v
+                extra = {} if image is None else {"image": ImageOps.fit(image, (width, height), Image.LANCZOS)}
+                video_latents, audio_latents = pipe(
+                    prompt_embeds=embeds[index : index + 1], prompt_attention_mask=masks[index : index + 1],
+                    negative_prompt_embeds=embeds[-1:] if negative is not None else None,
+                    negative_prompt_attention_mask=masks[-1:] if negative is not None else None,
+                    width=width, height=height, num_frames=settings.num_frames, frame_rate=settings.frame_rate,
+                    num_inference_steps=settings.steps, guidance_scale=settings.guidance,
+                    audio_guidance_scale=settings.guidance, **_PLAIN_CFG, use_cross_timestep=USE_CROSS_TIMESTEP,
+                    generator=torch.Generator("cpu").manual_seed(settings.seed),  # same noise on any device
+                    output_type="latent", return_dict=False, **extra,
+                )
+                samples.append(Sample(
+                    frames=_decode_frames(sampler, video_latents), audio=_decode_audio(pipe, audio_latents),
+                    sample_rate=int(pipe.vocoder.config.output_sampling_rate), frame_rate=settings.frame_rate,
+                    prompt=prompt.text, resolution=(width, height), seed=settings.seed, mode=mode, lora=lora_file,
+                ))
+    return samples
+
+
+@torch.no_grad()
+def _connector_outputs(sampler: Sampler, prompts: Sequence[ValidationPrompt]) -> tuple[torch.Tensor, torch.Tensor]:
+    """([N, L, 2C] video | audio connector outputs, [N, L] mask) on the sampler's device and dtype."""
+    with on_device(sampler.connectors, sampler.device) as connectors:
+        video, audio, mask = expand_for_transformer(
+            [p.features for p in prompts], max_length=sampler.text_max_length, connectors=connectors,
+            device=sampler.device, dtype=sampler.dtype,
+        )
+    return torch.cat([video, audio], dim=-1), mask
+
+
+@torch.no_grad()
+def _decode_frames(sampler: Sampler, latents: torch.Tensor) -> torch.Tensor:
+    vae = sampler.t2v.vae
+    # output_type="latent" hands back raw VAE latents; decode_video takes normalised ones (and undoes it).
+    mean = vae.latents_mean.view(1, -1, 1, 1, 1).to(latents)
+    std = vae.latents_std.view(1, -1, 1, 1, 1).to(latents)
+    video = decode_video(vae, (latents - mean) * vae.config.scaling_factor / std, options=sampler.vae_options)
+    pixels = (video[0].float() * 0.5 + 0.5).clamp(0, 1)  # [3, F, H, W]: the pipeline's own [-1, 1] -> [0, 1]
+    return pixels.mul(255).round().to(torch.uint8).permute(1, 2, 3, 0).cpu()  # [F, H, W, 3]
+
+
+@torch.no_grad()
+def _decode_audio(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+    """What the pipeline does after denoising: audio VAE -> mel spectrogram -> vocoder -> waveform."""
+    mel = pipe.audio_vae.decode(latents.to(pipe.audio_vae.device, pipe.audio_vae.dtype), return_dict=False)[0]
+    return pipe.vocoder(mel.to(pipe.vocoder.dtype))[0].float().cpu()
+
+
+def _lora_file(path: Path) -> Path:
+    """A LoRA file: `path` itself, or a folder's diffusers-format file (what `save_lora` writes)."""
+    file = path / DIFFUSERS_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"LoRA {file} not found: give a .safetensors file ({DIFFUSERS_FILE} or {COMFY_FILE}) or the folder "
+            "holding them (a checkpoint's lora folder)"
+        )
+    return file
+
+
+@contextmanager
+def _lora_applied(sampler: Sampler, file: Path | None) -> Iterator[None]:
+    """The LoRA in the shared transformer for the block (both pipelines see it), removed afterwards."""
+    if file is None:
+        yield
+        return
+    state = sampler.t2v.lora_state_dict(str(file))
+    if any(key.startswith("connectors.") for key in state):
+        raise ValueError(
+            f"LoRA {file} also adapts the text connectors; validation runs the base connectors on cached text "
+            "features, so it supports transformer LoRAs only"
+        )
+    sampler.t2v.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name=LORA_ADAPTER)
+    try:
+        yield
+    finally:
+        sampler.t2v.unload_lora_weights()
+
+
+def _as_image(image: Image.Image | torch.Tensor) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(
+            f"an I2V first frame must be a PIL image or a uint8 [H, W, 3] tensor, got {image.dtype} "
+            f"{tuple(image.shape)}"
+        )
+    return Image.fromarray(image.cpu().numpy())

@@ -1,0 +1,89 @@
+"""What a validation run samples and how it fits in memory: plain data, checked once when built."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from ltx2core.models.scale import LTX2
+from ltx2core.models.vae_options import VaeOptions
+
+if TYPE_CHECKING:
+    from ltx2core.config.train import TrainConfig
+
+log = logging.getLogger(__name__)
+
+# SimpleTuner's LTX-2 quickstart: black or noisy validation videos usually mean a guidance outside this range.
+GUIDANCE_RANGE = (2.0, 6.0)
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    guidance: float = 5.0  # classifier-free guidance, video and audio; <= 1 samples without the negative prompt
+    steps: int = 30
+    seed: int = 42  # every sample starts from this seed's noise, so prompts and checkpoints compare
+    resolutions: tuple[tuple[int, int], ...] = ((768, 512),)  # (width, height): one video per prompt and size
+    num_frames: int = 121  # 8k+1
+    frame_rate: float = 25.0  # what the model is told (RoPE time, audio length) and the mp4's rate
+
+    def __post_init__(self) -> None:
+        problems = [LTX2.frames_error("validation_num_video_frames", self.num_frames)]
+        if not self.resolutions:
+            problems.append("validation_resolution is empty: give at least one WxH, e.g. 768x512")
+        for width, height in self.resolutions:
+            problems += [
+                LTX2.size_error(f"validation_resolution {width}x{height} width", width),
+                LTX2.size_error(f"validation_resolution {width}x{height} height", height),
+            ]
+        if self.steps < 1:
+            problems.append(f"validation_num_inference_steps {self.steps} must be at least 1")
+        if self.frame_rate <= 0:
+            problems.append(f"frame_rate {self.frame_rate} must be positive")
+        if self.guidance < 0:
+            problems.append(f"validation_guidance {self.guidance} must not be negative")
+        problems = [p for p in problems if p]
+        if problems:
+            raise ValueError("; ".join(problems))
+        low, high = GUIDANCE_RANGE
+        if not low <= self.guidance <= high:
+            log.warning(
+                "validation_guidance %g is outside %g-%g: LTX-2 validation videos tend to come out black or noisy "
+                "there (SimpleTuner's quickstart keeps 5.0)", self.guidance, low, high,
+            )
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> ValidationSettings:
+        """The config's validation_* keys; validation_seed unset means `seed`."""
+        seed = config.validation_seed if config.validation_seed is not None else config.seed
+        return cls(
+            guidance=config.validation_guidance, steps=config.validation_num_inference_steps,
+            seed=0 if seed is None else seed, resolutions=tuple(tuple(r) for r in config.validation_resolution),
+            num_frames=config.validation_num_video_frames, frame_rate=config.frame_rate,
+        )
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    """Where the sampler's models live. The text encoder is never among them (cached prompt features)."""
+
+    group_offload: bool = False  # stream the transformer's blocks from the CPU (diffusers group offloading)
+    offload_type: Literal["block_level", "leaf_level"] = "block_level"
+    blocks_per_group: int = 1  # block_level: transformer blocks moved together
+    use_stream: bool = False  # prefetch the next group on a CUDA stream: correct for inference (not for training)
+    vae: VaeOptions = field(default_factory=VaeOptions)  # decoding: tiling, framewise, slicing, patch_conv
+
+    def __post_init__(self) -> None:
+        if self.blocks_per_group < 1:
+            raise ValueError(f"group_offload_blocks_per_group {self.blocks_per_group} must be at least 1")
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> MemoryOptions:
+        return cls(
+            group_offload=config.enable_group_offload, offload_type=config.group_offload_type,
+            blocks_per_group=config.group_offload_blocks_per_group, use_stream=config.group_offload_use_stream,
+            vae=VaeOptions.from_config(
+                vae_enable_tiling=config.vae_enable_tiling, vae_enable_slicing=config.vae_enable_slicing,
+                vae_enable_patch_conv=config.vae_enable_patch_conv,
+            ),
+        )

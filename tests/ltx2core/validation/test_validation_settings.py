@@ -1,0 +1,47 @@
+"""Validation settings: LTX-2's shape rules with the config key and the fix, the guidance warning, the config keys."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+
+from ltx2core.config.train import TrainConfig
+from ltx2core.validation.settings import ValidationSettings
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"num_frames": 61}, "validation_num_video_frames 61 is not 8k+1: use 57 or 65"),
+        ({"num_frames": 120}, "validation_num_video_frames 120 is not 8k+1: use 113 or 121"),
+        (
+            {"resolutions": ((100, 64),)},
+            "validation_resolution 100x64 width 100 is not a multiple of 32: use 96 or 128",
+        ),
+        ({"resolutions": ()}, "validation_resolution is empty"),
+        ({"steps": 0}, "validation_num_inference_steps 0 must be at least 1"),
+    ],
+)
+def test_settings_the_model_cannot_sample_are_refused_with_the_fix(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ValidationSettings(**fields)
+
+
+@pytest.mark.parametrize(("guidance", "warned"), [(1.5, True), (2.0, False), (5.0, False), (6.0, False), (7.5, True)])
+def test_guidance_outside_two_to_six_warns(guidance: float, warned: bool, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="ltx2core.validation.settings"):
+        ValidationSettings(guidance=guidance)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert bool(warnings) == warned
+    assert all(f"validation_guidance {guidance:g} is outside 2-6" in w and "black or noisy" in w for w in warnings)
+
+
+def test_config_keys_map_to_settings_and_an_unset_validation_seed_is_the_seed() -> None:
+    config = TrainConfig(validation_resolution="64x64,96x64", validation_num_video_frames=9, seed=7,
+                         validation_guidance=4.0, validation_num_inference_steps=3, frame_rate=24)
+    assert ValidationSettings.from_config(config) == ValidationSettings(
+        guidance=4.0, steps=3, seed=7, resolutions=((64, 64), (96, 64)), num_frames=9, frame_rate=24.0
+    )
+    assert ValidationSettings.from_config(config.model_copy(update={"validation_seed": 5})).seed == 5
