@@ -11,8 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-MODEL_STAGES = {"text-embeds", "latents", "train"}
-STAGE_HELP = "comma-separated stages: probe,filter,bucket,captions,text-embeds,latents,train (default: all)"
+MODEL_STAGES = {"text-embeds", "latents", "train", "validate"}
+STAGE_HELP = "comma-separated stages: probe,filter,bucket,captions,text-embeds,latents,train,validate (default: all)"
 
 
 def _prefect_defaults(verbose: bool) -> None:
@@ -63,8 +63,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     with RichSink() as sink:
         progress.install(sink)
         reports = pipeline(config=args.config, databackend=args.databackend, storage=args.storage,
-                           stages=_stages(args.stages), force=args.force)
+                           stages=_stages(args.stages), force=args.force, checkpoint=args.checkpoint)
     print_summary(reports, args.storage)
+    if "validate" in todo:
+        from storage.sql import sql_eq
+        from tasks.pending import run_id
+
+        rows = Store.open(args.storage).read("validations", ["step", "mode", "video_path"],
+                                             where=sql_eq("run_id", run_id(project.config))).to_pylist()
+        last = max((r["step"] for r in rows), default=None)
+        for r in rows:
+            if r["step"] == last:
+                print(f"{r['mode']} sample (step {r['step']}): {r['video_path']}")
     if MODEL_STAGES & set(todo):
         from ltx2core.models.source import resolve_source
 
@@ -117,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(run)
     run.add_argument("--stages", help=STAGE_HELP)
     run.add_argument("--force", action="append", default=[], metavar="STAGE", help="redo this stage (repeatable)")
+    run.add_argument("--checkpoint", type=int, metavar="STEP", help="validate this checkpoint (default: latest)")
     run.add_argument("-v", "--verbose", action="store_true", help="show Prefect's log lines")
     run.set_defaults(fn=cmd_run)
 

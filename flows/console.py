@@ -58,6 +58,9 @@ def _figures(r: dict) -> str:
         case "train":
             text = f"at step {counts.get('step', r['skipped'])}" + (
                 f" ({counts['samples']} samples, {counts['buckets']} buckets)" if "samples" in counts else "")
+        case "validate":
+            text = (f"{counts['samples']} samples of step {counts['step']}" if "samples" in counts
+                    else f"{r['skipped']} samples already")
         case "latents":
             text = f"{counts['clips']} clips, {r['failed']} failed, {counts['table_bytes'] / 2**20:.1f} MiB stored"
         case _:

@@ -7,7 +7,7 @@ from prefect import flow, get_run_logger
 
 from ltx2core.config.load import load_project
 from flows.stages import READS_SOURCE_FILES, Stage, selected
-from tasks import bucket, captions, filter as filter_, latents, probe, text_embeds, train
+from tasks import bucket, captions, filter as filter_, latents, probe, text_embeds, train, validate
 from tasks.pending import run_id
 from tasks.report import StageReport
 from tasks.stage_runs import tracked
@@ -23,8 +23,10 @@ def pipeline(
     storage: str = DEFAULT_STORAGE,
     stages: list[Stage] | None = None,
     force: list[Stage] | None = None,
+    checkpoint: int | None = None,
 ) -> list[dict]:
-    """Run the chosen stages (all when none are given); `force` redoes a stage even where rows are current."""
+    """Run the chosen stages (all when none are given); `force` redoes a stage even where rows are current;
+    `checkpoint` is the step the validate stage samples (default: the run's latest)."""
     log = get_run_logger()
     todo = selected(stages or [])
     project = load_project(config, databackend, check_paths=bool(READS_SOURCE_FILES & set(todo)))
@@ -51,6 +53,10 @@ def pipeline(
         if stage == "train":
             reports.append(tracked(store_uri, stage, run_id(project.config), {"config": project.config.model_dump(
                 mode="json")}, lambda: train.train_lora(store_uri, project.config, videos, force=redo)))
+            continue
+        if stage == "validate":
+            reports.append(tracked(store_uri, stage, run_id(project.config), {"checkpoint": checkpoint},
+                                   lambda: validate.validate(store_uri, project.config, videos, checkpoint, force=redo)))
             continue
         if stage == "latents":
             for d in videos:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-Stage = Literal["probe", "filter", "bucket", "captions", "text-embeds", "latents", "train"]
-STAGES: tuple[Stage, ...] = ("probe", "filter", "bucket", "captions", "text-embeds", "latents", "train")
+Stage = Literal["probe", "filter", "bucket", "captions", "text-embeds", "latents", "train", "validate"]
+STAGES: tuple[Stage, ...] = ("probe", "filter", "bucket", "captions", "text-embeds", "latents", "train", "validate")
 READS_SOURCE_FILES = {"probe", "captions", "latents"}  # the others run from the store, e.g. on a machine without the videos
 
 

@@ -197,8 +197,26 @@ CHECKPOINTS = _spec(
     pa.field("created_at", UTC_TIMESTAMP, nullable=False),
 )
 
+# One validation sample: keyed by hash(run, step, mode, prompt, resolution, seed, settings).
+VALIDATIONS = _spec(
+    "validations",
+    "key",
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("step", pa.int64(), nullable=False),  # the checkpoint's step; 0 with lora false = the base model
+    pa.field("mode", pa.string(), nullable=False),  # "t2v" | "i2v"
+    pa.field("prompt", pa.string(), nullable=False),
+    pa.field("seed", pa.int64(), nullable=False),
+    pa.field("width", pa.int64(), nullable=False),
+    pa.field("height", pa.int64(), nullable=False),
+    pa.field("lora", pa.bool_(), nullable=False),
+    pa.field("settings", pa.string(), nullable=False),  # JSON: guidance, steps, frames, frame rate, model
+    pa.field("video_path", pa.string(), nullable=False),  # where the .mp4 was written
+    pa.field("video", pa.large_binary(), nullable=False, metadata=NO_COMPRESSION_METADATA),  # the .mp4 bytes
+    pa.field("created_at", UTC_TIMESTAMP, nullable=False),
+)
+
 TABLES: dict[str, TableSpec] = {
-    s.name: s for s in (FILES, VIDEOS, SAMPLES, CAPTIONS, STAGE_RUNS, TEXT_EMBEDS, LATENTS, CHECKPOINTS)
+    s.name: s for s in (FILES, VIDEOS, SAMPLES, CAPTIONS, STAGE_RUNS, TEXT_EMBEDS, LATENTS, CHECKPOINTS, VALIDATIONS)
 }
 
 

@@ -171,6 +171,7 @@ def nothing_pending(store: Store, config, datasets: list[VideoDataset], stages: 
         "text-embeds": lambda: not text_embed_work(store, wanted_captions(store, datasets), text_model(source())).todo,
         "latents": lambda: all(latents_current(d) for d in datasets),
         "train": lambda: train_current(store, config, datasets, source()),
+        "validate": lambda: validated(store, config),
     }
     return all(checks[s]() for s in stages)
 
@@ -323,3 +324,12 @@ def train_current(store: Store, config, datasets: list[VideoDataset], source) ->
     refs, buckets = training_refs(store, config, datasets, source)
     return bool(refs) and done >= max_steps(config, BucketBatches(buckets, batch_size=config.train_batch_size,
                                                                     seed=config.seed or 0))
+
+
+def validated(store: Store, config) -> bool:
+    """The run's latest checkpoint has LoRA samples (a changed prompt needs `--force validate`)."""
+    rows = store.read("checkpoints", ["step"], where=sql_eq("run_id", run_id(config))).to_pylist()
+    if not rows:
+        return False
+    step = max(r["step"] for r in rows)
+    return store.count("validations", where=sql_eq("run_id", run_id(config)) + f" AND step = {step} AND lora") > 0

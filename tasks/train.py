@@ -113,6 +113,7 @@ def train_lora(store_uri: str, config: TrainConfig, datasets: list[VideoDataset]
         gradient_checkpointing=config.gradient_checkpointing,
         first_frame_p=config.ltx2_first_frame_conditioning_probability,
         checkpointing_steps=config.checkpointing_steps, checkpoints_total_limit=config.checkpoints_total_limit,
+        validation_steps=config.validation_steps,
         device=str(device), shift=DynamicShift.from_scheduler_config(load_scheduler(source).config),
     )
     history = HistorySink(output_dir / "loss.csv")
@@ -125,10 +126,17 @@ def train_lora(store_uri: str, config: TrainConfig, datasets: list[VideoDataset]
                                       "lora": lora, "lora_path": str(folder), "loss": last,
                                       "created_at": datetime.now(UTC)}])
 
+    def on_validate(step: int) -> None:  # with the training transformer: no second copy of the model
+        from tasks.validate import run_validation
+
+        for row in run_validation(store, config, datasets, source, step=step, lora=None, transformer=transformer):
+            log.info("validation sample at step %d: %s", step, row["video_path"])
+
     sink().start("train", total - done)
     try:
         result = train(transformer, StoreSource(store, refs), batches, connectors=connectors, settings=settings,
-                       sinks=sinks, resume_from=resume, on_checkpoint=on_checkpoint)
+                       sinks=sinks, resume_from=resume, on_checkpoint=on_checkpoint,
+                       on_validate=on_validate if _has_validation(config) else None)
     finally:
         for s in sinks:
             s.close()
@@ -140,6 +148,11 @@ def train_lora(store_uri: str, config: TrainConfig, datasets: list[VideoDataset]
     log.info("train %s: %d steps to step %d; LoRA in %s", report.scope, result.steps_run, result.step, output_dir)
     sink().finish("train", f"step {result.step}")
     return _finish(report, store, t0)
+
+
+def _has_validation(config: TrainConfig) -> bool:
+    return config.validation_steps > 0 and bool(
+        config.validation_prompt or config.validation_prompt_library or config.validation_using_datasets)
 
 
 def _finish(report: StageReport, store: Store, t0: float) -> StageReport:

@@ -90,7 +90,10 @@ class TrainConfig(StrictModel):
     # ---- validation
     validation_steps: int = Field(100, ge=0, description="Validate every N steps (0 = never during training)")
     validation_prompt: str | None = None
-    validation_prompt_library: bool = Field(False, description="Also validate SimpleTuner's built-in prompts")
+    validation_prompt_library: Path | None = Field(
+        None, description="A JSON file of named prompts ({name: prompt}) validated besides validation_prompt"
+    )
+    validation_base_model: bool = Field(False, description="Also sample the base model (no LoRA) at step 0")
     validation_negative_prompt: str | None = None
     validation_guidance: float = Field(5.0, ge=0, description="CFG scale (5.0 is LTX-2's usual; 7.5 in SimpleTuner)")
     validation_num_inference_steps: int = Field(30, ge=1)
@@ -182,10 +185,10 @@ class TrainConfig(StrictModel):
     def _zero_is_unset(cls, value: Any) -> Any:
         return None if value in (0, "0") else value  # SimpleTuner writes 0 for "use the other one"
 
-    @field_validator("output_dir", "data_backend_config")
+    @field_validator("output_dir", "data_backend_config", "validation_prompt_library")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        return resolve_path(value)
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else resolve_path(value)
 
     @field_validator("peft_lora_target_modules", mode="before")
     @classmethod

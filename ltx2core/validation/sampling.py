@@ -102,9 +102,13 @@ class _ConnectorOutputs(torch.nn.Module):
 
 
 def load_sampler(
-    source: ModelSource, *, device: torch.device | str, dtype: torch.dtype, memory: MemoryOptions = MemoryOptions()
+    source: ModelSource, *, device: torch.device | str, dtype: torch.dtype, memory: MemoryOptions = MemoryOptions(),
+    transformer: Any = None,
 ) -> Sampler:
-    """Load the transformer, VAEs, vocoder, scheduler and connectors of `source` (no text encoder)."""
+    """Load the transformer, VAEs, vocoder, scheduler and connectors of `source` (no text encoder).
+
+    `transformer`: use this one (the one being trained, its LoRA active) instead of loading a second copy.
+    """
     from diffusers import LTX2ImageToVideoPipeline, LTX2Pipeline
 
     device = torch.device(device)
@@ -112,7 +116,10 @@ def load_sampler(
         raise ValueError(f"group_offload_use_stream needs a CUDA device, not {device}: set it false")
     if source.untrained:
         log.warning("validation samples from %s: random weights, the videos are noise", source.label)
-    transformer = loading.load_transformer(source, dtype=dtype, device="cpu" if memory.group_offload else device)
+    if transformer is not None and memory.group_offload:
+        raise ValueError("validating during training uses the training transformer as it is: no group offload")
+    if transformer is None:
+        transformer = loading.load_transformer(source, dtype=dtype, device="cpu" if memory.group_offload else device)
     if memory.group_offload:
         transformer.enable_group_offload(
             onload_device=device, offload_device=torch.device("cpu"), offload_type=memory.offload_type,
@@ -217,22 +224,34 @@ def _sample(
                          height, f" with {lora_file}" if lora_file else "", prompt.text)
                 pipe = sampler.t2v if image is None else sampler.i2v
                 extra = {} if image is None else {"image": ImageOps.fit(image, (width, height), Image.LANCZOS)}
-                video_latents, audio_latents = pipe(
-                    prompt_embeds=embeds[index : index + 1], prompt_attention_mask=masks[index : index + 1],
-                    negative_prompt_embeds=embeds[-1:] if negative is not None else None,
-                    negative_prompt_attention_mask=masks[-1:] if negative is not None else None,
-                    width=width, height=height, num_frames=settings.num_frames, frame_rate=settings.frame_rate,
-                    num_inference_steps=settings.steps, guidance_scale=settings.guidance,
-                    audio_guidance_scale=settings.guidance, **_PLAIN_CFG, use_cross_timestep=USE_CROSS_TIMESTEP,
-                    generator=torch.Generator("cpu").manual_seed(settings.seed),  # same noise on any device
-                    output_type="latent", return_dict=False, **extra,
-                )
+                with _global_rng(settings.seed, sampler.device):
+                    video_latents, audio_latents = pipe(
+                        prompt_embeds=embeds[index : index + 1], prompt_attention_mask=masks[index : index + 1],
+                        negative_prompt_embeds=embeds[-1:] if negative is not None else None,
+                        negative_prompt_attention_mask=masks[-1:] if negative is not None else None,
+                        width=width, height=height, num_frames=settings.num_frames, frame_rate=settings.frame_rate,
+                        num_inference_steps=settings.steps, guidance_scale=settings.guidance,
+                        audio_guidance_scale=settings.guidance, **_PLAIN_CFG, use_cross_timestep=USE_CROSS_TIMESTEP,
+                        generator=torch.Generator("cpu").manual_seed(settings.seed),  # same noise on any device
+                        output_type="latent", return_dict=False, **extra,
+                    )
+                    frames, audio = _decode_frames(sampler, video_latents), _decode_audio(pipe, audio_latents)
                 samples.append(Sample(
-                    frames=_decode_frames(sampler, video_latents), audio=_decode_audio(pipe, audio_latents),
+                    frames=frames, audio=audio,
                     sample_rate=int(pipe.vocoder.config.output_sampling_rate), frame_rate=settings.frame_rate,
                     prompt=prompt.text, resolution=(width, height), seed=settings.seed, mode=mode, lora=lora_file,
                 ))
     return samples
+
+
+@contextmanager
+def _global_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed the global random streams too, and give them back after: some pipeline and VAE steps draw from
+    them rather than from the generator, and validation must neither depend on nor disturb training's."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 @torch.no_grad()

@@ -1,0 +1,195 @@
+"""Stage `validate`: text-to-video or image-to-video samples of a trained LoRA, as .mp4 files and rows.
+
+Recipe: the checkpoint (latest of the run, or `--checkpoint STEP`) -> the validation prompts' embeddings
+from `text_embeds` (missing ones are encoded and cached like any caption) -> one sampler (no text encoder)
+-> samples per prompt and resolution (I2V: first frames of `eval_dataset_id` clips) -> .mp4 under
+output_dir/validation, rows in `validations`, a contact sheet per sample in the Prefect UI.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import tempfile
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from ltx2core.config.databackend import VideoDataset
+from ltx2core.config.train import TrainConfig
+from ltx2core.data.fingerprint import fingerprint
+from ltx2core.data.tensors import from_record, to_record
+from ltx2core.media.decode import ClipPlan
+from ltx2core.models.runtime import compute_dtype, pick_device
+from ltx2core.models.source import ModelSource, resolve_source
+from ltx2core.validation.contact_sheet import contact_sheet
+from ltx2core.validation.sampling import (
+    Sample,
+    ValidationPrompt,
+    encode_prompts,
+    load_sampler,
+    sample_i2v,
+    sample_t2v,
+)
+from ltx2core.validation.settings import MemoryOptions, ValidationSettings
+from ltx2core.validation.video_io import first_frame_of, write_mp4
+from storage.sql import sql_eq, sql_in
+from storage.store import Store
+from tasks.datasets import samples_of
+from tasks.pending import run_id, text_model
+from tasks.report import StageReport
+
+I2V_CLIPS = 2  # eval clips sampled per validation
+PLAN_FIELDS = ("start_frame", "num_frames", "frame_rate", "resize_width", "resize_height", "crop_left", "crop_top",
+               "width", "height")
+
+
+def prompt_texts(config: TrainConfig) -> list[str]:
+    texts = [config.validation_prompt] if config.validation_prompt else []
+    if config.validation_prompt_library:
+        path = Path(config.validation_prompt_library)
+        try:
+            library = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"validation_prompt_library {path}: {e}: give a JSON object of name -> prompt") from None
+        if not isinstance(library, dict) or not all(isinstance(v, str) for v in library.values()):
+            raise ValueError(f"validation_prompt_library {path}: expected a JSON object of name -> prompt")
+        texts += list(library.values())
+    return list(dict.fromkeys(texts))
+
+
+def cached_prompts(store: Store, source: ModelSource, texts: list[str], device, dtype) -> list[ValidationPrompt]:
+    """The prompts' features from `text_embeds`; missing ones are encoded once and stored like captions."""
+    model = text_model(source)
+    keys = {model.key(t): t for t in texts}
+    rows = {r["key"]: r for r in store.read("text_embeds", where=sql_in("key", keys)).to_pylist()}
+    missing = [t for k, t in keys.items() if k not in rows]
+    if missing:
+        encoded = encode_prompts(source, missing, device=device, dtype=dtype)
+        new = []
+        for p in encoded:
+            features = p.features.features if hasattr(p.features, "features") else p.features
+            data, shape, dt = to_record(features)
+            new.append({"key": model.key(p.text), "caption": p.text, "encoder_fp": model.encoder_fp,
+                        "max_length": model.max_length, "num_tokens": int(shape[0]), "features": data,
+                        "features_shape": shape, "features_dtype": dt})
+        store.upsert("text_embeds", new)
+        rows |= {r["key"]: r for r in new}
+    return [ValidationPrompt(t, from_record(rows[k]["features"], rows[k]["features_shape"],
+                                            rows[k]["features_dtype"])) for k, t in keys.items()]
+
+
+def eval_clips(store: Store, config: TrainConfig, datasets: list[VideoDataset]) -> list[tuple[str, dict]]:
+    """(caption, sample row) of the first kept, bucketed, captioned clips of `eval_dataset_id`."""
+    dataset = next((d for d in datasets if d.id == config.eval_dataset_id), None)
+    if dataset is None:
+        raise ValueError(f"validation_using_datasets needs eval_dataset_id to name a video dataset "
+                         f"(one of {[d.id for d in datasets]})")
+    captions = store.column_map("captions", "caption", where=sql_eq("dataset_id", dataset.id))
+    rows = sorted((s for s in samples_of(store, dataset.id, kept_only=True) if s["bucket"] and
+                   captions.get(s["sample_id"])), key=lambda s: s["path"])
+    return [(captions[s["sample_id"]], s) for s in rows[:I2V_CLIPS]]
+
+
+def run_validation(store: Store, config: TrainConfig, datasets: list[VideoDataset], source: ModelSource, *,
+                   step: int, lora: Path | None, transformer=None) -> list[dict]:
+    """Sample, write the .mp4 files and `validations` rows; returns the rows (without the video bytes).
+
+    `transformer`: the one being trained, its LoRA active (validation during training); else the model is
+    loaded from `source` and `lora` (None = the base model) applied.
+    """
+    device = pick_device()
+    dtype = compute_dtype(config.mixed_precision, device)
+    settings = ValidationSettings.from_config(config)
+    # T2V from the validation prompts; I2V from eval clips (their first frame and caption) when asked; both
+    # when both are configured.
+    texts = prompt_texts(config)
+    clips = eval_clips(store, config, datasets) if config.validation_using_datasets else []
+    if not texts and not clips:
+        raise ValueError("nothing to validate: set validation_prompt (or validation_prompt_library), or "
+                         "validation_using_datasets with eval_dataset_id")
+    negative_text = config.validation_negative_prompt or ""
+    prompts = cached_prompts(store, source, [*texts, *(c for c, _ in clips), negative_text], device, dtype)
+    t2v_prompts, i2v_prompts, negative = prompts[:len(texts)], prompts[len(texts):-1], prompts[-1]
+    memory = MemoryOptions() if transformer is not None else MemoryOptions.from_config(config)
+    sampler = load_sampler(source, device=device, dtype=dtype, memory=memory, transformer=transformer)
+    samples = sample_t2v(sampler, t2v_prompts, negative, settings, lora=lora) if t2v_prompts else []
+    if clips:
+        images = [first_frame_of(s["path"], ClipPlan(**{f: s[f] for f in PLAN_FIELDS})) for _, s in clips]
+        samples += sample_i2v(sampler, i2v_prompts, images, negative, settings, lora=lora)
+    with_lora = lora is not None or transformer is not None
+    return [_store_sample(store, config, source, s, step, settings, with_lora) for s in samples]
+
+
+def _store_sample(store: Store, config: TrainConfig, source: ModelSource, s: Sample, step: int,
+                  settings: ValidationSettings, with_lora: bool) -> dict:
+    run = run_id(config)
+    w, h = s.resolution
+    details = {"guidance": settings.guidance, "steps": settings.steps, "num_frames": settings.num_frames,
+               "frame_rate": s.frame_rate, "model": source.label,
+               "negative_prompt": config.validation_negative_prompt or ""}
+    key = fingerprint("validation", run, step, s.mode, s.prompt, w, h, s.seed, with_lora, details)
+    path = Path(config.output_dir) / "validation" / f"step_{step:06d}_{s.mode}_{key[:8]}_{w}x{h}.mp4"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_mp4(path, s.frames, fps=s.frame_rate, audio=s.audio, sample_rate=s.sample_rate)
+    row = {"key": key, "run_id": run, "step": step, "mode": s.mode, "prompt": s.prompt, "seed": s.seed, "width": w,
+           "height": h, "lora": with_lora, "settings": json.dumps(details), "video_path": str(path),
+           "video": path.read_bytes(), "created_at": datetime.now(UTC)}
+    store.upsert("validations", [row])
+    sheet = base64.b64encode(contact_sheet(s.frames, tile_width=min(w, 256))).decode()
+    untrained = " (random weights: the video is noise)" if source.untrained else ""
+    create_markdown_artifact(
+        key=f"validation-{run}-{key[:8]}".lower().replace("_", "-"),
+        markdown=(f"# {s.mode.upper()} validation, run `{run}` step {step}{untrained}\n\n**Prompt:** {s.prompt}\n\n"
+                  f"{w}x{h}, {settings.num_frames} frames at {s.frame_rate:g} fps, seed {s.seed}, guidance "
+                  f"{settings.guidance}, {settings.steps} steps, LoRA: {'yes' if with_lora else 'no (base model)'}\n\n"
+                  f"![frames](data:image/png;base64,{sheet})\n\nVideo: `{path}`\n"),
+        description=f"{s.mode} sample, step {step}: {s.prompt[:60]}")
+    return {k: v for k, v in row.items() if k != "video"}
+
+
+def checkpoint_lora(store: Store, config: TrainConfig, step: int | None) -> tuple[int, Path]:
+    """(step, a folder holding its pytorch_lora_weights.safetensors): from the checkpoints table, so any
+    machine that reads the store can validate."""
+    run = run_id(config)
+    rows = store.read("checkpoints", ["step", "lora"], where=sql_eq("run_id", run)
+                      + ("" if step is None else f" AND step = {int(step)}")).to_pylist()
+    if not rows:
+        which = "any checkpoint" if step is None else f"a checkpoint at step {step}"
+        raise ValueError(f"run {run!r} has no {which} in the store: run the train stage first "
+                         "(`ltx2 status` lists the steps done)")
+    row = max(rows, key=lambda r: r["step"])
+    folder = Path(tempfile.mkdtemp(prefix=f"ltx2-lora-{run}-{row['step']}-"))
+    (folder / "pytorch_lora_weights.safetensors").write_bytes(row["lora"])
+    return row["step"], folder
+
+
+@task(name="validate", cache_policy=NO_CACHE)
+def validate(store_uri: str, config: TrainConfig, datasets: list[VideoDataset], checkpoint: int | None = None,
+             force: bool = False) -> StageReport:
+    t0 = time.perf_counter()
+    log = get_run_logger()
+    store = Store.open(store_uri)
+    report = StageReport("validate", scope=run_id(config))
+    source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
+    step, lora = checkpoint_lora(store, config, checkpoint)
+    done = store.count("validations", where=sql_eq("run_id", report.scope) + f" AND step = {step} AND lora")
+    if done and not force:
+        report.skipped = done
+        log.info("validate %s: step %d already has %d samples", report.scope, step, done)
+    else:
+        rows = run_validation(store, config, datasets, source, step=step, lora=lora)
+        if config.validation_base_model:
+            rows += run_validation(store, config, datasets, source, step=0, lora=None)
+        report.done = len(rows)
+        for r in rows:
+            log.info("validate %s: %s sample at step %d: %s", report.scope, r["mode"], r["step"], r["video_path"])
+        report.counts = {"step": step, "samples": len(rows)}
+    report.versions = store.versions(["validations"])
+    report.seconds = time.perf_counter() - t0
+    return report
