@@ -30,6 +30,7 @@ from ltx2core.training.flow_matching import DynamicShift
 from ltx2core.training.lora import LoraSpec, add_lora, save_lora, target_modules
 from ltx2core.training.loop import TrainSettings, train
 from ltx2core.training.sinks import HistorySink
+from ltx2core.training.tread import resolve_routes
 from storage.sql import sql_in
 from storage.store import Store
 from tasks.pending import max_steps, run_id, training_refs
@@ -114,6 +115,8 @@ def train_lora(store_uri: str, config: TrainConfig, datasets: list[VideoDataset]
         first_frame_p=config.ltx2_first_frame_conditioning_probability,
         checkpointing_steps=config.checkpointing_steps, checkpoints_total_limit=config.checkpoints_total_limit,
         validation_steps=config.validation_steps,
+        tread_routes=resolve_routes(config.tread_config.routes, len(transformer.transformer_blocks))
+        if config.tread_config else (),
         device=str(device), shift=DynamicShift.from_scheduler_config(load_scheduler(source).config),
     )
     history = HistorySink(output_dir / "loss.csv")
@@ -136,7 +139,8 @@ def train_lora(store_uri: str, config: TrainConfig, datasets: list[VideoDataset]
     try:
         result = train(transformer, StoreSource(store, refs), batches, connectors=connectors, settings=settings,
                        sinks=sinks, resume_from=resume, on_checkpoint=on_checkpoint,
-                       on_validate=on_validate if _has_validation(config) else None)
+                       on_validate=on_validate if _has_validation(config) else None,
+                       crepa=_crepa(config, source, transformer, device, dtype))
     finally:
         for s in sinks:
             s.close()
@@ -148,6 +152,21 @@ def train_lora(store_uri: str, config: TrainConfig, datasets: list[VideoDataset]
     log.info("train %s: %d steps to step %d; LoRA in %s", report.scope, result.steps_run, result.step, output_dir)
     sink().finish("train", f"step {result.step}")
     return _finish(report, store, t0)
+
+
+def _crepa(config: TrainConfig, source, transformer, device, dtype):
+    """CREPA's regulariser, when enabled: DINOv2 from the local torch hub cache, the VAE to decode clean frames."""
+    if not config.crepa_enabled:
+        return None
+    from ltx2core.models.loading import load_vae
+    from ltx2core.training.crepa import Crepa, CrepaSettings, load_dinov2
+
+    settings = CrepaSettings(block_index=config.crepa_block_index, weight=config.crepa_lambda,
+                             adjacent_distance=config.crepa_adjacent_distance, adjacent_tau=config.crepa_adjacent_tau,
+                             image_size=config.crepa_encoder_image_size)
+    encoder = load_dinov2(config.crepa_encoder).to(device, dtype)
+    return Crepa(transformer, encoder=encoder, vae=load_vae(source, dtype=dtype, device=device), settings=settings,
+                 seed=config.seed or 0)
 
 
 def _has_validation(config: TrainConfig) -> bool:

@@ -82,3 +82,19 @@ def test_a_resume_with_changed_settings_is_refused_naming_the_difference(tmp_pat
     p = project(tmp_path, clips, max_train_steps=4, learning_rate=5e-4)
     with pytest.raises(Exception, match=r"learning_rate: 0\.001 -> 0\.0005"):
         run(p)
+
+
+def test_tread_routes_from_the_config_train(tmp_path, clips, prefect_api, tiny):
+    p = project(tmp_path, clips, max_train_steps=2,
+                tread_config={"routes": [{"selection_ratio": 0.5, "start_layer_idx": 0, "end_layer_idx": -1}]})
+    reports = run(p)
+    assert reports[("train", "run")]["done"] == 2
+    rows = Store.open(p["storage"]).read("checkpoints").to_pylist()
+    assert [r["step"] for r in rows] == [2] and rows[0]["loss"] is not None
+
+
+def test_crepa_without_local_dinov2_weights_fails_with_what_to_do(tmp_path, clips, prefect_api, tiny, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # an empty hub cache
+    p = project(tmp_path, clips, max_train_steps=2, crepa_enabled=True, crepa_block_index=0)
+    with pytest.raises(Exception, match="(?s)dinov2.*MISSING"):
+        run(p)
