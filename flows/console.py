@@ -60,7 +60,7 @@ def _figures(r: dict) -> str:
                 f" ({counts['samples']} samples, {counts['buckets']} buckets)" if "samples" in counts else "")
         case "validate":
             text = (f"{counts['samples']} samples of step {counts['step']}" if "samples" in counts
-                    else f"{r['skipped']} samples already")
+                    else f"{r['skipped']} samples already" if r["skipped"] else "nothing configured to validate")
         case "latents":
             text = f"{counts['clips']} clips, {r['failed']} failed, {counts['table_bytes'] / 2**20:.1f} MiB stored"
         case _:

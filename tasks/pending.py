@@ -328,6 +328,8 @@ def train_current(store: Store, config, datasets: list[VideoDataset], source) ->
 
 def validated(store: Store, config) -> bool:
     """The run's latest checkpoint has LoRA samples (a changed prompt needs `--force validate`)."""
+    if not (config.validation_prompt or config.validation_prompt_library or config.validation_using_datasets):
+        return True  # nothing to validate
     rows = store.read("checkpoints", ["step"], where=sql_eq("run_id", run_id(config))).to_pylist()
     if not rows:
         return False

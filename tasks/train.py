@@ -23,12 +23,14 @@ from ltx2core.config.train import TrainConfig
 from ltx2core.data.tensors import from_record
 from ltx2core.models.loading import load_connectors, load_scheduler, load_transformer
 from ltx2core.models.runtime import compute_dtype, pick_device
-from ltx2core.models.source import resolve_source
+from ltx2core.models.source import component_config, resolve_source
 from ltx2core.training.checkpoint import latest_checkpoint
 from ltx2core.training.data import BucketBatches, TrainExample
+from ltx2core.training.fp8 import apply_fp8_base
 from ltx2core.training.flow_matching import DynamicShift
 from ltx2core.training.lora import LoraSpec, add_lora, save_lora, target_modules
 from ltx2core.training.loop import TrainSettings, train
+from ltx2core.training.offload import SWAP_KEYS, swap_plan
 from ltx2core.training.sinks import HistorySink
 from ltx2core.training.tread import resolve_routes
 from storage.sql import sql_in
@@ -101,11 +103,19 @@ def train_lora(store_uri: str, config: TrainConfig, datasets: list[VideoDataset]
     with_audio = any(d.video.audio for d in datasets)
     log.info("train %s: %d samples in %d buckets, steps %d..%d on %s with %s", report.scope, len(refs), len(buckets),
              done + 1, total, device, source.label)
-    transformer = load_transformer(source, dtype=dtype, device=device)
+    # Block swap (musubi_blocks_to_swap, or enable_group_offload mapped onto it with a warning): the model
+    # loads on the CPU and the swapper places it.
+    plan = swap_plan(num_blocks=component_config(source, "transformer")["num_layers"],
+                     **config.model_dump(include=set(SWAP_KEYS)))
+    transformer = load_transformer(source, dtype=dtype, device="cpu" if plan else device)
     connectors = load_connectors(source, dtype=dtype, device=device)
     spec = LoraSpec(rank=config.lora_rank, alpha=config.lora_alpha or config.lora_rank, dropout=config.lora_dropout,
                     targets=tuple(target_modules(config.peft_lora_target_modules, with_audio=with_audio)))
     add_lora(transformer, spec, seed=config.seed or 0)
+    if config.base_model_precision == "fp8-e4m3fn":  # after add_lora: PEFT must see plain Linear layers
+        log.info("train %s: fp8 base weights save %.1f GiB", report.scope, apply_fp8_base(transformer) / 2**30)
+    if plan:
+        plan.attach(transformer, device)
     settings = TrainSettings(
         output_dir=output_dir, max_steps=total, text_max_length=source.flavour.text_max_length, model=source.label,
         learning_rate=config.learning_rate, lr_scheduler=config.lr_scheduler, lr_warmup_steps=config.lr_warmup_steps,

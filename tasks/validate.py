@@ -176,6 +176,10 @@ def validate(store_uri: str, config: TrainConfig, datasets: list[VideoDataset], 
     log = get_run_logger()
     store = Store.open(store_uri)
     report = StageReport("validate", scope=run_id(config))
+    if not (prompt_texts(config) or config.validation_using_datasets):
+        log.warning("validate %s: nothing to validate: set validation_prompt (or validation_prompt_library), or "
+                    "validation_using_datasets with eval_dataset_id", report.scope)
+        return report
     source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
     step, lora = checkpoint_lora(store, config, checkpoint)
     done = store.count("validations", where=sql_eq("run_id", report.scope) + f" AND step = {step} AND lora")

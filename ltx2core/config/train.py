@@ -43,7 +43,10 @@ class TrainConfig(StrictModel):
     pretrained_model_name_or_path: str = Field(
         "Lightricks/LTX-2", description=f"Hub id or folder of diffusers weights; '{TINY_MODEL}' = tiny random model"
     )
-    base_model_precision: Literal["no_change"] = Field("no_change", description="Frozen weights stay as loaded")
+    base_model_precision: Literal["no_change", "fp8-e4m3fn"] = Field(
+        "no_change", description="no_change: frozen weights as loaded; fp8-e4m3fn: transformer block Linear weights "
+        "stored in float8 (per-row scale), computed in bf16; LoRA stays float32"
+    )
     train_text_encoder: bool = Field(False, description="Must stay false: Gemma3 is frozen and its embeds cached")
     tokenizer_max_length: int = Field(1024, ge=1, description="Gemma3 prompt tokens (LTX-2 pipeline default)")
 

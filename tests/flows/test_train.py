@@ -98,3 +98,13 @@ def test_crepa_without_local_dinov2_weights_fails_with_what_to_do(tmp_path, clip
     p = project(tmp_path, clips, max_train_steps=2, crepa_enabled=True, crepa_block_index=0)
     with pytest.raises(Exception, match="(?s)dinov2.*MISSING"):
         run(p)
+
+
+@pytest.mark.parametrize("memory", [{"musubi_blocks_to_swap": 1}, {"enable_group_offload": True},
+                                    {"base_model_precision": "fp8-e4m3fn"}])
+def test_memory_options_from_the_config_train(tmp_path, clips, prefect_api, tiny, memory):
+    p = project(tmp_path, clips, max_train_steps=2, **memory)
+    reports = run(p)
+    assert reports[("train", "run")]["done"] == 2
+    final = load_file(tmp_path / "output" / "run" / "pytorch_lora_weights.safetensors")
+    assert any(t.abs().sum() > 0 for k, t in final.items() if "lora_B" in k)
