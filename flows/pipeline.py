@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 from prefect import flow, get_run_logger
 
-from ltx2core.config.load import load_project
 from flows.stages import READS_SOURCE_FILES, Stage, selected
-from tasks import bucket, captions, filter as filter_, latents, probe, text_embeds, train, validate
+from ltx2core.config.load import load_project
+from storage.store import Store
+from tasks import bucket, captions, latents, probe, text_embeds, train, validate
+from tasks import filter as filter_
 from tasks.pending import run_id
 from tasks.report import StageReport
 from tasks.stage_runs import tracked
-from storage.store import Store
 
 DEFAULT_STORAGE = "ltx2-store"
 

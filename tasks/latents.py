@@ -11,7 +11,6 @@ import os
 import time
 
 import torch
-
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 

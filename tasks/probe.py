@@ -8,6 +8,7 @@ Recipe: list the dataset folders -> drop rows of files that are gone -> for each
 from __future__ import annotations
 
 import time
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 

@@ -26,10 +26,10 @@ from ltx2core.models.runtime import compute_dtype, pick_device
 from ltx2core.models.source import component_config, resolve_source
 from ltx2core.training.checkpoint import latest_checkpoint
 from ltx2core.training.data import BucketBatches, TrainExample
-from ltx2core.training.fp8 import apply_fp8_base
 from ltx2core.training.flow_matching import DynamicShift
-from ltx2core.training.lora import LoraSpec, add_lora, save_lora, target_modules
+from ltx2core.training.fp8 import apply_fp8_base
 from ltx2core.training.loop import TrainSettings, train
+from ltx2core.training.lora import LoraSpec, add_lora, save_lora, target_modules
 from ltx2core.training.offload import SWAP_KEYS, swap_plan
 from ltx2core.training.sinks import HistorySink
 from ltx2core.training.tread import resolve_routes

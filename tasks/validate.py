@@ -12,7 +12,6 @@ import base64
 import json
 import tempfile
 import time
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 

@@ -15,7 +15,7 @@ import torch
 from huggingface_hub import constants as hf_constants
 
 from ltx2core.models.scale import LTX2, ScaleFactors
-from ltx2core.models.source import COMPONENTS, Component, ModelSource, component_config
+from ltx2core.models.source import ModelSource, component_config
 
 log = logging.getLogger(__name__)
 

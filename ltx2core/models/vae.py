@@ -28,7 +28,7 @@ Decoding (validation only) uses diffusers' own tiling / framewise / slicing, whi
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -36,8 +36,8 @@ from typing import Any
 import torch
 
 from ltx2core.models.causal_conv import patched_causal_convs
-from ltx2core.models.vae_options import VaeOptions, encoder_receptive_radius
 from ltx2core.models.scale import LTX2
+from ltx2core.models.vae_options import VaeOptions, encoder_receptive_radius
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from ltx2core.models.runtime import compute_dtype
-from ltx2core.training.crepa import Crepa
 from ltx2core.training.checkpoint import (
     capture_rng_states,
     load_checkpoint,
@@ -31,6 +30,7 @@ from ltx2core.training.checkpoint import (
     restore_rng_states,
     save_checkpoint,
 )
+from ltx2core.training.crepa import Crepa
 from ltx2core.training.data import BucketBatches, SampleSource, collate
 from ltx2core.training.flow_matching import LTX2_SHIFT, DynamicShift
 from ltx2core.training.lora import load_lora_state, lora_spec_of, lora_state_dict

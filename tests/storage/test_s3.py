@@ -18,11 +18,11 @@ from pathlib import Path
 import lancedb
 import numpy as np
 import pytest
+from writer import file_row
 
 from storage import Store, sql_eq
 from storage.location import StorageUnavailable, resolve
 from tests.s3server import S3Server, free_port
-from writer import file_row
 
 REPO = Path(__file__).resolve().parents[2]
 WRITER = Path(__file__).with_name("writer.py")

@@ -13,9 +13,9 @@ from collections import Counter
 from pathlib import Path
 
 import lancedb
+from writer import file_row
 
 from storage import Store
-from writer import file_row
 
 REPO = Path(__file__).resolve().parents[2]
 WRITER = Path(__file__).with_name("writer.py")

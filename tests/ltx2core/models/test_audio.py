@@ -14,9 +14,7 @@ import torch
 from diffusers import LTX2Pipeline
 from transformers.audio_utils import mel_filter_bank
 
-from ltx2core.models import loading
 from ltx2core.models.audio import N_FFT, encode_audio, log_mel_spectrogram, slaney_mel_filters
-from ltx2core.models.source import ModelSource
 
 RATE, HOP = 16000, 160  # LTX-2.0's audio VAE config
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ltx2core.models.fingerprint import component_fingerprint
-from ltx2core.models.loading import COMPONENTS
+from ltx2core.models.source import COMPONENTS
 from ltx2core.models.source import ModelSource, resolve_source
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -27,7 +27,7 @@ def test_fingerprints_match_in_another_process_and_another_folder(tiny: ModelSou
     here = {c: component_fingerprint(tiny, c) for c in COMPONENTS}
     script = (
         "import json, sys; from ltx2core.models.fingerprint import component_fingerprint; "
-        "from ltx2core.models.loading import COMPONENTS; from ltx2core.models.source import resolve_source; "
+        "from ltx2core.models.source import COMPONENTS; from ltx2core.models.source import resolve_source; "
         "s = resolve_source(sys.argv[1]); print(json.dumps({c: component_fingerprint(s, c) for c in COMPONENTS}))"
     )
     other = subprocess.run(

@@ -19,10 +19,11 @@ from diffusers.pipelines.ltx2 import LTX2TextConnectors, LTX2Vocoder
 from huggingface_hub import constants as hf_constants
 from transformers import Gemma3ForConditionalGeneration, GemmaTokenizer
 
-from ltx2core.models import loading, tiny as tiny_model
+from ltx2core.models import loading
+from ltx2core.models import tiny as tiny_model
 from ltx2core.models.fingerprint import component_fingerprint
 from ltx2core.models.scale import LTX2, ScaleFactors
-from ltx2core.models.source import ModelSource, resolve_source
+from ltx2core.models.source import COMPONENTS, ModelSource, resolve_source
 
 SUBFOLDERS = {"transformer", "vae", "audio_vae", "connectors", "text_encoder", "tokenizer", "scheduler", "vocoder"}
 MODELS = {
@@ -141,4 +142,4 @@ def test_make_tiny_model_folder_is_tiny_and_identical_to_the_cached_one(tiny: Mo
     source = resolve_source(str(folder), "2.0")  # the folder says it is tiny, whatever the flavour key says
     assert source.flavour.name == "tiny" and source.untrained
     # Fixed seed: a second build has the same files as the first, so the same fingerprints.
-    assert all(component_fingerprint(source, c) == component_fingerprint(tiny, c) for c in loading.COMPONENTS)
+    assert all(component_fingerprint(source, c) == component_fingerprint(tiny, c) for c in COMPONENTS)

@@ -6,12 +6,17 @@ LoRA arithmetic, the files) does not depend on the pixels.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from ltx2core.training.data import TrainExample
+from ltx2core.training.data import BucketBatches, TrainExample
+from ltx2core.training.loop import TrainSettings, train
+from ltx2core.training.lora import lora_state_dict
 
 LATENT_CHANNELS = 8  # the tiny VAE's
 LATENT_SHAPE = (LATENT_CHANNELS, 2, 2, 2)  # 9 frames of 64x64 pixels
@@ -48,3 +53,22 @@ class MemorySource:
     def load(self, keys: Sequence[str]) -> list[TrainExample]:
         self.served.append(tuple(keys))
         return [self.examples[key] for key in keys]
+
+
+def train_steps(
+    transformer: Any, connectors: Any, text_max_length: int, output_dir: Path, *, steps: int = 3,
+    learning_rate: float = 1e-2, device: str = "cpu", mixed_precision: str = "no", **options: Any,
+) -> dict[str, "torch.Tensor"]:
+    """`steps` optimizer steps of the real loop on audio data (every block path runs); returns the LoRA.
+
+    The learning rate is large so that a few steps move a rank-4 LoRA visibly.
+    """
+    examples = make_examples(4, audio=True)
+    batches = BucketBatches({BUCKET: [(key, 0) for key in examples]}, batch_size=2, seed=8)
+    settings = TrainSettings(output_dir=output_dir, max_steps=steps, text_max_length=text_max_length, model="tiny",
+                             learning_rate=learning_rate, seed=5, device=device, mixed_precision=mixed_precision,
+                             **options)
+    if device != "cpu":  # the session's connectors stay on the host for the other tests
+        connectors = copy.deepcopy(connectors).to(device)
+    train(transformer, MemorySource(examples), batches, connectors=connectors, settings=settings)
+    return lora_state_dict(transformer)

@@ -7,7 +7,6 @@ block computes with a fresh copy, a released block's parameters point at the mas
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,11 @@ import torch
 
 from ltx2core.models.source import ModelSource, component_config
 from ltx2core.training.block_swap import BlockSwapper
-from ltx2core.training.data import BucketBatches, collate
+from ltx2core.training.data import collate
 from ltx2core.training.lora import LoraSpec, add_lora, lora_state_dict, target_modules
-from ltx2core.training.loop import TrainSettings, train
 from ltx2core.training.step import training_step
 from tests.ltx2core.training.conftest import LORA_RANK, LORA_SEED
-from tests.ltx2core.training.helpers import BUCKET, MemorySource, make_examples
+from tests.ltx2core.training.helpers import make_examples, train_steps
 
 BLOCKS = 4
 STEPS = 3
@@ -46,20 +44,6 @@ def deep_transformer(tiny: ModelSource) -> Callable[[], Any]:
         return transformer
 
     return make
-
-
-def train_steps(
-    transformer: Any, connectors: Any, text_max_length: int, output_dir: Path, *, device: str = "cpu", **options: Any,
-) -> dict[str, torch.Tensor]:
-    """STEPS optimizer steps of the real loop (audio data: every block path runs); returns the LoRA."""
-    examples = make_examples(4, audio=True)
-    batches = BucketBatches({BUCKET: [(key, 0) for key in examples]}, batch_size=2, seed=8)
-    settings = TrainSettings(output_dir=output_dir, max_steps=STEPS, text_max_length=text_max_length, model="tiny",
-                             learning_rate=LEARNING_RATE, seed=5, device=device, mixed_precision="no", **options)
-    if device != "cpu":  # the session's connectors stay on the host for the other tests
-        connectors = copy.deepcopy(connectors).to(device)
-    train(transformer, MemorySource(examples), batches, connectors=connectors, settings=settings)
-    return lora_state_dict(transformer)
 
 
 def _frozen_pointers(block: torch.nn.Module) -> dict[str, int]:

@@ -3,7 +3,6 @@ and training on an fp8 base (close to the float32 run; checkpointed backward ide
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,12 +11,11 @@ import pytest
 import torch
 
 from ltx2core.training.block_swap import BlockSwapper
-from ltx2core.training.data import BucketBatches, collate
+from ltx2core.training.data import collate
 from ltx2core.training.fp8 import FP8, Fp8Linear, apply_fp8_base, dequantize_fp8, quantize_fp8
 from ltx2core.training.lora import lora_state_dict
-from ltx2core.training.loop import TrainSettings, train
 from ltx2core.training.step import training_step
-from tests.ltx2core.training.helpers import BUCKET, MemorySource, make_examples
+from tests.ltx2core.training.helpers import make_examples, train_steps
 
 STEPS = 3
 LEARNING_RATE = 1e-2
@@ -26,22 +24,6 @@ LEARNING_RATE = 1e-2
 GRADIENT_TOLERANCE = 0.1
 UPDATE_MIN_COSINE = 0.95
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-def train_steps(
-    transformer: Any, connectors: Any, text_max_length: int, output_dir: Path, *, device: str = "cpu",
-    mixed_precision: str = "no", **options: Any,
-) -> dict[str, torch.Tensor]:
-    """STEPS optimizer steps of the real loop on audio data (every block path runs); returns the LoRA."""
-    examples = make_examples(4, audio=True)
-    batches = BucketBatches({BUCKET: [(key, 0) for key in examples]}, batch_size=2, seed=8)
-    settings = TrainSettings(output_dir=output_dir, max_steps=STEPS, text_max_length=text_max_length, model="tiny",
-                             learning_rate=LEARNING_RATE, seed=5, device=device, mixed_precision=mixed_precision,
-                             **options)
-    if device != "cpu":  # the session's connectors stay on the host for the other tests
-        connectors = copy.deepcopy(connectors).to(device)
-    train(transformer, MemorySource(examples), batches, connectors=connectors, settings=settings)
-    return lora_state_dict(transformer)
 
 
 def _fp8(transformer: Any) -> Any:

@@ -13,8 +13,8 @@ import torch
 
 from ltx2core.training.checkpoint import CheckpointMismatch, checkpoint_folder, latest_checkpoint
 from ltx2core.training.data import BucketBatches, collate
-from ltx2core.training.lora import lora_state_dict
 from ltx2core.training.loop import TrainResult, TrainSettings, train
+from ltx2core.training.lora import lora_state_dict
 from ltx2core.training.sinks import HistorySink
 from ltx2core.training.step import training_step
 from tests.ltx2core.training.helpers import BUCKET, MemorySource, make_examples

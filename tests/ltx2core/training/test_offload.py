@@ -13,8 +13,8 @@ import torch
 
 from ltx2core.config.train import TrainConfig
 from ltx2core.training.data import BucketBatches
-from ltx2core.training.lora import lora_state_dict
 from ltx2core.training.loop import TrainSettings, train
+from ltx2core.training.lora import lora_state_dict
 from ltx2core.training.offload import SWAP_KEYS, SwapPlan, swap_plan
 from tests.ltx2core.training.helpers import BUCKET, MemorySource, make_examples
 
