@@ -71,3 +71,18 @@ def test_validating_a_missing_checkpoint_names_the_fix(project):
     pipeline(**project, stages=ALL[:-1])
     with pytest.raises(ValueError, match="no a checkpoint at step 7|no a checkpoint"):
         pipeline(**project, stages=["validate"], checkpoint=7)
+
+
+def test_validation_during_training_and_a_base_model_sample(project):
+    config = json.loads(Path(project["config"]).read_text())
+    Path(project["config"]).write_text(json.dumps(config | {
+        "validation_steps": 1, "validation_resolution": "64x64", "validation_using_datasets": False}))
+    pipeline(**project, stages=ALL[:-1])  # no validate stage: the samples come from the training loop
+    rows = Store.open(project["storage"]).read("validations", ["step", "lora", "mode"]).to_pylist()
+    assert sorted((r["step"], r["lora"]) for r in rows) == [(1, True), (2, True)]
+
+    Path(project["config"]).write_text(json.dumps(json.loads(Path(project["config"]).read_text())
+                                                  | {"validation_base_model": True}))
+    pipeline(**project, stages=["validate"], force=["validate"])
+    rows = Store.open(project["storage"]).read("validations", ["step", "lora"]).to_pylist()
+    assert (0, False) in {(r["step"], r["lora"]) for r in rows}
