@@ -34,7 +34,6 @@ Prints a table; writes JSON (after every row) to $OUT if set, else bench/results
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
@@ -52,7 +51,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.train_bench import CONNECTORS_2_0, TRANSFORMER_2_0, _default_dtype, device_slug  # noqa: E402
+from bench.train_bench import (  # noqa: E402
+    CONNECTORS_2_0,
+    TRANSFORMER_2_0,
+    _default_dtype,
+    _free,
+    _gib,
+    _sync,
+    device_slug,
+)
 from ltx2core.models.source import FLAVOURS  # noqa: E402
 from ltx2core.validation.sampling import Sampler, ValidationPrompt, _ConnectorOutputs, sample_t2v  # noqa: E402
 from ltx2core.validation.settings import MemoryOptions, ValidationSettings  # noqa: E402
@@ -245,21 +252,6 @@ def _memory_label(memory: MemoryOptions) -> str:
         return "transformer on the device"
     return (f"group offload {memory.offload_type}, {memory.blocks_per_group} block(s)/group, "
             f"use_stream={memory.use_stream}")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _free(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def _gib(value: float) -> float:
-    return round(value / GIB, 2)
 
 
 def _weights_gib(module: torch.nn.Module) -> float:
