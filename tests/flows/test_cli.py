@@ -18,7 +18,7 @@ def ltx2(*args: str, api: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-def test_run_prints_a_summary_and_status_reports_each_stage(tmp_path, prefect_api):
+def test_run_prints_a_summary_and_status_reports_each_stage(tmp_path, prefect_api, tiny):  # tiny: LTX2_HOME in tmp
     data = make_dataset(tmp_path / "videos")
     config, backend = write_configs(tmp_path, data)
     common = ["--config", str(config), "--databackend", str(backend), "--storage", str(tmp_path / "store")]
