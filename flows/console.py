@@ -35,8 +35,10 @@ class RichSink:
             self._ids[stage] = self._progress.add_task(stage, total=max(total, 1), completed=0 if total else 1,
                                                        note="")
 
-    def advance(self, stage: str, n: int = 1) -> None:
+    def advance(self, stage: str, n: int = 1, note: str | None = None) -> None:
         self._progress.advance(self._ids[stage], n)
+        if note is not None:
+            self._progress.update(self._ids[stage], note=note)
 
     def finish(self, stage: str, note: str) -> None:
         task_id = self._ids[stage]

@@ -11,7 +11,7 @@ from typing import Protocol
 
 class ProgressSink(Protocol):
     def start(self, stage: str, total: int) -> None: ...
-    def advance(self, stage: str, n: int = 1) -> None: ...
+    def advance(self, stage: str, n: int = 1, note: str | None = None) -> None: ...
     def finish(self, stage: str, note: str) -> None: ...
 
 
@@ -19,7 +19,7 @@ class NullSink:
     def start(self, stage: str, total: int) -> None:
         pass
 
-    def advance(self, stage: str, n: int = 1) -> None:
+    def advance(self, stage: str, n: int = 1, note: str | None = None) -> None:
         pass
 
     def finish(self, stage: str, note: str) -> None:

@@ -69,7 +69,7 @@ class StageProgress:
     """Steps into the stage's progress bar (the CLI's), with the loss and speed."""
 
     def log(self, step: int, metrics) -> None:
-        sink().advance("train", 1)
+        sink().advance("train", 1, note=f"step {step}  loss {metrics['loss']:.4f}  {metrics['s_per_step']:.2f} s/step")
 
     def close(self) -> None:
         pass
@@ -160,7 +160,8 @@ def train_lora(store_uri: str, config: TrainConfig, datasets: list[VideoDataset]
     curve = history.write_png(output_dir / "loss.png")
     _artifact(report.scope, result, source.label, output_dir, curve)
     log.info("train %s: %d steps to step %d; LoRA in %s", report.scope, result.steps_run, result.step, output_dir)
-    sink().finish("train", f"step {result.step}")
+    last = result.history[-1] if result.history else {}
+    sink().finish("train", f"step {result.step}  loss {last.get('loss', float('nan')):.4f}")
     return _finish(report, store, t0)
 
 
