@@ -68,6 +68,11 @@ def load_train_config(path: str | Path) -> LoadedConfig:
             f"{path}: group_offload_use_stream turned off: with gradient_checkpointing on, diffusers' streamed "
             "group offload restores stale weights and every LoRA update is lost (SimpleTuner turns it off too)"
         )
+    if data.get("optimizer") == "adamw_bf16":
+        # SimpleTuner's default: AdamW with bf16 state. Here LoRA weights and their state stay float32 (bf16
+        # Adam updates vanish), which is torch AdamW.
+        data["optimizer"] = "adamw"
+        warnings.append(f"{path}: optimizer adamw_bf16 trains as adamw here (float32 LoRA weights and state)")
     try:
         config = TrainConfig.model_validate(data)
     except ValidationError as error:

@@ -68,7 +68,9 @@ class TrainConfig(StrictModel):
     lr_warmup_steps: int = Field(0, ge=0)
     max_train_steps: int | None = Field(None, ge=1, description="Optimizer steps; wins over num_train_epochs (0=unset)")
     num_train_epochs: int | None = Field(1, ge=1, description="Passes over the data when max_train_steps is unset")
-    optimizer: Literal["adamw", "adamw_bf16"] = Field("adamw", description="adamw_bf16: AdamW with bf16 state")
+    optimizer: Literal["adamw", "adamw8bit"] = Field(
+        "adamw", description="adamw: torch AdamW (float32 LoRA and state); adamw8bit: bitsandbytes' 8-bit AdamW"
+    )
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = no clipping)")
     seed: int | None = Field(42, description="Seeds data order, noise and TREAD routing")
     mixed_precision: Literal["bf16", "fp16", "no"] = "bf16"

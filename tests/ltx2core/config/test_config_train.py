@@ -181,3 +181,13 @@ def test_the_model_itself_refuses_streamed_offload_with_checkpointing() -> None:
         TrainConfig(enable_group_offload=True, group_offload_use_stream=True)
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         TrainConfig(lora_rnak=8)
+
+
+def test_simpletuners_adamw_bf16_loads_as_adamw_with_a_warning(tmp_path) -> None:
+    from ltx2core.config.load import load_train_config
+
+    path = tmp_path / "config.json"
+    path.write_text('{"model_family": "ltxvideo2", "--optimizer": "adamw_bf16"}')
+    config, warnings = load_train_config(path)
+    assert config.optimizer == "adamw"
+    assert any("adamw_bf16 trains as adamw" in w and str(path) in w for w in warnings)
