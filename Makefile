@@ -35,4 +35,4 @@ bench: setup ffmpeg
 	$(BIN)/python bench/probe_bench.py
 
 clean:
-	rm -rf $(VENV) ltx2-store datasets/demo
+	rm -rf $(VENV) ltx2-store datasets/demo output/demo
