@@ -114,6 +114,16 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_server(args: argparse.Namespace) -> int:
+    from flows.server import ServerError, serve
+
+    try:
+        return serve(host=args.host, port=args.port)
+    except ServerError as e:
+        print(f"ltx2 server: {e}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ltx2", description="LTX-2 LoRA training as resumable Prefect stages")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-data", help="write the generated sample clips and captions")
     demo.add_argument("folder", nargs="?", default="datasets/demo")
     demo.set_defaults(fn=cmd_demo_data)
+
+    server = sub.add_parser("server", help="local Prefect server + UI, the pipeline's deployments and a worker")
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    server.add_argument("--port", type=int, default=4200)
+    server.set_defaults(fn=cmd_server)
     return parser
 
 
