@@ -26,6 +26,17 @@ def samples_of(store: Store, dataset_id: str, columns: list[str] | None = None, 
     return store.read("samples", columns, where=where).to_pylist()
 
 
+PLAN_FIELDS = ("start_frame", "num_frames", "frame_rate", "resize_width", "resize_height", "crop_left", "crop_top",
+               "width", "height")
+
+
+def clip_plan(sample: dict):
+    """How to cut a bucketed sample from its video (the bucket stage's columns of `samples`) as a ClipPlan."""
+    from ltx2core.media.decode import ClipPlan  # torch and PyAV: not on the `ltx2 status` / no-op path
+
+    return ClipPlan(**{f: sample[f] for f in PLAN_FIELDS})
+
+
 def batches(rows: list, size: int):
     for i in range(0, len(rows), size):
         yield rows[i:i + size]

@@ -18,12 +18,12 @@ from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
 from ltx2core.data.encode_latents import AudioSpec, LatentJob, encode_latent_jobs
 from ltx2core.data.tensors import to_record
-from ltx2core.media.decode import ClipPlan
 from ltx2core.models.loading import load_audio_vae, load_vae
 from ltx2core.models.placement import on_device
 from ltx2core.models.runtime import compute_dtype, pick_device
 from ltx2core.models.source import resolve_source
 from storage.store import Store
+from tasks.datasets import clip_plan
 from tasks.pending import clip_spec, latent_model, latent_work, vae_options
 from tasks.progress import sink
 from tasks.report import StageReport
@@ -31,13 +31,11 @@ from tasks.report import StageReport
 SHARD_SIZE = 256  # clips per Prefect task (one VAE load each)
 COMMIT_EVERY = 16  # clips per commit: a killed stage loses at most this much work
 DECODE_WORKERS = max(2, min(4, (os.cpu_count() or 2) - 1))  # 4 threads kept an H200's VAE fed (BENCHMARKS.md)
-PLAN_FIELDS = ("start_frame", "num_frames", "frame_rate", "resize_width", "resize_height", "crop_left", "crop_top",
-               "width", "height")
 
 
 def _job(key: str, sample: dict, dataset: VideoDataset) -> LatentJob:
     audio = dataset.video.audio
-    return LatentJob(key=key, path=sample["path"], plan=ClipPlan(**{f: sample[f] for f in PLAN_FIELDS}),
+    return LatentJob(key=key, path=sample["path"], plan=clip_plan(sample),
                      audio=AudioSpec(audio.sample_rate, audio.channels, audio.allow_zero_audio) if audio else None)
 
 

@@ -23,7 +23,6 @@ from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
 from ltx2core.data.fingerprint import fingerprint
 from ltx2core.data.tensors import from_record, to_record
-from ltx2core.media.decode import ClipPlan
 from ltx2core.models.runtime import compute_dtype, pick_device
 from ltx2core.models.source import ModelSource, resolve_source
 from ltx2core.validation.contact_sheet import contact_sheet
@@ -39,13 +38,11 @@ from ltx2core.validation.settings import MemoryOptions, ValidationSettings
 from ltx2core.validation.video_io import first_frame_of, write_mp4
 from storage.sql import sql_eq, sql_in
 from storage.store import Store
-from tasks.datasets import samples_of
+from tasks.datasets import clip_plan, samples_of
 from tasks.pending import run_id, text_model
 from tasks.report import StageReport
 
 I2V_CLIPS = 2  # eval clips sampled per validation
-PLAN_FIELDS = ("start_frame", "num_frames", "frame_rate", "resize_width", "resize_height", "crop_left", "crop_top",
-               "width", "height")
 
 
 def prompt_texts(config: TrainConfig) -> list[str]:
@@ -119,7 +116,7 @@ def run_validation(store: Store, config: TrainConfig, datasets: list[VideoDatase
     sampler = load_sampler(source, device=device, dtype=dtype, memory=memory, transformer=transformer)
     samples = sample_t2v(sampler, t2v_prompts, negative, settings, lora=lora) if t2v_prompts else []
     if clips:
-        images = [first_frame_of(s["path"], ClipPlan(**{f: s[f] for f in PLAN_FIELDS})) for _, s in clips]
+        images = [first_frame_of(s["path"], clip_plan(s)) for _, s in clips]
         samples += sample_i2v(sampler, i2v_prompts, images, negative, settings, lora=lora)
     with_lora = lora is not None or transformer is not None
     return [_store_sample(store, config, source, s, step, settings, with_lora) for s in samples]
