@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # install); machines with one get PyPI's default CUDA build. Override with `make TORCH=... demo`.
 TORCH  ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
-.PHONY: demo test bench setup ffmpeg clean
+.PHONY: demo test bench setup ffmpeg chromium clean
 
 setup: $(VENV)/.installed
 
@@ -24,11 +24,18 @@ ffmpeg:
 	    echo "installing ffmpeg (apt)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
 	  else echo "ffprobe not found: install ffmpeg (e.g. sudo apt-get install ffmpeg)"; exit 1; fi; }
 
+# Debian's chromium for the browser test of the Prefect UI (playwright drives it; no browser download).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing chromium (apt)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium not found: install it (e.g. sudo apt-get install chromium)"; exit 1; fi; }
+
 demo: setup
 	$(BIN)/ltx2 demo-data datasets/demo
 	$(BIN)/ltx2 run
 
-test: setup ffmpeg
+test: setup ffmpeg chromium
 	$(BIN)/python -m pytest -q
 
 bench: setup ffmpeg

@@ -42,7 +42,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     # Check the configs before Prefect starts: a bad file costs a second, not a flow run.
     todo = selected(_stages(args.stages))
-    project = load_project(args.config, args.databackend, check_paths=bool(READS_SOURCE_FILES & set(todo)))
+    overrides = _overrides(args)
+    project = load_project(args.config, args.databackend, check_paths=bool(READS_SOURCE_FILES & set(todo)),
+                           overrides=overrides)
     for warning in project.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     from flows.console import RichSink, print_status, print_summary
@@ -63,7 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     with RichSink() as sink:
         progress.install(sink)
         reports = pipeline(config=args.config, databackend=args.databackend, storage=args.storage,
-                           stages=_stages(args.stages), force=args.force, checkpoint=args.checkpoint)
+                           stages=_stages(args.stages), force=args.force, checkpoint=args.checkpoint,
+                           overrides=overrides)
     print_summary(reports, args.storage)
     if "validate" in todo:
         from storage.sql import sql_eq
@@ -81,6 +84,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         source = resolve_source(project.config.pretrained_model_name_or_path, project.config.model_flavour)
         print(f"model: {source.label}")
     return 0
+
+
+def _overrides(args: argparse.Namespace):
+    from ltx2core.config.overrides import Overrides
+
+    return Overrides(**{name: getattr(args, name) for name in Overrides.model_fields})
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -139,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="append", default=[], metavar="STAGE", help="redo this stage (repeatable)")
     run.add_argument("--checkpoint", type=int, metavar="STEP", help="validate this checkpoint (default: latest)")
     run.add_argument("-v", "--verbose", action="store_true", help="show Prefect's log lines")
+    group = run.add_argument_group("overrides", "replace the config files' value for this run")
+    group.add_argument("--resolution", type=int, metavar="PX", help="every video dataset's short edge (multiple of 32)")
+    group.add_argument("--num-frames", type=int, metavar="N", help="frames per training clip (8k+1)")
+    group.add_argument("--max-train-steps", type=int, metavar="N", help="optimizer steps")
+    group.add_argument("--lora-rank", type=int, metavar="R", help="LoRA rank")
+    group.add_argument("--learning-rate", type=float, metavar="LR", help="peak learning rate")
     run.set_defaults(fn=cmd_run)
 
     status = sub.add_parser("status", help="rows done and missing per stage, and the last error")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 
 from flows.stages import READS_SOURCE_FILES, Stage, selected
 from ltx2core.config.load import load_project
+from ltx2core.config.overrides import Overrides
 from storage.store import Store
 from tasks import bucket, captions, latents, probe, text_embeds, train, validate
 from tasks import filter as filter_
@@ -26,49 +29,54 @@ def pipeline(
     stages: list[Stage] | None = None,
     force: list[Stage] | None = None,
     checkpoint: int | None = None,
+    overrides: Overrides = Overrides(),  # noqa: B008 (a frozen default: Prefect renders it as the form's fields)
 ) -> list[dict]:
     """Run the chosen stages (all when none are given); `force` redoes a stage even where rows are current;
-    `checkpoint` is the step the validate stage samples (default: the run's latest)."""
+    `checkpoint` is the step the validate stage samples (default: the run's latest); `overrides` replace
+    the config files' resolution, frames, steps, rank or learning rate for this run."""
     log = get_run_logger()
     todo = selected(stages or [])
-    project = load_project(config, databackend, check_paths=bool(READS_SOURCE_FILES & set(todo)))
+    project = load_project(config, databackend, check_paths=bool(READS_SOURCE_FILES & set(todo)),
+                           overrides=overrides)
     for w in project.warnings:
         log.warning(w)
+    if not overrides.is_empty():
+        log.info("overrides for this run: %s", overrides.describe())
     datasets = project.datasets
     videos = [d for d in datasets if getattr(d, "dataset_type", None) == "video" and not d.disabled]
     store_uri = storage if "://" in storage else str(Path(storage).absolute())
     Store.open(store_uri)  # fail early on a bad URI, before any work
     force = set(force or [])
     reports: list[StageReport] = []
-
     for stage in todo:
-        redo = stage in force
-        if stage == "probe":
-            folders = sorted({str(d.instance_data_dir) for d in videos})
-            reports.append(tracked(store_uri, "probe", "*", {"folders": folders},
-                                   lambda: probe.run(store_uri, folders, force=redo)))
-            continue
-        if stage == "text-embeds":
-            reports.append(tracked(store_uri, stage, "*", {"datasets": [d.id for d in videos]},
-                                   lambda: text_embeds.cache_text_embeds(store_uri, project.config, videos, force=redo)))
-            continue
-        if stage == "train":
-            reports.append(tracked(store_uri, stage, run_id(project.config), {"config": project.config.model_dump(
-                mode="json")}, lambda: train.train_lora(store_uri, project.config, videos, force=redo)))
-            continue
-        if stage == "validate":
-            reports.append(tracked(store_uri, stage, run_id(project.config), {"checkpoint": checkpoint},
-                                   lambda: validate.validate(store_uri, project.config, videos, checkpoint, force=redo)))
-            continue
-        if stage == "latents":
-            for d in videos:
-                reports.append(tracked(store_uri, stage, d.id, {"dataset": d.model_dump(mode="json")},
-                                       lambda d=d: latents.run(store_uri, project.config, d, force=redo)))
-            continue
-        step = {"filter": filter_.filter_dataset, "bucket": bucket.bucket_dataset,
-                "captions": captions.ingest_captions}[stage]
-        for d in videos:
-            reports.append(tracked(store_uri, stage, d.id, {"dataset": d.model_dump(mode="json")},
-                                   lambda d=d, step=step: step(store_uri, d, force=redo)))
+        for scope, inputs, work in _units(stage, store_uri, project.config, videos, checkpoint, stage in force):
+            reports.append(tracked(store_uri, stage, scope, inputs, work))
     log.info("results in %s", store_uri)
     return [r.as_dict() for r in reports]
+
+
+def _units(stage: str, store_uri: str, config, videos: list, checkpoint: int | None,
+           redo: bool) -> Iterator[tuple[str, dict, Callable[[], StageReport]]]:
+    """A stage's units of work: (scope, inputs recorded in `stage_runs`, the call). Per dataset, or one."""
+    if stage == "probe":
+        folders = sorted({str(d.instance_data_dir) for d in videos})
+        yield "*", {"folders": folders}, partial(probe.run, store_uri, folders, force=redo)
+    elif stage == "text-embeds":
+        yield "*", {"datasets": [d.id for d in videos]}, partial(
+            text_embeds.cache_text_embeds, store_uri, config, videos, force=redo)
+    elif stage == "train":
+        yield run_id(config), {"config": config.model_dump(mode="json")}, partial(
+            train.train_lora, store_uri, config, videos, force=redo)
+    elif stage == "validate":
+        yield run_id(config), {"checkpoint": checkpoint}, partial(
+            validate.validate, store_uri, config, videos, checkpoint, force=redo)
+    else:
+        for d in videos:
+            inputs = {"dataset": d.model_dump(mode="json")}
+            if stage == "latents":
+                yield d.id, inputs, partial(latents.run, store_uri, config, d, force=redo)
+            else:
+                yield d.id, inputs, partial(PER_DATASET[stage], store_uri, d, force=redo)
+
+
+PER_DATASET = {"filter": filter_.filter_dataset, "bucket": bucket.bucket_dataset, "captions": captions.ingest_captions}

@@ -23,6 +23,7 @@ from ltx2core.config.databackend import (
     check_dataset_set,
 )
 from ltx2core.config.fields import RULE_ERROR
+from ltx2core.config.overrides import Overrides
 from ltx2core.config.train import TrainConfig
 
 DATASET_MODELS: dict[str, type[VideoDataset | TextEmbedsDataset]] = {
@@ -56,9 +57,11 @@ class LoadedProject(NamedTuple):
     warnings: list[str]
 
 
-def load_train_config(path: str | Path) -> LoadedConfig:
-    """`config.json` -> TrainConfig. Raises ConfigError naming every problem."""
+def load_train_config(path: str | Path, overrides: Overrides | None = None) -> LoadedConfig:
+    """`config.json` (with `overrides` set on top) -> TrainConfig. Raises ConfigError naming every problem."""
     data = _read_json_object(path)
+    if overrides is not None:
+        data = overrides.apply_to_config(data)
     data, unknown = _split_unknown(data, TrainConfig)
     warnings = [_unknown_warning(path, unknown)] if unknown else []
     if _streamed_offload_with_checkpointing(data):
@@ -80,7 +83,9 @@ def load_train_config(path: str | Path) -> LoadedConfig:
     return LoadedConfig(config, warnings)
 
 
-def load_databackend(path: str | Path, *, check_paths: bool = True) -> LoadedDatasets:
+def load_databackend(
+    path: str | Path, *, check_paths: bool = True, overrides: Overrides | None = None
+) -> LoadedDatasets:
     """`multidatabackend.json` -> video and text-embeds datasets. Raises ConfigError naming every problem.
 
     `check_paths=False` skips the existence checks (dataset folders, caption tables) for a machine that
@@ -113,6 +118,8 @@ def load_databackend(path: str | Path, *, check_paths: bool = True) -> LoadedDat
         if kind == "video" and (clashes := _move_into_video_block(block)):
             problems += [f"{path}: {name}: {clash}" for clash in clashes]
             continue
+        if kind == "video" and overrides is not None:
+            block = overrides.apply_to_video_dataset(block)
         model = DATASET_MODELS[kind]
         known, dropped = _split_unknown(block, model)
         unknown += [f"{name}: {key}" for key in dropped]
@@ -135,15 +142,19 @@ def load_databackend(path: str | Path, *, check_paths: bool = True) -> LoadedDat
 
 
 def load_project(
-    config_path: str | Path, databackend_path: str | Path | None = None, *, check_paths: bool = True
+    config_path: str | Path,
+    databackend_path: str | Path | None = None,
+    *,
+    check_paths: bool = True,
+    overrides: Overrides | None = None,
 ) -> LoadedProject:
     """Both files, with the problems of both reported together. The datasets file defaults to the config's
-    `data_backend_config`."""
+    `data_backend_config`. A bad override is reported against the file it lands in, marked as an override."""
     problems: list[str] = []
     config = datasets = None
     warnings: list[str] = []
     try:
-        config, config_warnings = load_train_config(config_path)
+        config, config_warnings = load_train_config(config_path, overrides)
         warnings += config_warnings
     except ConfigError as error:
         problems += error.problems
@@ -151,7 +162,8 @@ def load_project(
         databackend_path = config.data_backend_config if config is not None else _raw_databackend_path(config_path)
     if databackend_path is not None:
         try:
-            datasets, dataset_warnings = load_databackend(databackend_path, check_paths=check_paths)
+            datasets, dataset_warnings = load_databackend(databackend_path, check_paths=check_paths,
+                                                          overrides=overrides)
             warnings += dataset_warnings
         except ConfigError as error:
             problems += error.problems
@@ -163,8 +175,15 @@ def load_project(
                 f"{databackend_path}: use one of {videos}"
             )
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(_mark_overridden(problems, overrides))
     return LoadedProject(config, datasets, warnings)
+
+
+def _mark_overridden(problems: list[str], overrides: Overrides | None) -> list[str]:
+    """A problem with an overridden key is the override's, not the file's: say so, or the user edits the file."""
+    given = overrides.model_dump(exclude_none=True) if overrides is not None else {}
+    return [p + " (this value is the run's override, not the file's: change the override)"
+            if any(f"{key} {value}" in p for key, value in given.items()) else p for p in problems]
 
 
 # ---- reading
