@@ -6,25 +6,27 @@ as a table artifact.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from prefect.context import get_run_context
+from prefect import get_run_logger
+from prefect.context import FlowRunContext
 
 from ltx2core.data.fingerprint import fingerprint
 from storage.store import Store
+from tasks.artifacts import stage_summary
 from tasks.report import StageReport
 
 
 def _flow_run_id() -> str | None:
-    try:
-        return str(get_run_context().flow_run.id)
-    except Exception:  # outside a flow run (tests calling the function body directly)
-        return None
+    context = FlowRunContext.get()  # None outside a flow run (tests calling the function body directly)
+    return str(context.flow_run.id) if context and context.flow_run else None
 
 
 def tracked(store_uri: str, stage: str, scope: str, inputs: dict, run: Callable[[], StageReport]) -> StageReport:
-    """Run one stage, recording success or failure with the fingerprint of what it read."""
+    """Run one stage, recording success or failure with the fingerprint of what it read, and summarise it in
+    the UI. A failure is logged naming the stage, its scope and how to go on from there."""
     store = Store.open(store_uri)
     fp = fingerprint(stage, scope, inputs)
     started = datetime.now(UTC)
@@ -34,9 +36,14 @@ def tracked(store_uri: str, stage: str, scope: str, inputs: dict, run: Callable[
         store.record_stage_run(stage=stage, scope=scope, fingerprint=fp, status="failed", done=0, skipped=0,
                                failed=0, error=f"{type(e).__name__}: {e}", versions={},
                                flow_run_id=_flow_run_id(), started_at=started, finished_at=datetime.now(UTC))
+        (get_run_logger() if FlowRunContext.get() else logging.getLogger(__name__)).error(
+            "stage %s (%s) failed: %s: %s. Fix the cause, then retry this run (Retry in the UI, or `prefect "
+            "flow-run retry`) or run `--stages %s`: finished stages and rows are kept and not recomputed.",
+            stage, scope, type(e).__name__, e, stage)
         raise
     store.record_stage_run(stage=stage, scope=scope, fingerprint=fp, status="completed", done=report.done,
                            skipped=report.skipped, failed=report.failed, error=None,
                            versions=report.versions, flow_run_id=_flow_run_id(), started_at=started,
                            finished_at=datetime.now(UTC))
+    stage_summary(report, store)
     return report

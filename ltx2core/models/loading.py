@@ -105,11 +105,30 @@ def load_scheduler(source: ModelSource) -> Any:
 
 def _load_model(cls: type[ModelT], source: ModelSource, subfolder: str, dtype: torch.dtype, device: Device) -> ModelT:
     # device_map puts the weights straight on the device: no full copy in host memory first.
-    model = cls.from_pretrained(
-        source.name_or_path, subfolder=subfolder, torch_dtype=dtype, device_map={"": torch.device(device)},
-        **_hub_kwargs(source),
-    )
+    try:
+        model = cls.from_pretrained(
+            source.name_or_path, subfolder=subfolder, torch_dtype=dtype, device_map={"": torch.device(device)},
+            **_hub_kwargs(source),
+        )
+    except OSError as error:  # diffusers names the parent folder and a file it guessed, not the fix
+        raise ModelLoadError(source, subfolder, error) from None
     return _frozen(model, source, subfolder, device)
+
+
+class ModelLoadError(OSError):
+    """A component's files are missing or unreadable; says which and how to get them."""
+
+    def __init__(self, source: ModelSource, subfolder: str, cause: OSError) -> None:
+        if source.flavour.untrained:
+            fix = f"{source.name_or_path}/{subfolder} is incomplete: rebuild the tiny model with `ltx2 make-tiny-model DIR`"
+        elif source.is_local:
+            fix = (f"{source.name_or_path}/{subfolder} is incomplete: copy it from a complete snapshot (e.g. "
+                   f"`huggingface-cli download Lightricks/LTX-2 --include '{subfolder}/*' --local-dir "
+                   f"{source.name_or_path}`) or point pretrained_model_name_or_path at a complete model")
+        else:
+            fix = ("the hub snapshot is not in the local cache: download it on a machine with network access, or "
+                   "unset HF_HUB_OFFLINE")
+        super().__init__(f"cannot load the {subfolder} of {source.label}: {cause}; {fix}")
 
 
 def _frozen(model: ModelT, source: ModelSource, subfolder: str, device: Device) -> ModelT:
