@@ -175,6 +175,7 @@ class Row:
     block_swap: int = 0
     fp8: bool = False
     compile: bool = False
+    recompute: str = "full"  # recompute.configure_blocks: full | selective (matmul and attention outputs kept)
     default: bool = True
     estimate_s: float = 15.0  # full size on one H100, row setup included
 
@@ -185,8 +186,8 @@ class Row:
     @property
     def mods(self) -> frozenset[str]:
         """Changes to the model that are not undone after the row."""
-        return frozenset(m for m, on in (("fp8", self.fp8), ("swap", self.block_swap > 0), ("compile", self.compile))
-                         if on)
+        return frozenset(m for m, on in (("fp8", self.fp8), ("swap", self.block_swap > 0), ("compile", self.compile),
+                                          ("selective", self.recompute == "selective")) if on)
 
     @property
     def flop_key(self) -> tuple[Any, ...]:
@@ -211,6 +212,13 @@ ROWS = (  # in run order: LoRA changes kept few, model-changing rows last
     Row("ours-compile-768", "ours", compile=True, estimate_s=50),
     Row("ours-bf16lora-compile-768", "ours", bf16_lora=True, compile=True, estimate_s=45),
     Row("ours-bf16lora-compile-512", "ours", "512", bf16_lora=True, compile=True, estimate_s=38),
+    Row("ours-sac-768", "ours", recompute="selective", default=False, estimate_s=20),
+    Row("ours-bf16lora-sac-compile-768", "ours", bf16_lora=True, compile=True, recompute="selective", default=False,
+        estimate_s=50),
+    Row("ours-bf16lora-sac-compile-512", "ours", "512", bf16_lora=True, compile=True, recompute="selective",
+        default=False, estimate_s=40),
+    Row("ours-av-bf16lora-sac-compile-768", "ours", audio=True, bf16_lora=True, compile=True, recompute="selective",
+        default=False, estimate_s=60),
 )
 FIXED_OVERHEAD_S = 45  # imports, first model build, connectors build (estimate)
 
@@ -312,9 +320,12 @@ class Bench:
             self.facts[f"{row.name}: swap_setup_s"] = round(time.perf_counter() - t0, 1)
         if row.compile:
             torch._dynamo.reset()  # each compile row compiles for its own shape and LoRA dtype
-            if "compile" not in self.mods:
-                self.mods.add("compile")
-                transformer.compile_repeated_blocks(fullgraph=False, backend=self.sizes.compile_backend)
+        if row.mods & {"compile", "selective"} - self.mods:
+            from ltx2core.training.recompute import configure_blocks
+
+            self.mods |= row.mods & {"compile", "selective"}
+            configure_blocks(transformer, row.recompute, compile_blocks=row.compile,
+                             backend=self.sizes.compile_backend)
 
 
 def build_transformer(sizes: Sizes) -> Any:

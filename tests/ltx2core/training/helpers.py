@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ltx2core.models.runtime import compute_dtype
 from ltx2core.training.data import BucketBatches, TrainExample
 from ltx2core.training.loop import TrainSettings, train
 from ltx2core.training.lora import lora_state_dict
@@ -69,6 +70,7 @@ def train_steps(
                              learning_rate=learning_rate, seed=5, device=device, mixed_precision=mixed_precision,
                              **options)
     if device != "cpu":  # the session's connectors stay on the host for the other tests
-        connectors = copy.deepcopy(connectors).to(device)
+        # in the compute dtype, as the train stage loads them: collate runs them outside autocast
+        connectors = copy.deepcopy(connectors).to(device, compute_dtype(mixed_precision, torch.device(device)))
     train(transformer, MemorySource(examples), batches, connectors=connectors, settings=settings)
     return lora_state_dict(transformer)
