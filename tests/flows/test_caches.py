@@ -14,6 +14,7 @@ from flows.pipeline import pipeline
 from ltx2core.data.tensors import from_record
 from ltx2core.models.scale import LTX2
 from storage.store import Store
+from tasks.artifacts import artifact_key
 from tests.flows.helpers import KEPT, make_dataset, write_configs
 
 CACHE_STAGES = ["probe", "filter", "bucket", "captions", "text-embeds", "latents"]
@@ -30,6 +31,17 @@ def work(tmp_path, clips, prefect_api, tiny):
     config, backend = write_configs(tmp_path, data)
     return {"root": tmp_path, "data": data, "config": str(config), "backend": str(backend),
             "storage": str(tmp_path / "store")}
+
+
+def _artifacts_of_last_run() -> dict:
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        last = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[last.id])))
+    return {a.key: a for a in found if a.key}
 
 
 def run(work, **kw) -> dict[tuple[str, str], dict]:
@@ -60,6 +72,18 @@ def test_cache_stages_write_one_row_per_distinct_caption_and_clip(work):
         assert tuple(z.shape[1:]) == (LTX2.latent_frames(s["num_frames"]), s["height"] // LTX2.spatial,
                                       s["width"] // LTX2.spatial)
         assert row["frame_rate"] == 25.0 and row["audio_latents"] is None  # video-only dataset: no audio work
+
+    # what the run shows in the UI: a summary per stage, progress of the long stages, the tables it left
+    artifacts = _artifacts_of_last_run()
+    assert {artifact_key("stage", stage, scope) for stage, scope in reports} <= set(artifacts)
+    assert "stage-probe" in artifacts  # the "*" scope (every dataset) leaves no trace in the key
+    assert "| failed or rejected | 2 |" in artifacts["stage-filter-clips"].data
+    assert "| longer than max_frames | 1 |" in artifacts["stage-filter-clips"].data
+    assert artifacts["progress-latents-clips"].type == "progress" and artifacts["progress-latents-clips"].data == 100
+    versions = store.versions(["latents", "text_embeds", "samples"])
+    for table, version in versions.items():
+        assert f"| {table} | {version} |" in artifacts["storage"].data
+    assert work["storage"] in artifacts["storage"].data
 
 
 def test_rerun_of_the_cache_stages_is_a_noop(work):
