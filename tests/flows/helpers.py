@@ -1,11 +1,20 @@
-"""A small real dataset and config files for pipeline tests."""
+"""A small real dataset and config files for pipeline tests; a real `ltx2 server` for the deployment tests."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+
+import pytest
 
 from ltx2core.media.synth import write_clip
 
@@ -42,3 +51,95 @@ def write_configs(root: Path, dataset_dir: Path, block: dict | None = None, **vi
     backend.write_text(json.dumps([block, {"id": "text-embeds", "dataset_type": "text_embeds", "default": True,
                                            "type": "local", "cache_dir": "cache/text"}]))
     return config, backend
+
+
+# --- a real `ltx2 server` on a free loopback port, and a check that stopping it leaves no process behind ---
+
+REPO = Path(__file__).resolve().parents[2]
+SERVER_READY = "Prefect UI:"  # `ltx2 server` prints it once the deployments and the worker are up
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    proc: subprocess.Popen
+    port: int
+    env: dict[str, str]  # for `prefect` CLI calls against this server
+    root: Path
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(root: Path, startup_s: float = 240) -> LocalServer:
+    """`ltx2 server` with its own PREFECT_HOME under `root`, in its own session; returns once it says it is ready."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env |= {"PREFECT_HOME": str(root / "prefect-home"), "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING"}
+    log = root / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "server", "--port", str(port)], cwd=REPO, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + startup_s
+    while SERVER_READY not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(60)
+            pytest.fail(f"`ltx2 server` did not get ready (exit {proc.returncode}):\n{log.read_text(errors='replace')}")
+        time.sleep(0.5)
+    env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    return LocalServer(proc=proc, port=port, env=env, root=root, log=log)
+
+
+def stop_server(server: LocalServer, wait_s: float = 90) -> tuple[int, list[int]]:
+    """SIGTERM `ltx2 server` (as Ctrl-C would) and wait: its exit code and the pids it started that still live."""
+    spawned = descendants(server.proc.pid)
+    os.kill(server.proc.pid, signal.SIGTERM)
+    code = server.proc.wait(wait_s)
+    return code, sorted(p for p in spawned if alive(p) or group_alive(p))
+
+
+def descendants(pid: int) -> set[int]:
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # it exited while we looked
+                continue
+            tree.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

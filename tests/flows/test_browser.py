@@ -1,0 +1,165 @@
+"""The Prefect UI for real: headless Chromium (Debian's, driven by playwright) fills the custom-run form of the
+`stages` deployment the way a user would, the worker of `ltx2 server` runs it, and the store and the run's
+parameters show what was typed. Loopback only; `make chromium` installs the browser (no browser download)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+
+from storage.store import Store
+from tests.flows.helpers import CLIPS, LocalServer, make_dataset, start_server, stop_server, write_configs
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+UI_TIMEOUT_MS = 90_000  # a page of the UI on a busy 2-core machine
+RUN_TIMEOUT_S = 400  # the worker starts a Python process per run (~40 s here under load), then 4 quick stages
+STAGES = ["probe", "filter", "bucket", "captions"]
+NUM_FRAMES = 41  # above the config's min_frames 33: only beach.mp4 (50 frames at 25 fps) stays long enough
+RUN_NAME = "ui-num-frames-41"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[LocalServer]:
+    running = start_server(tmp_path_factory.mktemp("browser"))
+    yield running
+    if running.proc.poll() is None:  # the test failed before stopping it
+        os.killpg(running.proc.pid, signal.SIGTERM)
+        running.proc.wait(90)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found: run `make chromium` (apt-get install chromium)")
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def _field(page: Page, label: str) -> Locator:
+    """The form block of the parameter titled `label` (the UI ties no input to the labels of lists and unions)."""
+    return page.get_by_text(label, exact=True).locator("xpath=ancestor::div[fieldset][1]")
+
+
+def _open_custom_run(page: Page, url: str) -> None:
+    page.goto(url)  # the UI's entry point: it sends a browser without a saved preference to the default (V2) UI
+    page.get_by_role("link", name="Deployments", exact=True).click()
+    page.get_by_role("link", name="stages", exact=True).click()
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Custom run").click()
+    expect(page.get_by_label("config (Optional)")).to_have_value("config/config.json")  # the deployment's default
+    page.wait_for_load_state("networkidle")  # a name typed too early was once replaced by a generated one
+
+
+def _fill_form(page: Page, config: Path, backend: Path, storage: Path) -> None:
+    typed = {"Run Name": RUN_NAME, "config (Optional)": str(config), "databackend (Optional)": str(backend),
+             "storage (Optional)": str(storage)}
+    for label, value in typed.items():
+        page.get_by_label(label, exact=True).fill(value)
+
+    stages = _field(page, "stages (Optional)")
+    stages.get_by_role("button", name=re.compile(r"^Select")).click()
+    for stage in STAGES:
+        page.get_by_role("option", name=stage, exact=True).click()
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("listbox")).to_be_hidden()
+
+    frames = _field(page, "Num Frames (Optional)")
+    frames.get_by_role("tab", name="int", exact=True).click()  # the field is `int | None`, None by default
+    frames.get_by_role("spinbutton").fill(str(NUM_FRAMES))
+
+    for label, value in typed.items():  # still what was typed: nothing reset the form meanwhile
+        expect(page.get_by_label(label, exact=True)).to_have_value(value)
+    for stage in STAGES:
+        expect(stages.get_by_text(stage, exact=True)).to_be_visible()
+    expect(frames.get_by_role("spinbutton")).to_have_value(str(NUM_FRAMES))
+
+
+def _flow_run(server: LocalServer, name: str) -> dict | None:
+    body = json.dumps({"flow_runs": {"name": {"any_": [name]}}}).encode()
+    request = urllib.request.Request(f"{server.api_url}/flow_runs/filter", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        runs = json.load(response)
+    return runs[0] if runs else None
+
+
+def _wait_finished(server: LocalServer, name: str) -> dict:
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        run = _flow_run(server, name)
+        if run and run["state_type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+            return run
+        time.sleep(1)
+    pytest.fail(f"flow run {name} did not finish within {RUN_TIMEOUT_S} s: {_flow_run(server, name)}\n"
+                f"{server.log.read_text(errors='replace')[-4000:]}")
+
+
+@pytest.mark.timeout(900)
+def test_custom_run_from_the_ui_runs_on_the_worker_with_the_typed_parameters(server, browser):
+    data = make_dataset(server.root / "videos")
+    config, backend = write_configs(server.root, data)  # num_frames 33, min_frames 33: three clips would be kept
+    storage = server.root / "store"
+    shots = server.root / "screenshots"
+    shots.mkdir()
+    print(f"screenshots: {shots}")
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    # Loopback only: the UI also asks an analytics service for its settings, which must not leave the machine.
+    context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server.url)
+                  else route.abort())
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    page = context.new_page()
+    _open_custom_run(page, server.url)
+    _fill_form(page, config, backend, storage)
+    # The whole form in one picture (a full-page shot would draw the fixed sidebar mid-page).
+    page.set_viewport_size({"width": 1280, "height": page.evaluate("document.documentElement.scrollHeight")})
+    page.screenshot(path=shots / "custom-run-form.png", animations="disabled")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.get_by_role("button", name="Submit", exact=True).click()
+    expect(page.get_by_text(f"{RUN_NAME} scheduled to start now")).to_be_visible()
+    page.get_by_role("link", name="View run").click()
+    page.wait_for_url(re.compile(r"/runs/flow-run/"))
+
+    run = _wait_finished(server, RUN_NAME)
+    assert run["state_type"] == "COMPLETED", f"{run['state_name']}: {run['state']['message']}"
+    page.reload()
+    expect(page.get_by_text("Completed", exact=True).first).to_be_visible()
+    expect(page.get_by_text(f"overrides for this run: num_frames={NUM_FRAMES}")).to_be_visible()
+    page.get_by_role("tab", name="Parameters", exact=True).click()
+    expect(page.get_by_role("tabpanel")).to_contain_text(f'"num_frames": {NUM_FRAMES}')
+    page.screenshot(path=shots / "completed-run.png", animations="disabled")
+    context.close()
+
+    # The run got what was typed, and the form's defaults for the rest.
+    expected = {"config": str(config), "databackend": str(backend), "storage": str(storage), "stages": STAGES,
+                "force": [], "checkpoint": None,
+                "overrides": {"resolution": None, "num_frames": NUM_FRAMES, "max_train_steps": None,
+                              "lora_rank": None, "learning_rate": None}}
+    assert {k: run["parameters"].get(k) for k in expected} == expected
+    # The override reached the stages: min_frames rose to 41, so the 40-frame clips were rejected for it.
+    store = Store.open(str(storage))
+    assert store.count("samples") == len(CLIPS)
+    samples = {Path(r["path"]).name: r for r in store.read("samples").to_pylist()}
+    assert {name for name, r in samples.items() if r["kept"]} == {"beach.mp4"}
+    for name in ("portrait.mov", "ntsc.mkv"):
+        assert f"min_frames {NUM_FRAMES}" in samples[name]["reason"], samples[name]
+    assert samples["beach.mp4"]["num_frames"] == NUM_FRAMES
+    assert store.column_map("captions", "caption") == {samples["beach.mp4"]["sample_id"]: "clip beach"}
+    assert not store.exists("text_embeds")  # only the chosen stages ran
+
+    code, left = stop_server(server)
+    assert code == 0, server.log.read_text(errors="replace")
+    assert left == [], f"processes of `ltx2 server` still running: {left}"
