@@ -75,6 +75,24 @@ class TrainConfig(StrictModel):
     seed: int | None = Field(42, description="Seeds data order, noise and TREAD routing")
     mixed_precision: Literal["bf16", "fp16", "no"] = "bf16"
     gradient_checkpointing: bool = Field(True, description="Recompute activations in backward to save memory")
+    gradient_checkpointing_policy: Literal["full", "selective"] = Field(
+        "full", description="full: recompute whole blocks; selective: keep matmul and attention outputs, recompute "
+        "the cheap ops (a third less compute, ~0.9 GiB more a block at 768x512x121; BENCHMARKS.md)")
+    selective_checkpointing_blocks: int | None = Field(
+        None, ge=0, description="With the selective policy: how many blocks keep their outputs (null = all; about "
+        "36 fit an 80 GiB card at 768x512x121, all 48 a 141 GiB one)")
+    compile_blocks: bool = Field(
+        False, description="torch.compile each transformer block (regional; the first step compiles for 20-50 s)")
+
+    # ---- several GPUs (one training process per GPU, launched with torchrun)
+    num_processes: int | None = Field(
+        None, ge=1, description="Training processes, one per GPU; null = every visible GPU on CUDA, 1 on the CPU"
+    )
+    fsdp_enable: bool = Field(False, description="FSDP2: shard the frozen base weights over the processes")
+    fsdp_version: int = Field(2, description="Only 2 (torch FSDP2, fully_shard); SimpleTuner's deprecated 1 is refused")
+    fsdp_reshard_after_forward: bool = Field(
+        True, description="Free each block's gathered weights after its forward (less memory, one more all-gather)"
+    )
 
     # ---- LoRA
     lora_rank: int = Field(16, ge=1)
@@ -232,6 +250,16 @@ class TrainConfig(StrictModel):
             raise rule_error(*problems)
         return sizes
 
+    @field_validator("fsdp_version")
+    @classmethod
+    def _fsdp2_only(cls, value: int) -> int:
+        if value != 2:
+            raise rule_error(
+                ("fsdp_version", f"fsdp_version {value} is not supported: only FSDP2 (torch fully_shard) is; "
+                 "set fsdp_version to 2")
+            )
+        return value
+
     @field_validator("validation_num_video_frames")
     @classmethod
     def _validation_frames(cls, value: int) -> int:
@@ -256,6 +284,27 @@ class TrainConfig(StrictModel):
             )
         if self.lora_alpha is None:
             self.lora_alpha = float(self.lora_rank)
+        if problems:
+            raise rule_error(*problems)
+        return self
+
+    @model_validator(mode="after")
+    def _check_fsdp(self) -> TrainConfig:
+        if not self.fsdp_enable:
+            return self
+        problems = []
+        if self.num_processes == 1:
+            problems.append(("fsdp_enable", "fsdp_enable shards the model over several processes but num_processes "
+                             "is 1: set num_processes to 2 or more (null = every GPU), or fsdp_enable false"))
+        if self.base_model_precision != "no_change":
+            problems.append(("base_model_precision", f"base_model_precision {self.base_model_precision} with "
+                             "fsdp_enable: float8 base weights are not sharded here; use no_change (FSDP already "
+                             "divides the base weights' memory by the number of GPUs) or fsdp_enable false"))
+        if self.musubi_blocks_to_swap or self.enable_group_offload:
+            key = "musubi_blocks_to_swap" if self.musubi_blocks_to_swap else "enable_group_offload"
+            problems.append((key, f"{key} with fsdp_enable: block swap moves whole blocks to the host, FSDP keeps "
+                             "1/N of each block on every GPU; use one of them (set fsdp_enable false, or "
+                             f"{key} to {0 if key == 'musubi_blocks_to_swap' else 'false'})"))
         if problems:
             raise rule_error(*problems)
         return self

@@ -6,6 +6,13 @@ the batches of all buckets interleaved. Its `position` (epoch, index of the next
 checkpoint and restored, so a resumed run continues the exact same sequence. A bucket's last batch of an
 epoch may be smaller than `batch_size`: no sample is dropped.
 
+One optimizer step may take several batches (`next_step`): gradient accumulation and the ranks of a
+several-GPU run. They come from ONE bucket, as consecutive batches of its shuffled samples, so every rank
+works on the same clip shape and none waits for a slower one. The order of whole steps is shuffled the same
+way as single batches are (one batch per step is exactly the order above). The position counts steps and
+records how many batches a step took; a run resumed with another count (another number of GPUs) continues
+at the same fraction of the epoch in the order cut for the new count (see `next_step`).
+
 The loop never knows about storage: a `SampleSource` turns keys into `TrainExample`s.
 """
 
@@ -13,12 +20,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,24 +68,34 @@ class BucketBatches:
         self.batch_size = batch_size
         self.seed = seed
         self._epoch = 0
-        self._index = 0
-        self._order = self._epoch_order(0)
+        self._index = 0  # of the next step in this epoch's order
+        self._per_step = 1  # batches per step of the current order
+        self._order = self._epoch_order(0, 1)
 
     @property
     def batches_per_epoch(self) -> int:
-        return len(self._order)
+        """Batches of up to `batch_size` clips in one epoch (however many a step takes)."""
+        return sum(math.ceil(self._clips(samples) / self.batch_size) for samples in self._buckets.values())
+
+    def steps_per_epoch(self, batches_per_step: int) -> int:
+        """Optimizer steps in one epoch when each step takes up to `batches_per_step` batches of one bucket."""
+        return sum(math.ceil(self._clips(samples) / (self.batch_size * batches_per_step))
+                   for samples in self._buckets.values())
 
     @property
     def position(self) -> dict[str, int]:
-        """Where the next batch comes from: save it with a checkpoint, give it back to `restore`."""
-        return {"epoch": self._epoch, "index": self._index}
+        """Where the next step comes from: save it with a checkpoint, give it back to `restore`."""
+        return {"epoch": self._epoch, "index": self._index, "batches_per_step": self._per_step}
 
     def restore(self, position: Mapping[str, int]) -> None:
         epoch, index = int(position["epoch"]), int(position["index"])
-        if epoch < 0 or not 0 <= index <= self.batches_per_epoch:
-            raise ValueError(f"data position {dict(position)} is outside this data ({self.batches_per_epoch} batches)")
-        self._epoch, self._index = epoch, index
-        self._order = self._epoch_order(epoch)
+        per_step = int(position.get("batches_per_step", 1))  # saved before a step could take several batches: 1
+        if epoch < 0 or per_step < 1 or not 0 <= index <= self.steps_per_epoch(per_step):
+            raise ValueError(
+                f"data position {dict(position)} is outside this data ({self.batches_per_epoch} batches per epoch)"
+            )
+        self._epoch, self._index, self._per_step = epoch, index, per_step
+        self._order = self._epoch_order(epoch, per_step)
 
     @property
     def fingerprint(self) -> str:
@@ -86,24 +107,57 @@ class BucketBatches:
         return self
 
     def __next__(self) -> BucketBatch:
+        return self.next_step(1)[0]
+
+    def next_step(self, batches: int) -> tuple[BucketBatch, ...]:
+        """The next optimizer step's batches: 1 to `batches` batches of one bucket, all full but the last.
+
+        A step takes fewer than `batches` only at the end of a bucket's samples for the epoch. When
+        `batches` differs from what the previous step took (the position was saved by a run with another
+        number of GPUs or another gradient accumulation), the current epoch is cut again for the new count
+        and continues at the same fraction of its steps: in that epoch a few clips may then be trained once
+        more or once less than their repeats say; later epochs are whole again.
+        """
+        if batches < 1:
+            raise ValueError(f"a step takes at least one batch, not {batches}")
+        if batches != self._per_step:
+            self._recut(batches)
         if self._index >= len(self._order):
             self._epoch, self._index = self._epoch + 1, 0
-            self._order = self._epoch_order(self._epoch)
-        batch = self._order[self._index]
+            self._order = self._epoch_order(self._epoch, self._per_step)
+        step = self._order[self._index]
         self._index += 1
-        return batch
+        return step
 
-    def _epoch_order(self, epoch: int) -> list[BucketBatch]:
+    def _recut(self, per_step: int) -> None:
+        done, before, old_per_step = self._index, len(self._order), self._per_step
+        self._per_step = per_step
+        self._order = self._epoch_order(self._epoch, per_step)
+        self._index = round(done * len(self._order) / before)
+        if done:
+            log.warning(
+                "data order: steps took %d batches of %d clips, now %d: epoch %d continues at step %d of %d of the "
+                "order cut for the new count (it was at step %d of %d); a few clips of this epoch may be trained "
+                "once more or once less", old_per_step, self.batch_size, per_step, self._epoch, self._index,
+                len(self._order), done, before,
+            )
+
+    def _epoch_order(self, epoch: int, per_step: int) -> list[tuple[BucketBatch, ...]]:
         rng = random.Random(f"{self.seed}:{epoch}")  # str seeds hash deterministically (not PYTHONHASHSEED)
-        batches = []
+        steps = []
+        size = self.batch_size
         for bucket, samples in self._buckets.items():
             keys = [key for key, repeats in samples for _ in range(1 + repeats)]
             rng.shuffle(keys)
-            batches += [
-                BucketBatch(bucket, tuple(keys[i : i + self.batch_size])) for i in range(0, len(keys), self.batch_size)
-            ]
-        rng.shuffle(batches)
-        return batches
+            for start in range(0, len(keys), size * per_step):  # a step: consecutive batches of the shuffled keys
+                part = keys[start : start + size * per_step]
+                steps.append(tuple(BucketBatch(bucket, tuple(part[i : i + size])) for i in range(0, len(part), size)))
+        rng.shuffle(steps)  # one batch per step: the same draws, so the same order as shuffling single batches
+        return steps
+
+    @staticmethod
+    def _clips(samples: Sequence[tuple[str, int]]) -> int:
+        return sum(1 + repeats for _, repeats in samples)
 
 
 @dataclass(frozen=True)

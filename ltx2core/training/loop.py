@@ -5,10 +5,23 @@ the optimizer, the LR schedule, the random streams and the data position, and sa
 every checkpoint, so that N steps, a kill, and a resume from step k give the same LoRA as N steps in one
 go (tested to the bit on CPU). Validation runs through `on_validate` with every random stream saved and
 restored around it, so validating does not change what is trained.
+
+A step takes world size x gradient_accumulation_steps batches of one bucket (`BucketBatches.next_step`);
+batch i of the step is trained by rank i % world size, as its micro-batch i // world size. Each batch's
+random draws (noise, sigmas, first-frame choice, TREAD tokens from the step generator; LoRA dropout from
+torch's global stream) are seeded from (seed, step, i) alone, so they do not depend on which rank or
+micro-batch trains it: 2 ranks with accumulation 1 train the same LoRA as 1 process with accumulation 2
+(equal up to float summation order; tests/ltx2core/training/test_distributed.py), and a resume needs no
+random state. Each batch's loss is weighted by its share of the step's clips, so the update is the mean over
+the clips (distributed.py sums the ranks' gradients). A rank with no batch left in a bucket's last step
+trains a stand-in batch at weight 0, so that every rank runs the same collectives (FSDP all-gathers inside
+the forward); one process just skips it. Only rank 0 writes checkpoints and calls `on_checkpoint` and
+`on_validate`; the others wait for it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import random
@@ -25,6 +38,7 @@ import torch
 from ltx2core.models.runtime import compute_dtype
 from ltx2core.training.checkpoint import (
     capture_rng_states,
+    checkpoint_folder,
     load_checkpoint,
     prune_checkpoints,
     restore_rng_states,
@@ -32,6 +46,7 @@ from ltx2core.training.checkpoint import (
 )
 from ltx2core.training.crepa import Crepa
 from ltx2core.training.data import BucketBatches, SampleSource, collate
+from ltx2core.training.distributed import SINGLE, World, is_sharded, sum_gradients, sum_values, wait_for_main
 from ltx2core.training.flow_matching import LTX2_SHIFT, DynamicShift
 from ltx2core.training.lora import load_lora_state, lora_spec_of, lora_state_dict
 from ltx2core.training.optim import make_lr_scheduler, make_optimizer
@@ -44,6 +59,9 @@ log = logging.getLogger(__name__)
 CheckpointCallback = Callable[[int, Path], None]  # (step, checkpoint folder)
 ValidateCallback = Callable[[int], None]  # (step); the callee has the transformer
 CONSTANT_SCHEDULES = ("constant", "constant_with_warmup")
+# Per step, summed over micro-batches and ranks: each loss times its clips, and the clips it covers.
+_SUMS = ("loss", "video_loss", "audio_loss", "crepa_loss", "clips", "audio_clips", "crepa_clips")
+_MEANS = (("loss", "clips"), ("video_loss", "clips"), ("audio_loss", "audio_clips"), ("crepa_loss", "crepa_clips"))
 
 
 @dataclass(frozen=True)
@@ -98,8 +116,8 @@ class TrainResult:
     step: int  # optimizer steps done in total
     steps_run: int  # of which in this call
     last_checkpoint: Path | None
-    history: tuple[dict[str, float], ...]  # the metrics of each step of this call
-    batch_keys: tuple[tuple[str, ...], ...]  # the samples of each micro-batch of this call, in order
+    history: tuple[dict[str, float], ...]  # the metrics of each step of this call (over all ranks)
+    batch_keys: tuple[tuple[str, ...], ...]  # the samples of each micro-batch this rank trained, in order
 
 
 def train(
@@ -114,13 +132,24 @@ def train(
     on_checkpoint: CheckpointCallback | None = None,
     on_validate: ValidateCallback | None = None,
     crepa: Crepa | None = None,
+    world: World = SINGLE,
 ) -> TrainResult:
     """Train the transformer's LoRA for `settings.max_steps` optimizer steps (see the module docstring).
 
     Sinks are logged to, not closed: the caller owns them. Raises CheckpointMismatch when `resume_from` was
     trained with other settings or data, and FloatingPointError when the loss stops being finite (naming
     the step and the samples).
+
+    On several ranks (`world`, distributed.join_world) every rank calls this with the same model, batches
+    and settings (`settings.device` its own) and the same `on_validate` or None: rank 0 alone calls it
+    (and `on_checkpoint`) while the others wait. A checkpoint from any number of ranks resumes on any other
+    (the settings must match, gradient_accumulation_steps included): with the same number the run continues
+    exactly as it would have; with another the global batch changes, and the data order after the resume
+    point with it (BucketBatches.next_step).
     """
+    if on_validate is not None and world.size > 1 and is_sharded(transformer):
+        raise ValueError("on_validate samples on rank 0 alone, which an FSDP-sharded transformer cannot do: "
+                         "validate after training (the validate stage) or train without FSDP")
     device = torch.device(settings.device)
     dtype = compute_dtype(settings.mixed_precision, device)
     params = [p for p in transformer.parameters() if p.requires_grad]
@@ -166,17 +195,28 @@ def train(
     history: list[dict[str, float]] = []
     batch_keys: list[tuple[str, ...]] = []
     start_step = step
+    accumulation = settings.gradient_accumulation_steps
+    per_step = world.size * accumulation  # batches of one bucket per optimizer step
     log.info(
-        "training steps %d..%d: %d batches per epoch of up to %d clips, %d batches per update, lr %g (%s)",
-        step + 1, settings.max_steps, batches.batches_per_epoch, batches.batch_size,
-        settings.gradient_accumulation_steps, settings.learning_rate, settings.lr_scheduler,
+        "training steps %d..%d: %d steps per epoch of %d x %d batches of up to %d clips (ranks x accumulation), "
+        "lr %g (%s)", step + 1, settings.max_steps, batches.steps_per_epoch(per_step), world.size, accumulation,
+        batches.batch_size, settings.learning_rate, settings.lr_scheduler,
     )
     try:
         while step < settings.max_steps:
             started = time.perf_counter()
-            losses: dict[str, list[float]] = {"loss": [], "video_loss": [], "audio_loss": [], "crepa_loss": []}
-            for _ in range(settings.gradient_accumulation_steps):
-                chosen = next(batches)
+            step_batches = batches.next_step(per_step)
+            clips = sum(len(chosen.keys) for chosen in step_batches)
+            sums = dict.fromkeys(_SUMS, 0.0)
+            for micro in range(accumulation):
+                index = micro * world.size + world.rank  # this batch's place in the step
+                if index < len(step_batches):
+                    chosen, weight = step_batches[index], len(step_batches[index].keys) / clips
+                elif world.size == 1:
+                    continue
+                else:  # the bucket ran out before this rank's batch: keep the collectives in step
+                    chosen, weight = step_batches[0], 0.0
+                _seed_batch(settings.seed, step + 1, index, generator)
                 batch = collate(
                     source.load(chosen.keys), connectors=connectors, text_max_length=settings.text_max_length,
                     device=device, dtype=dtype,
@@ -188,23 +228,30 @@ def train(
                     )
                     crepa_loss = crepa.loss(batch.latents) if crepa else None  # reads this forward's hidden states
                 total = output.loss if crepa_loss is None else output.loss + crepa_loss
-                # each backward adds to .grad: divide so the update is the mean over micro-batches
-                (total / settings.gradient_accumulation_steps).backward()
+                # each backward adds to .grad: weighted by its share of clips, the sum is the mean over the step
+                (total * weight).backward()
                 loss = total.item()  # a sync point on the GPU, once per micro-batch
                 if not math.isfinite(loss):
                     raise FloatingPointError(
                         f"loss is {loss} at step {step + 1} on samples {list(chosen.keys)}: lower learning_rate or "
                         "check these samples' latents"
                     )
-                losses["loss"].append(loss)
-                losses["video_loss"].append(output.video_loss.item())
-                if output.audio_loss is not None:
-                    losses["audio_loss"].append(output.audio_loss.item())
-                if crepa_loss is not None:
-                    losses["crepa_loss"].append(crepa_loss.item())
-                batch_keys.append(chosen.keys)
+                if weight:
+                    count = len(chosen.keys)
+                    sums["clips"] += count
+                    sums["loss"] += loss * count
+                    sums["video_loss"] += output.video_loss.item() * count
+                    if output.audio_loss is not None:
+                        sums["audio_clips"] += count
+                        sums["audio_loss"] += output.audio_loss.item() * count
+                    if crepa_loss is not None:
+                        sums["crepa_clips"] += count
+                        sums["crepa_loss"] += crepa_loss.item() * count
+                    batch_keys.append(chosen.keys)
                 del output, batch, total, crepa_loss  # drop this micro-batch's tensors before the next one is loaded
 
+            sum_gradients(params, world)
+            totals = dict(zip(_SUMS, sum_values(list(sums.values()), world, device), strict=True))
             limit = settings.max_grad_norm or math.inf  # max_grad_norm 0: no clipping, the norm is still logged
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
             optimizer.step()
@@ -212,21 +259,27 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             step += 1
 
-            metrics = {name: sum(v) / len(v) for name, v in losses.items() if v}
+            metrics = {name: totals[name] / totals[clips_key] for name, clips_key in _MEANS if totals[clips_key]}
             metrics.update(lr=scheduler.get_last_lr()[0], grad_norm=grad_norm, s_per_step=time.perf_counter() - started)
             history.append({"step": float(step), **metrics})
             for sink in sinks:
                 sink.log(step, metrics)
 
             if step % settings.checkpointing_steps == 0 or step == settings.max_steps:
-                last_checkpoint = _checkpoint(transformer, settings, step, optimizer, scheduler, generator, batches,
-                                              fingerprint, crepa)
-                if on_checkpoint:
-                    on_checkpoint(step, last_checkpoint)
+                if world.main:
+                    last_checkpoint = _checkpoint(transformer, settings, step, optimizer, scheduler, generator,
+                                                  batches, fingerprint, crepa)
+                    if on_checkpoint:
+                        on_checkpoint(step, last_checkpoint)
+                else:
+                    last_checkpoint = checkpoint_folder(settings.output_dir, step)
+                wait_for_main(world)
             if on_validate and settings.validation_steps and step % settings.validation_steps == 0:
-                with _random_streams_kept(generator):
-                    on_validate(step)
-                transformer.train()
+                if world.main:
+                    with _random_streams_kept(generator):
+                        on_validate(step)
+                    transformer.train()
+                wait_for_main(world)
     finally:
         if router is not None:  # the hooks must not outlive this call on a reused transformer
             router.remove()
@@ -249,6 +302,14 @@ def _checkpoint(
     if settings.checkpoints_total_limit:
         prune_checkpoints(settings.output_dir, settings.checkpoints_total_limit)
     return folder
+
+
+def _seed_batch(seed: int, step: int, index: int, generator: torch.Generator) -> None:
+    """Seed the streams one batch draws from by (seed, step, its place in the step): not by rank or history."""
+    digest = hashlib.sha256(f"{seed}:{step}:{index}".encode()).digest()
+    batch_seed = int.from_bytes(digest[:8], "little") >> 1  # below 2**63: any generator takes it
+    generator.manual_seed(batch_seed)
+    torch.manual_seed(batch_seed)  # LoRA dropout (CPU and every GPU)
 
 
 def _seed_everything(seed: int, generator: torch.Generator) -> None:

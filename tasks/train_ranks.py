@@ -1,0 +1,262 @@
+"""The train stage's run, built the same way in one process and in every rank of a several-GPU run.
+
+`plan_run` decides what to train from the store and the config (no model loaded); `run_training` loads the
+transformer and connectors, adds the LoRA, places the model (fp8, block swap, FSDP2), trains
+(ltx2core.training.loop) and, on rank 0, writes each checkpoint's row into `checkpoints` and the final LoRA
+files and loss curve. tasks/train.py calls both in its own process for one GPU or the CPU; for several it
+writes a job file and launches
+
+    python -m torch.distributed.run --standalone --nproc_per_node=N -m tasks.train_ranks JOB.json
+
+whose `main` runs in every rank: it reads the job (store, config, datasets), joins the process group and
+calls the same two functions. Rank 0 prints a STEP_LINE per optimizer step (train.py turns them into the
+stage's progress bar) and writes the run's summary to the job's result file; a rank that fails writes its
+error to the job's failures folder, which train.py reports. Imports no Prefect.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ltx2core.config.databackend import VideoDataset
+from ltx2core.config.train import TrainConfig
+from ltx2core.data.tensors import from_record
+from ltx2core.models.loading import load_connectors, load_scheduler, load_transformer
+from ltx2core.models.runtime import compute_dtype, pick_device
+from ltx2core.models.source import ModelSource, component_config, resolve_source
+from ltx2core.training.checkpoint import latest_checkpoint
+from ltx2core.training.data import BucketBatches, TrainExample
+from ltx2core.training.distributed import World, join_world, leave_world, rank_device, shard_base
+from ltx2core.training.flow_matching import DynamicShift
+from ltx2core.training.fp8 import apply_fp8_base
+from ltx2core.training.loop import TrainSettings, train
+from ltx2core.training.lora import LoraSpec, add_lora, save_lora, target_modules
+from ltx2core.training.offload import SWAP_KEYS, swap_plan
+from ltx2core.training.sinks import HistorySink, MetricSink
+from ltx2core.training.tread import resolve_routes
+from storage.sql import sql_in
+from storage.store import Store
+from tasks.pending import max_steps, run_id, training_refs
+
+STEP_LINE = "ltx2-train-step "  # + JSON {"step", "loss", "s_per_step"}: one line per step from rank 0
+
+
+class StoreSource:
+    """The training examples, read from the store a batch at a time (the loop never sees storage)."""
+
+    def __init__(self, store: Store, refs: dict[str, tuple[str, str, float]]):
+        self.store = store
+        self.refs = refs  # sample_id -> (latents key, text_embeds key, frame rate)
+
+    def load(self, keys: Sequence[str]) -> list[TrainExample]:
+        latent_keys = {self.refs[k][0] for k in keys}
+        text_keys = {self.refs[k][1] for k in keys}
+        latents = {r["key"]: r for r in self.store.read("latents", where=sql_in("key", latent_keys)).to_pylist()}
+        texts = {r["key"]: r for r in self.store.read("text_embeds", where=sql_in("key", text_keys)).to_pylist()}
+        out = []
+        for key in keys:
+            lat_key, text_key, fps = self.refs[key]
+            z, t = latents[lat_key], texts[text_key]
+            audio = (from_record(z["audio_latents"], z["audio_latents_shape"], z["audio_latents_dtype"])
+                     if z["audio_latents"] is not None else None)
+            out.append(TrainExample(
+                key=key, latents=from_record(z["latents"], z["latents_shape"], z["latents_dtype"]).float(),
+                text_features=from_record(t["features"], t["features_shape"], t["features_dtype"]).float(),
+                frame_rate=fps, audio_latents=audio.float() if audio is not None else None))
+        return out
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a train run has to do, read from the store and the output folder."""
+
+    scope: str  # the run id (its output folder's name)
+    source: ModelSource
+    refs: dict[str, tuple[str, str, float]]  # sample_id -> (latents key, text_embeds key, frame rate)
+    buckets: dict[str, list[tuple[str, int]]]  # bucket -> [(sample_id, repeats)]
+    resume: Path | None  # the checkpoint to resume from
+    done: int  # steps already trained (the checkpoint's)
+    total: int  # steps the run trains in all
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    step: int  # optimizer steps done in total
+    steps_run: int  # of which in this run
+    last: dict[str, float]  # the last step's metrics ({} when none ran)
+
+
+def plan_run(store: Store, config: TrainConfig, datasets: list[VideoDataset], *, force: bool) -> RunPlan:
+    source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
+    refs, buckets = training_refs(store, config, datasets, source)
+    if not refs:
+        raise ValueError("no sample has both its latents and its caption embedding cached: run the stages "
+                         "probe,filter,bucket,captions,text-embeds,latents first (`ltx2 status` shows what is missing)")
+    batches = BucketBatches(buckets, batch_size=config.train_batch_size, seed=config.seed or 0)
+    output_dir = Path(config.output_dir)
+    resume = None if force or config.resume_from_checkpoint is None else (
+        latest_checkpoint(output_dir) if config.resume_from_checkpoint == "latest"
+        else Path(config.resume_from_checkpoint))
+    done = int(resume.name.rsplit("-", 1)[1]) if resume else 0
+    return RunPlan(scope=run_id(config), source=source, refs=refs, buckets=buckets, resume=resume, done=done,
+                   total=max_steps(config, batches))
+
+
+def run_training(
+    store: Store, config: TrainConfig, datasets: list[VideoDataset], plan: RunPlan, *, world: World,
+    device: torch.device, progress: MetricSink, log: Any,
+) -> RunSummary:
+    """Load, place and train (module docstring); every rank calls it alike. `log`: a logger (Prefect's or not)."""
+    source, output_dir = plan.source, Path(config.output_dir)
+    dtype = compute_dtype(config.mixed_precision, device)
+    with_audio = any(d.video.audio for d in datasets)
+    fsdp = config.fsdp_enable and world.size > 1
+    if config.fsdp_enable and not fsdp:
+        log.info("train %s: fsdp_enable with one process: nothing to shard, training without FSDP", plan.scope)
+    log.info("train %s: %d samples in %d buckets, steps %d..%d on %s with %s%s", plan.scope, len(plan.refs),
+             len(plan.buckets), plan.done + 1, plan.total, _where(world, device), source.label,
+             ", FSDP2" if fsdp else "")
+    # Block swap (musubi_blocks_to_swap, or enable_group_offload mapped onto it with a warning): the model
+    # loads on the CPU and the swapper places it.
+    swap = swap_plan(num_blocks=component_config(source, "transformer")["num_layers"],
+                     **config.model_dump(include=set(SWAP_KEYS)))
+    transformer = load_transformer(source, dtype=dtype, device="cpu" if swap else device)
+    connectors = load_connectors(source, dtype=dtype, device=device)
+    spec = LoraSpec(rank=config.lora_rank, alpha=config.lora_alpha or config.lora_rank, dropout=config.lora_dropout,
+                    targets=tuple(target_modules(config.peft_lora_target_modules, with_audio=with_audio)))
+    add_lora(transformer, spec, seed=config.seed or 0)
+    if config.base_model_precision == "fp8-e4m3fn":  # after add_lora: PEFT must see plain Linear layers
+        log.info("train %s: fp8 base weights save %.1f GiB", plan.scope, apply_fp8_base(transformer) / 2**30)
+    if swap:
+        swap.attach(transformer, device)
+    if fsdp:
+        shard_base(transformer, reshard_after_forward=config.fsdp_reshard_after_forward)
+    settings = TrainSettings(
+        output_dir=output_dir, max_steps=plan.total, text_max_length=source.flavour.text_max_length,
+        model=source.label, learning_rate=config.learning_rate, lr_scheduler=config.lr_scheduler,
+        lr_warmup_steps=config.lr_warmup_steps, gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_grad_norm=config.max_grad_norm, optimizer=config.optimizer, seed=config.seed or 0,
+        mixed_precision=config.mixed_precision, gradient_checkpointing=config.gradient_checkpointing,
+        first_frame_p=config.ltx2_first_frame_conditioning_probability,
+        checkpointing_steps=config.checkpointing_steps, checkpoints_total_limit=config.checkpoints_total_limit,
+        validation_steps=config.validation_steps,
+        tread_routes=resolve_routes(config.tread_config.routes, len(transformer.transformer_blocks))
+        if config.tread_config else (),
+        device=str(device), shift=DynamicShift.from_scheduler_config(load_scheduler(source).config),
+    )
+    history = HistorySink(output_dir / "loss.csv")  # written by rank 0 only
+    sinks = [history, progress, *_trackers(config, output_dir)] if world.main else []
+
+    def on_checkpoint(step: int, folder: Path) -> None:  # rank 0 only
+        lora = (folder / "pytorch_lora_weights.safetensors").read_bytes()
+        last = history.rows[-1]["loss"] if history.rows else None
+        store.upsert("checkpoints", [{"key": f"{plan.scope}/{step:06d}", "run_id": plan.scope, "step": step,
+                                      "lora": lora, "lora_path": str(folder), "loss": last,
+                                      "created_at": datetime.now(UTC)}])
+
+    def on_validate(step: int) -> None:  # rank 0, with the training transformer: no second copy of the model
+        from tasks.validate import run_validation
+
+        for row in run_validation(store, config, datasets, source, step=step, lora=None, transformer=transformer):
+            log.info("validation sample at step %d: %s", step, row["video_path"])
+
+    validate = _has_validation(config)
+    if validate and fsdp:
+        log.warning("train %s: no validation during training under FSDP (the model is sharded over the ranks): "
+                    "the validate stage samples the LoRA afterwards", plan.scope)
+        validate = False
+    try:
+        result = train(transformer, StoreSource(store, plan.refs), BucketBatches(
+            plan.buckets, batch_size=config.train_batch_size, seed=config.seed or 0), connectors=connectors,
+            settings=settings, sinks=sinks, resume_from=plan.resume, on_checkpoint=on_checkpoint,
+            on_validate=on_validate if validate else None,
+            crepa=_crepa(config, source, transformer, device, dtype), world=world)
+    finally:
+        for sink in sinks:
+            sink.close()
+    if world.main:
+        save_lora(transformer, output_dir)
+        history.write_png(output_dir / "loss.png")
+    return RunSummary(step=result.step, steps_run=result.steps_run,
+                      last=dict(result.history[-1]) if result.history else {})
+
+
+class StepLines:
+    """A sink printing each step as a STEP_LINE on stdout, for the launching task to read."""
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        fields = {"step": step, "loss": metrics["loss"], "s_per_step": metrics["s_per_step"]}
+        print(STEP_LINE + json.dumps(fields), flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """One rank of a several-GPU run: `python -m torch.distributed.run ... -m tasks.train_ranks JOB.json`."""
+    (job_file,) = sys.argv[1:] if argv is None else argv
+    job = json.loads(Path(job_file).read_text())
+    device_type = pick_device().type
+    world = join_world(device_type)
+    logging.basicConfig(level=logging.INFO if world.main else logging.WARNING, stream=sys.stdout, force=True,
+                        format=f"[rank {world.rank}] %(levelname)s %(name)s: %(message)s")
+    try:
+        store = Store.open(job["store_uri"])
+        config = TrainConfig.model_validate(job["config"])
+        datasets = [VideoDataset.model_validate(d) for d in job["datasets"]]
+        plan = plan_run(store, config, datasets, force=job["force"])
+        summary = run_training(store, config, datasets, plan, world=world, device=rank_device(world, device_type),
+                               progress=StepLines(), log=logging.getLogger("tasks.train"))
+        if world.main:
+            Path(job["result"]).write_text(json.dumps(asdict(summary)))
+    except BaseException as error:
+        failure = {"rank": world.rank, "time": time.time(), "error": f"{type(error).__name__}: {error}"}
+        (Path(job["failures"]) / f"rank{world.rank}.json").write_text(json.dumps(failure))
+        raise  # the traceback goes to stderr, which train.py logs; torchrun stops the other ranks
+    leave_world(world)
+
+
+def _where(world: World, device: torch.device) -> str:
+    return str(device) if world.size == 1 else f"{world.size} ranks ({device.type})"
+
+
+def _crepa(config: TrainConfig, source: ModelSource, transformer: Any, device: torch.device, dtype: torch.dtype):
+    """CREPA's regulariser, when enabled: DINOv2 from the local torch hub cache, the VAE to decode clean frames."""
+    if not config.crepa_enabled:
+        return None
+    from ltx2core.models.loading import load_vae
+    from ltx2core.training.crepa import Crepa, CrepaSettings, load_dinov2
+
+    settings = CrepaSettings(block_index=config.crepa_block_index, weight=config.crepa_lambda,
+                             adjacent_distance=config.crepa_adjacent_distance, adjacent_tau=config.crepa_adjacent_tau,
+                             image_size=config.crepa_encoder_image_size)
+    encoder = load_dinov2(config.crepa_encoder).to(device, dtype)
+    return Crepa(transformer, encoder=encoder, vae=load_vae(source, dtype=dtype, device=device), settings=settings,
+                 seed=config.seed or 0)
+
+
+def _has_validation(config: TrainConfig) -> bool:
+    return config.validation_steps > 0 and bool(
+        config.validation_prompt or config.validation_prompt_library or config.validation_using_datasets)
+
+
+def _trackers(config: TrainConfig, output_dir: Path) -> list[MetricSink]:
+    if config.report_to == "tensorboard":
+        from ltx2core.training.sinks import TensorBoardSink
+
+        return [TensorBoardSink(output_dir / "logs")]
+    return []
+
+
+if __name__ == "__main__":
+    main()

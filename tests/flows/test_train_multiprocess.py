@@ -1,0 +1,63 @@
+"""The train stage with num_processes 2: torchrun with two gloo ranks on the CPU, through the real flow."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from flows.pipeline import pipeline
+from storage.store import Store
+from tests.flows.helpers import make_dataset, write_configs
+
+STAGES = ["probe", "filter", "bucket", "captions", "text-embeds", "latents", "train"]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("multiprocess-clips") / "videos")
+
+
+def project(root: Path, clips: Path, **train) -> dict:
+    data = root / "videos"
+    if not data.exists():
+        shutil.copytree(clips, data)
+    config, backend = write_configs(root, data)
+    settings = json.loads(config.read_text()) | {
+        "output_dir": str(root / "output" / "run"), "lora_rank": 4, "learning_rate": 1e-3, "lora_dropout": 0.0,
+        "checkpointing_steps": 2, "max_train_steps": 4, "mixed_precision": "no", "seed": 7, "num_processes": 2,
+        "validation_steps": 0} | train
+    config.write_text(json.dumps(settings))
+    return {"config": str(config), "databackend": str(backend), "storage": str(root / "store")}
+
+
+def run(p: dict) -> dict:
+    return {(r["stage"], r["scope"]): r for r in pipeline(**p, stages=STAGES)}
+
+
+def test_two_processes_train_and_rank_0_alone_writes_the_lora_and_each_checkpoint_row(tmp_path, clips, prefect_api,
+                                                                                       tiny):
+    p = project(tmp_path, clips)
+    reports = run(p)
+    assert reports[("train", "run")]["done"] == 4
+    store = Store.open(p["storage"])
+    rows = store.read("checkpoints").to_pylist()
+    assert sorted(r["step"] for r in rows) == [2, 4] and all(r["run_id"] == "run" for r in rows)
+    out = tmp_path / "output" / "run"
+    final = load_file(out / "pytorch_lora_weights.safetensors")
+    assert any(t.abs().sum() > 0 for k, t in final.items() if "lora_B" in k)  # it trained
+    assert load_file(out / "lora_comfyui.safetensors")
+    with (out / "loss.csv").open() as handle:
+        assert [int(float(row["step"])) for row in csv.DictReader(handle)] == [1, 2, 3, 4]  # one writer
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # The ranks resume the checkpoint and refuse other settings: the stage fails with that rank's error.
+    p = project(tmp_path, clips, max_train_steps=6, learning_rate=5e-4)
+    with pytest.raises(Exception, match=r"(?s)training failed on rank [01]: CheckpointMismatch: .*learning_rate: "
+                                        r"0\.001 -> 0\.0005"):
+        run(p)
+    assert store.count("checkpoints") == 2

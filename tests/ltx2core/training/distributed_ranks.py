@@ -1,0 +1,103 @@
+"""The ranks of test_distributed.py: two gloo processes training the tiny LTX-2, started by torchrun.
+
+    python -m torch.distributed.run --standalone --nproc_per_node=2 -m tests.ltx2core.training.distributed_ranks OUT
+
+Three runs of the real loop, each on a freshly loaded transformer (as a new process would have):
+  straight     data parallel, steps 1..4 in one go
+  resumed      data parallel, steps 1..2, then a new transformer resumes the step-2 checkpoint to step 4
+  fsdp         as resumed, with the base sharded by FSDP2 (distributed.shard_base) and gradient checkpointing
+Rank 0 writes the checkpoints under OUT/<run>; every rank writes OUT/rank<R>.json: the keys it loaded per
+call of the sample source, per run, and whether the FSDP transformer was sharded.
+The test module builds the same data and settings from here to train its one-process reference.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ltx2core.models import loading
+from ltx2core.models.source import resolve_source
+from ltx2core.training.checkpoint import checkpoint_folder
+from ltx2core.training.data import BucketBatches, TrainExample
+from ltx2core.training.distributed import SINGLE, World, is_sharded, join_world, leave_world, shard_base
+from ltx2core.training.loop import TrainResult, TrainSettings, train
+from ltx2core.training.lora import LoraSpec, add_lora, target_modules
+from tests.ltx2core.training.helpers import LATENT_CHANNELS, MemorySource, make_examples
+
+STEPS, RESUME_AT = 4, 2
+RANKS = 2
+WIDE = (LATENT_CHANNELS, 2, 2, 4)  # a second bucket: 128x64 pixels
+
+
+def examples() -> dict[str, TrainExample]:
+    """Two buckets: four square clips and three wide ones, so some steps leave a rank without a clip."""
+    square = make_examples(4, audio=True)
+    generator = torch.Generator().manual_seed(1)
+    wide = {
+        f"wide{i}": TrainExample(key=f"wide{i}", latents=torch.randn(WIDE, generator=generator),
+                                 text_features=torch.randn(2 + i, example.text_features.shape[1], generator=generator),
+                                 frame_rate=25.0, audio_latents=example.audio_latents)
+        for i, example in enumerate(list(square.values())[:3])
+    }
+    return {**square, **wide}
+
+
+def batches() -> BucketBatches:
+    buckets = {"64x64@9": [("clip0", 1), ("clip1", 0), ("clip2", 0), ("clip3", 0)],
+               "128x64@9": [("wide0", 0), ("wide1", 0), ("wide2", 0)]}
+    return BucketBatches(buckets, batch_size=1, seed=3)
+
+
+def settings(output_dir: Path, max_steps: int, *, accumulation: int) -> TrainSettings:
+    # Dropout, I2V conditioning and audio make every random stream matter; lr is large so 4 steps move the LoRA.
+    return TrainSettings(output_dir=output_dir, max_steps=max_steps, text_max_length=resolve_source("tiny").flavour.
+                         text_max_length, model="tiny", learning_rate=1e-2, seed=5, first_frame_p=0.5,
+                         gradient_accumulation_steps=accumulation, checkpointing_steps=RESUME_AT, mixed_precision="no")
+
+
+def lora_transformer(*, seed: int = 1) -> Any:
+    transformer = loading.load_transformer(resolve_source("tiny"), dtype=torch.float32)
+    add_lora(transformer, LoraSpec(4, 4, 0.1, tuple(target_modules(None, with_audio=True))), seed=seed)
+    return transformer
+
+
+def run(transformer: Any, output_dir: Path, max_steps: int, *, world: World = SINGLE, accumulation: int = 1,
+        resume_from: Path | None = None, source: MemorySource | None = None) -> TrainResult:
+    connectors = loading.load_connectors(resolve_source("tiny"), dtype=torch.float32)
+    return train(transformer, source or MemorySource(examples()), batches(), connectors=connectors,
+                 settings=settings(output_dir, max_steps, accumulation=accumulation), resume_from=resume_from,
+                 world=world)
+
+
+def main(out: Path) -> None:
+    torch.set_num_threads(1)
+    world = join_world("cpu")
+    served: dict[str, list[list[str]]] = {}
+
+    def interrupted(name: str, fsdp: bool) -> bool:
+        source, sharded = MemorySource(examples()), True
+        for max_steps, resume, seed in ((RESUME_AT, None, 1), (STEPS, checkpoint_folder(out / name, RESUME_AT), 99)):
+            transformer = lora_transformer(seed=seed)  # the resumed one starts from another LoRA init
+            if fsdp:
+                shard_base(transformer)
+                sharded = sharded and is_sharded(transformer)
+            run(transformer, out / name, max_steps, world=world, resume_from=resume, source=source)
+        served[name] = [list(keys) for keys in source.served]
+        return sharded
+
+    source = MemorySource(examples())
+    run(lora_transformer(), out / "straight", STEPS, world=world, source=source)
+    served["straight"] = [list(keys) for keys in source.served]
+    interrupted("resumed", fsdp=False)
+    sharded = interrupted("fsdp", fsdp=True)
+    (out / f"rank{world.rank}.json").write_text(json.dumps({"served": served, "sharded": sharded}))
+    leave_world(world)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
