@@ -147,6 +147,8 @@ def run_training(
         lr_warmup_steps=config.lr_warmup_steps, gradient_accumulation_steps=config.gradient_accumulation_steps,
         max_grad_norm=config.max_grad_norm, optimizer=config.optimizer, seed=config.seed or 0,
         mixed_precision=config.mixed_precision, gradient_checkpointing=config.gradient_checkpointing,
+        recompute=config.gradient_checkpointing_policy, selective_blocks=config.selective_checkpointing_blocks,
+        compile_blocks=config.compile_blocks,
         first_frame_p=config.ltx2_first_frame_conditioning_probability,
         checkpointing_steps=config.checkpointing_steps, checkpoints_total_limit=config.checkpoints_total_limit,
         validation_steps=config.validation_steps,

@@ -289,6 +289,26 @@ class TrainConfig(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _check_recompute(self) -> TrainConfig:
+        problems = []
+        if self.gradient_checkpointing_policy == "selective" and not self.gradient_checkpointing:
+            problems.append(("gradient_checkpointing_policy", "gradient_checkpointing_policy selective needs "
+                             "gradient_checkpointing true (without checkpointing everything is kept anyway)"))
+        if self.selective_checkpointing_blocks is not None and self.gradient_checkpointing_policy != "selective":
+            problems.append(("selective_checkpointing_blocks", "selective_checkpointing_blocks only applies with "
+                             "gradient_checkpointing_policy selective: set that, or remove this key"))
+        # Combinations not verified to train the same LoRA compiled as eager are refused rather than trusted.
+        for key, on in (("musubi_blocks_to_swap", self.musubi_blocks_to_swap), ("enable_group_offload",
+                        self.enable_group_offload), ("tread_config", self.tread_config), ("fsdp_enable",
+                        self.fsdp_enable)):
+            if self.compile_blocks and on:
+                problems.append(("compile_blocks", f"compile_blocks with {key} is not supported yet (not verified "
+                                 f"to train the same LoRA): set compile_blocks false or remove {key}"))
+        if problems:
+            raise rule_error(*problems)
+        return self
+
+    @model_validator(mode="after")
     def _check_fsdp(self) -> TrainConfig:
         if not self.fsdp_enable:
             return self

@@ -50,6 +50,7 @@ from ltx2core.training.distributed import SINGLE, World, is_sharded, sum_gradien
 from ltx2core.training.flow_matching import LTX2_SHIFT, DynamicShift
 from ltx2core.training.lora import load_lora_state, lora_spec_of, lora_state_dict
 from ltx2core.training.optim import make_lr_scheduler, make_optimizer
+from ltx2core.training.recompute import Recompute, configure_blocks
 from ltx2core.training.sinks import MetricSink
 from ltx2core.training.step import training_step
 from ltx2core.training.tread import Route, TreadRouter
@@ -79,6 +80,9 @@ class TrainSettings:
     seed: int = 42
     mixed_precision: str = "bf16"  # autocast dtype on CUDA; the CPU computes in float32
     gradient_checkpointing: bool = True
+    recompute: Recompute = "full"  # what checkpointing recomputes (recompute.configure_blocks)
+    selective_blocks: int | None = None  # with recompute "selective": how many blocks (None = all)
+    compile_blocks: bool = False  # torch.compile each block (regional compilation)
     first_frame_p: float = 0.0  # probability of image-to-video conditioning per clip
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = None
@@ -185,8 +189,8 @@ def train(
     else:
         _seed_everything(settings.seed, generator)
 
-    if settings.gradient_checkpointing:
-        transformer.enable_gradient_checkpointing()
+    configure_blocks(transformer, settings.recompute if settings.gradient_checkpointing else "none",
+                     selective_blocks=settings.selective_blocks, compile_blocks=settings.compile_blocks)
     transformer.train()
     autocast = torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda" and dtype != torch.float32)
 

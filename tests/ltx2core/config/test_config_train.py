@@ -94,6 +94,14 @@ def test_flavour_aliases_mean_ltx2_dev(workdir: Path, flavour: Any) -> None:
          "enable_group_offload needs gradient_checkpointing true: without it backward fails with weights left "
          "on the CPU"),
         ({"frame_rate": 25, "framerate": 24}, "frame_rate 25 and framerate 24 are the same setting: keep one"),
+        ({"gradient_checkpointing_policy": "selective", "gradient_checkpointing": False},
+         "gradient_checkpointing_policy selective needs gradient_checkpointing true (without checkpointing "
+         "everything is kept anyway)"),
+        ({"selective_checkpointing_blocks": 30}, "selective_checkpointing_blocks only applies with "
+         "gradient_checkpointing_policy selective: set that, or remove this key"),
+        ({"compile_blocks": True, "musubi_blocks_to_swap": 8}, "compile_blocks with musubi_blocks_to_swap is not "
+         "supported yet (not verified to train the same LoRA): set compile_blocks false or remove "
+         "musubi_blocks_to_swap"),
     ],
 )
 def test_rule_breaks_are_rejected_with_the_fix(workdir: Path, changes: dict, line: str) -> None:

@@ -16,7 +16,7 @@ import torch
 from ltx2core.training.data import collate
 from ltx2core.training.recompute import configure_blocks
 from ltx2core.training.step import training_step
-from tests.ltx2core.training.helpers import make_examples
+from tests.ltx2core.training.helpers import make_examples, train_steps
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -80,6 +80,16 @@ def test_selective_blocks_choose_how_many_blocks_keep_their_matmuls(
             torch.testing.assert_close(grad, reference[name], rtol=0, atol=0, msg=name)
     selective_0, selective_1, selective_all, none, full = flops
     assert selective_0 == full > selective_1 > selective_all == none
+
+
+def test_the_loop_trains_the_lora_of_full_checkpointing_with_the_selective_policy(
+    lora_transformer: Callable[..., Any], connectors: Any, text_max_length: int, tmp_path,
+) -> None:
+    full = train_steps(lora_transformer(with_audio=True), connectors, text_max_length, tmp_path / "full")
+    selective = train_steps(lora_transformer(with_audio=True), connectors, text_max_length, tmp_path / "selective",
+                            recompute="selective", selective_blocks=1)
+    for name, value in full.items():
+        torch.testing.assert_close(selective[name], value, rtol=0, atol=0, msg=name)
 
 
 def test_unknown_policy_or_block_count_is_refused(lora_transformer: Callable[..., Any]) -> None:
