@@ -176,6 +176,7 @@ class Row:
     fp8: bool = False
     compile: bool = False
     recompute: str = "full"  # recompute.configure_blocks: full | selective (matmul and attention outputs kept)
+    selective_blocks: int | None = None  # selective: how many blocks keep their outputs (None = all)
     default: bool = True
     estimate_s: float = 15.0  # full size on one H100, row setup included
 
@@ -187,7 +188,8 @@ class Row:
     def mods(self) -> frozenset[str]:
         """Changes to the model that are not undone after the row."""
         return frozenset(m for m, on in (("fp8", self.fp8), ("swap", self.block_swap > 0), ("compile", self.compile),
-                                          ("selective", self.recompute == "selective")) if on)
+                                          (f"selective{self.selective_blocks or ''}", self.recompute == "selective"))
+                         if on)
 
     @property
     def flop_key(self) -> tuple[Any, ...]:
@@ -219,6 +221,11 @@ ROWS = (  # in run order: LoRA changes kept few, model-changing rows last
         default=False, estimate_s=40),
     Row("ours-av-bf16lora-sac-compile-768", "ours", audio=True, bf16_lora=True, compile=True, recompute="selective",
         default=False, estimate_s=60),
+    # what fits an 80 GiB card: each selective block costs ~0.9 GiB video-only, ~1.2 GiB with audio (H200 run)
+    Row("ours-bf16lora-sac36-compile-768", "ours", bf16_lora=True, compile=True, recompute="selective",
+        selective_blocks=36, default=False, estimate_s=50),
+    Row("ours-av-bf16lora-sac26-compile-768", "ours", audio=True, bf16_lora=True, compile=True, recompute="selective",
+        selective_blocks=26, default=False, estimate_s=60),
 )
 FIXED_OVERHEAD_S = 45  # imports, first model build, connectors build (estimate)
 
@@ -320,11 +327,14 @@ class Bench:
             self.facts[f"{row.name}: swap_setup_s"] = round(time.perf_counter() - t0, 1)
         if row.compile:
             torch._dynamo.reset()  # each compile row compiles for its own shape and LoRA dtype
-        if row.mods & {"compile", "selective"} - self.mods:
+        blocks_mods = {m for m in row.mods if m == "compile" or m.startswith("selective")}
+        if blocks_mods - self.mods:
             from ltx2core.training.recompute import configure_blocks
 
-            self.mods |= row.mods & {"compile", "selective"}
+            self.mods |= blocks_mods
             configure_blocks(transformer, row.recompute, compile_blocks=row.compile,
+                             selective_blocks=None if row.selective_blocks is None else min(  # tiny: 2 blocks
+                                 row.selective_blocks, len(transformer.transformer_blocks)),
                              backend=self.sizes.compile_backend)
 
 
@@ -556,7 +566,8 @@ def header() -> str:
     return " ".join(cells)
 
 
-def run_row(bench: Bench, row: Row, steps: int, flop_counts: dict[tuple[Any, ...], float]) -> dict[str, Any]:
+def run_row(bench: Bench, row: Row, steps: int, flop_counts: dict[tuple[Any, ...], float],
+            count_flops: bool = True) -> dict[str, Any]:
     sizes = bench.sizes
     shape = sizes.shapes[row.shape]
     audio_tokens = shape.audio_tokens if row.audio else 1 if row.family != "connectors" else 0
@@ -601,7 +612,7 @@ def run_row(bench: Bench, row: Row, steps: int, flop_counts: dict[tuple[Any, ...
             route = Route(TREAD_RATIO, first, max(first, blocks - TREAD_FROM_END))
             router = TreadRouter(transformer, [route], generator)
             record["tread_route"] = f"{route.selection_ratio} of video tokens skip blocks {route.start}..{route.end}"
-        counted = not row.compile
+        counted = count_flops and not row.compile
         measured = measure_steps(step, device, warmup=3 if row.compile else 2, steps=steps, count_flops=counted)
         median = statistics.median(measured.times)
         record.update(s_step=round(median, 4), s_min=round(min(measured.times), 4), first_s=round(measured.first_s, 2),
@@ -667,6 +678,8 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="the tiny model on the CPU (a smoke test of this script)")
     parser.add_argument("--rows", default="default", help="comma-separated row names, or default, or all")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per row, after the warm-up")
+    parser.add_argument("--no-flops", action="store_true",
+                        help="skip the FLOP count (its warm-up step ran the baseline out of memory on an H100)")
     parser.add_argument("--deadline-s", type=float, default=500,
                         help="skip a row whose estimate would end past this many seconds (full size; 0 = never)")
     args = parser.parse_args()
@@ -719,7 +732,7 @@ def main() -> None:
                                                   f"pass --deadline-s {args.deadline_s:.0f}"})
             continue
         t0 = time.perf_counter()
-        record = run_row(bench, row, args.steps, flop_counts)
+        record = run_row(bench, row, args.steps, flop_counts, count_flops=not args.no_flops)
         record["row_s"] = round(time.perf_counter() - t0, 1)
         report.add(record)
     facts["elapsed_s"] = round(time.perf_counter() - started, 1)
