@@ -305,13 +305,15 @@ def training_refs(store: Store, config, datasets: list[VideoDataset], source) ->
 
 
 def max_steps(config, batches) -> int:
+    """Optimizer steps of the run: max_train_steps, or num_train_epochs of steps that each take
+    processes x gradient_accumulation_steps batches of one bucket (as the loop draws them)."""
     if config.max_train_steps:
         return config.max_train_steps
-    import math
+    from ltx2core.models.runtime import pick_device
+    from ltx2core.training.distributed import process_count
 
-    return max(1, math.ceil(config.num_train_epochs * batches.batches_per_epoch / config.gradient_accumulation_steps))
-
-
+    per_step = process_count(config.num_processes, pick_device()) * config.gradient_accumulation_steps
+    return max(1, config.num_train_epochs * batches.steps_per_epoch(per_step))
 
 
 def train_current(store: Store, config, datasets: list[VideoDataset], source) -> bool:
