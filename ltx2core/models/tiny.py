@@ -16,8 +16,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 log = logging.getLogger(__name__)
 
 VERSION = 2  # bump when the configs below change: the cached folder name carries it
@@ -72,6 +70,7 @@ def make_tiny_model(directory: Path, *, exist_ok: bool = False) -> Path:
 
 def build_tiny_pipeline() -> Any:
     """An `LTX2Pipeline` of tiny random components (seed `SEED`; the caller's RNG state is left alone)."""
+    import torch  # here, not at the top: resolving "tiny" (every CLI call) must not import torch
     from diffusers import LTX2Pipeline
 
     with torch.random.fork_rng(devices=[]):
@@ -80,6 +79,7 @@ def build_tiny_pipeline() -> Any:
 
 
 def _components() -> dict[str, Any]:
+    import torch
     from diffusers import (
         AutoencoderKLLTX2Audio,
         AutoencoderKLLTX2Video,
