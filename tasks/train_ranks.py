@@ -257,6 +257,11 @@ def _trackers(config: TrainConfig, output_dir: Path) -> list[MetricSink]:
         from ltx2core.training.sinks import TensorBoardSink
 
         return [TensorBoardSink(output_dir / "logs")]
+    if config.report_to == "wandb":
+        from ltx2core.training.sinks import WandbSink
+
+        return [WandbSink(project=config.tracker_project_name, run=output_dir.name, directory=output_dir / "logs",
+                          config=config.model_dump(mode="json"))]
     return []
 
 

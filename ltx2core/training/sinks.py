@@ -103,6 +103,35 @@ class TensorBoardSink:
         self._writer.close()
 
 
+class WandbSink:
+    """Scalars under `train/<name>` in a Weights & Biases run named after the training run; a resumed
+    training continues the same wandb run. `WANDB_MODE=offline` keeps it on disk (`wandb sync` later)."""
+
+    def __init__(self, *, project: str, run: str, directory: Path, config: Mapping[str, Any]) -> None:
+        if importlib.util.find_spec("wandb") is None:
+            raise ImportError("report_to wandb needs the wandb package: pip install wandb (or set report_to "
+                              "tensorboard)")
+        import wandb
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self._run = wandb.init(project=project, name=run, id=_wandb_id(project, run), resume="allow",
+                               dir=str(directory), config=dict(config))
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        self._run.log({f"train/{name}": value for name, value in metrics.items() if value is not None}, step=step)
+
+    def close(self) -> None:
+        self._run.finish()
+
+
+def _wandb_id(project: str, run: str) -> str:
+    # wandb ids allow letters, digits, '-' and '_': the same run name always maps to the same id
+    import hashlib
+
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in run)[:48] + "-" + hashlib.sha1(
+        f"{project}/{run}".encode()).hexdigest()[:8]
+
+
 class _ProgressSink:
     def __init__(self, total_steps: int, initial_step: int, console: Any) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from PIL import Image
 from rich.console import Console
 
 from ltx2core.training.plot import HEIGHT, WIDTH, write_loss_curve
-from ltx2core.training.sinks import HistorySink, NullSink, TensorBoardSink, progress_sink
+from ltx2core.training.sinks import HistorySink, NullSink, TensorBoardSink, WandbSink, progress_sink
 
 STEPS = 50
 
@@ -72,3 +73,21 @@ def test_tensorboard_sink_writes_event_files(tmp_path: Path) -> None:
     sink.log(1, {"loss": 1.0, "audio_loss": None})
     sink.close()
     assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_wandb_sink_logs_the_metrics_offline_and_resumes_the_same_run(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")  # no account, no network: the run is written to disk
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for step in (1, 2):  # a training run, then its resume
+        sink = WandbSink(project="ltx2-test", run="demo", directory=tmp_path, config={"lora_rank": 4})
+        sink.log(step, {"loss": 1.0 / step, "audio_loss": None})
+        sink.close()
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1  # one wandb id for both
+    # the run file is wandb's protobuf log (a history record holds each key and its value as JSON text),
+    # written by wandb's service process, which may still be flushing it when finish() returns
+    records, deadline = b"", time.monotonic() + 30
+    while b"train/loss" not in records and time.monotonic() < deadline:
+        time.sleep(0.2)
+        records = next(runs[-1].glob("run-*.wandb")).read_bytes()
+    assert b"train/loss" in records and b"0.5" in records and b"train/audio_loss" not in records
