@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,93 +17,40 @@ import httpx
 import pytest
 
 from storage.store import Store
-from tests.flows.helpers import CLIPS, KEPT, make_dataset, write_configs
+from tests.flows.helpers import (
+    CLIPS,
+    KEPT,
+    LocalServer,
+    descendants,
+    make_dataset,
+    start_server,
+    stop_server,
+    write_configs,
+)
 
-REPO = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
-READY = "Prefect UI:"
-STARTUP_S = 240
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:  # it exited while we looked
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            tree.setdefault(ppid, []).append(int(entry.name))
-    return tree
-
-
-def _descendants(pid: int) -> set[int]:
-    tree, found, todo = _children(), set(), [pid]
-    while todo:
-        for child in tree.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[dict]:
-    root = tmp_path_factory.mktemp("server")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env |= {"PREFECT_HOME": str(root / "prefect-home"), "PREFECT_WORKER_QUERY_SECONDS": "2",
-            "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING"}
-    log = root / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "server", "--port", str(port)], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + STARTUP_S
-    while READY not in log.read_text(errors="replace"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"`ltx2 server` did not get ready (exit {proc.poll()}):\n{log.read_text(errors='replace')}")
-        time.sleep(0.5)
-    env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
-    yield {"proc": proc, "env": env, "root": root, "log": log, "port": port}
-    if proc.poll() is None:  # a test failed before stopping it
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(60)
+def server(tmp_path_factory) -> Iterator[LocalServer]:
+    local = start_server(tmp_path_factory.mktemp("server"))
+    yield local
+    if local.proc.poll() is None:  # a test failed before stopping it
+        os.killpg(local.proc.pid, signal.SIGTERM)
+        local.proc.wait(60)
 
 
-def _deployment_run(server: dict, **params) -> subprocess.CompletedProcess:
+def _deployment_run(server: LocalServer, **params) -> subprocess.CompletedProcess:
     args = [f"{k}={json.dumps(v)}" for k, v in params.items()]
     cmd = [PREFECT, "deployment", "run", "ltx2-pipeline/stages", *[a for p in args for a in ("--param", p)],
            "--watch", "--watch-interval", "1", "--watch-timeout", "300"]
-    return subprocess.run(cmd, env=server["env"], cwd=server["root"], capture_output=True, text=True, timeout=400, check=False)
+    return subprocess.run(cmd, env=server.env, cwd=server.root, capture_output=True, text=True, timeout=400, check=False)
 
 
 def test_deployment_run_executes_chosen_stages_on_the_worker(server):
-    data = make_dataset(server["root"] / "videos")
-    config, backend = write_configs(server["root"], data)
-    storage = server["root"] / "store"
+    data = make_dataset(server.root / "videos")
+    config, backend = write_configs(server.root, data)
+    storage = server.root / "store"
     done = _deployment_run(server, config=str(config), databackend=str(backend), storage=str(storage),
                            stages=["probe", "filter", "bucket", "captions"])
     assert done.returncode == 0, done.stdout + done.stderr
@@ -119,7 +65,7 @@ def test_deployment_run_executes_chosen_stages_on_the_worker(server):
 
 
 def test_unknown_stage_is_rejected_before_any_work(server):
-    storage = server["root"] / "never-written"
+    storage = server.root / "never-written"
     done = _deployment_run(server, storage=str(storage), stages=["nope"])
     assert done.returncode != 0
     output = done.stdout + done.stderr
@@ -138,8 +84,8 @@ def _flow_run_id(output: str) -> str:
     return found.group(1)
 
 
-def _wait_until_final(server: dict, flow_run_id: str) -> str:
-    api = server["env"]["PREFECT_API_URL"]
+def _wait_until_final(server: LocalServer, flow_run_id: str) -> str:
+    api = server.api_url
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         state = httpx.get(f"{api}/flow_runs/{flow_run_id}").json()["state"]
@@ -176,18 +122,19 @@ def test_a_run_failed_in_latents_is_retried_three_ways_recomputing_only_latents(
     from ltx2core.media.synth import write_clip
     from ltx2core.models.tiny import make_tiny_model
 
-    root = server["root"] / "retry"
+    root = server.root / "retry"
     model = make_tiny_model(root / "model")
     videos = make_dataset(root / "videos")
     config, backend = write_configs(root, videos)
     config.write_text(config.read_text().replace('"tiny"', json.dumps(str(model))))
     storage = root / "store"
     params = {"config": str(config), "databackend": str(backend), "storage": str(storage)}
-    api = server["env"]["PREFECT_API_URL"]
+    api = server.api_url
 
     def fail_in_latents(new_clip: str | None) -> tuple[str, dict]:
         if new_clip:  # new work for every stage, so a retry that recomputed them would show it
-            write_clip(videos / new_clip, width=96, height=64, num_frames=40, fps=25, seed=len(new_clip))
+            seed = sum(map(ord, new_clip))  # distinct content per name: a byte-identical clip is no new video
+            write_clip(videos / new_clip, width=96, height=64, num_frames=40, fps=25, seed=seed)
             (videos / new_clip).with_suffix(".txt").write_text(f"clip {new_clip}")
         with BrokenVae(model):
             failed = _deployment_run(server, **params, stages=CACHE_STAGES)
@@ -221,7 +168,7 @@ def test_a_run_failed_in_latents_is_retried_three_ways_recomputing_only_latents(
 
     # (b) `prefect flow-run retry`
     run, versions = fail_in_latents("extra1.mp4")
-    done = subprocess.run([PREFECT, "flow-run", "retry", run], env=server["env"], cwd=server["root"],
+    done = subprocess.run([PREFECT, "flow-run", "retry", run], env=server.env, cwd=server.root,
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert _wait_until_final(server, run) == "COMPLETED"
@@ -239,11 +186,9 @@ def test_a_run_failed_in_latents_is_retried_three_ways_recomputing_only_latents(
 
 
 def test_stopping_leaves_no_process_behind(server):
-    proc = server["proc"]
-    spawned = _descendants(proc.pid)
+    spawned = descendants(server.proc.pid)
     assert len(spawned) >= 2, "expected a server and a worker under `ltx2 server`"
-    os.kill(proc.pid, signal.SIGTERM)
-    assert proc.wait(90) == 0, server["log"].read_text(errors="replace")
-    assert "stopping the worker and the server" in server["log"].read_text(errors="replace")
-    assert [p for p in spawned if _alive(p)] == []
-    assert [p for p in spawned if _group_alive(p)] == []
+    code, left = stop_server(server)
+    assert code == 0, server.log.read_text(errors="replace")
+    assert "stopping the worker and the server" in server.log.read_text(errors="replace")
+    assert left == []
