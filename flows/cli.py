@@ -66,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress.install(sink)
         reports = pipeline(config=args.config, databackend=args.databackend, storage=args.storage,
                            stages=_stages(args.stages), force=args.force, checkpoint=args.checkpoint,
-                           overrides=overrides)
+                           overrides=overrides, dask_address=args.dask_address)
     print_summary(reports, args.storage)
     if "validate" in todo:
         from storage.sql import sql_eq
@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stages", help=STAGE_HELP)
     run.add_argument("--force", action="append", default=[], metavar="STAGE", help="redo this stage (repeatable)")
     run.add_argument("--checkpoint", type=int, metavar="STEP", help="validate this checkpoint (default: latest)")
+    run.add_argument("--dask-address", metavar="tcp://HOST:PORT",
+                     help="run the shards of probe, text-embeds and latents on this Dask scheduler's workers")
     run.add_argument("-v", "--verbose", action="store_true", help="show Prefect's log lines")
     group = run.add_argument_group("overrides", "replace the config files' value for this run")
     group.add_argument("--resolution", type=int, metavar="PX", help="every video dataset's short edge (multiple of 32)")
@@ -178,13 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from flows.cluster import ClusterUnavailable
     from ltx2core.config.load import ConfigError
     from storage.location import StorageUnavailable
 
     try:
         return args.fn(args)
-    except (ConfigError, StorageUnavailable) as e:  # bad input: the message names the file or URI and the fix
-        print(str(e), file=sys.stderr)
+    except (ConfigError, StorageUnavailable, ClusterUnavailable) as e:
+        print(str(e), file=sys.stderr)  # bad input: the message names the file, URI or address and the fix
         return 2
 
 

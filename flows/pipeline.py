@@ -8,12 +8,14 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from flows.cluster import shards_on
 from flows.stages import READS_SOURCE_FILES, Stage, selected
 from ltx2core.config.load import load_project
 from ltx2core.config.overrides import Overrides
 from storage.store import Store
 from tasks import bucket, captions, latents, probe, text_embeds, train, validate
 from tasks import filter as filter_
+from tasks.artifacts import storage_summary
 from tasks.pending import run_id
 from tasks.report import StageReport
 from tasks.stage_runs import tracked
@@ -30,10 +32,12 @@ def pipeline(
     force: list[Stage] | None = None,
     checkpoint: int | None = None,
     overrides: Overrides = Overrides(),  # noqa: B008 (a frozen default: Prefect renders it as the form's fields)
+    dask_address: str | None = None,
 ) -> list[dict]:
     """Run the chosen stages (all when none are given); `force` redoes a stage even where rows are current;
     `checkpoint` is the step the validate stage samples (default: the run's latest); `overrides` replace
-    the config files' resolution, frames, steps, rank or learning rate for this run."""
+    the config files' resolution, frames, steps, rank or learning rate for this run; `dask_address`
+    (tcp://host:port) runs the shards of probe, text-embeds and latents on that Dask cluster (flows/cluster.py)."""
     log = get_run_logger()
     todo = selected(stages or [])
     project = load_project(config, databackend, check_paths=bool(READS_SOURCE_FILES & set(todo)),
@@ -48,22 +52,27 @@ def pipeline(
     Store.open(store_uri)  # fail early on a bad URI, before any work
     force = set(force or [])
     reports: list[StageReport] = []
-    for stage in todo:
-        for scope, inputs, work in _units(stage, store_uri, project.config, videos, checkpoint, stage in force):
-            reports.append(tracked(store_uri, stage, scope, inputs, work))
+    with shards_on(dask_address, store_uri) as fanout:
+        for stage in todo:
+            with fanout.stage(stage) as min_shards:
+                for scope, inputs, work in _units(stage, store_uri, project.config, videos, checkpoint,
+                                                  stage in force, min_shards):
+                    reports.append(tracked(store_uri, stage, scope, inputs, work))
+    storage_summary(Store.open(store_uri), store_uri)
     log.info("results in %s", store_uri)
     return [r.as_dict() for r in reports]
 
 
-def _units(stage: str, store_uri: str, config, videos: list, checkpoint: int | None,
-           redo: bool) -> Iterator[tuple[str, dict, Callable[[], StageReport]]]:
-    """A stage's units of work: (scope, inputs recorded in `stage_runs`, the call). Per dataset, or one."""
+def _units(stage: str, store_uri: str, config, videos: list, checkpoint: int | None, redo: bool,
+           min_shards: int) -> Iterator[tuple[str, dict, Callable[[], StageReport]]]:
+    """A stage's units of work: (scope, inputs recorded in `stage_runs`, the call). Per dataset, or one.
+    `min_shards`: the cache stages cut their work into at least this many shard tasks (one per worker share)."""
     if stage == "probe":
         folders = sorted({str(d.instance_data_dir) for d in videos})
-        yield "*", {"folders": folders}, partial(probe.run, store_uri, folders, force=redo)
+        yield "*", {"folders": folders}, partial(probe.run, store_uri, folders, force=redo, min_shards=min_shards)
     elif stage == "text-embeds":
         yield "*", {"datasets": [d.id for d in videos]}, partial(
-            text_embeds.cache_text_embeds, store_uri, config, videos, force=redo)
+            text_embeds.cache_text_embeds, store_uri, config, videos, force=redo, min_shards=min_shards)
     elif stage == "train":
         yield run_id(config), {"config": config.model_dump(mode="json")}, partial(
             train.train_lora, store_uri, config, videos, force=redo)
@@ -74,7 +83,7 @@ def _units(stage: str, store_uri: str, config, videos: list, checkpoint: int | N
         for d in videos:
             inputs = {"dataset": d.model_dump(mode="json")}
             if stage == "latents":
-                yield d.id, inputs, partial(latents.run, store_uri, config, d, force=redo)
+                yield d.id, inputs, partial(latents.run, store_uri, config, d, force=redo, min_shards=min_shards)
             else:
                 yield d.id, inputs, partial(PER_DATASET[stage], store_uri, d, force=redo)
 

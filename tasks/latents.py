@@ -7,6 +7,7 @@ write rows as they finish. A clip that cannot be decoded is a row with an `error
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -24,11 +25,11 @@ from ltx2core.models.runtime import compute_dtype, pick_device
 from ltx2core.models.source import resolve_source
 from storage.store import Store
 from tasks.datasets import clip_plan
-from tasks.pending import clip_spec, latent_model, latent_work, vae_options
+from tasks.pending import LatentModel, clip_spec, latent_model, latent_work, vae_options
 from tasks.progress import sink
 from tasks.report import StageReport
 
-SHARD_SIZE = 256  # clips per Prefect task (one VAE load each)
+SHARD_SIZE = 256  # most clips per Prefect task (one VAE load each)
 COMMIT_EVERY = 16  # clips per commit: a killed stage loses at most this much work
 DECODE_WORKERS = max(2, min(4, (os.cpu_count() or 2) - 1))  # 4 threads kept an H200's VAE fed (BENCHMARKS.md)
 
@@ -40,12 +41,19 @@ def _job(key: str, sample: dict, dataset: VideoDataset) -> LatentJob:
 
 
 @task(name="latents-shard", cache_policy=NO_CACHE, retries=1)
-def latents_shard(store_uri: str, config: TrainConfig, dataset: VideoDataset, keyed: list[tuple[str, dict]]) -> dict:
-    """Encode one shard of clips, committing every COMMIT_EVERY clips."""
+def latents_shard(store_uri: str, config: TrainConfig, dataset: VideoDataset, keyed: list[tuple[str, dict]],
+                  model: LatentModel) -> dict:
+    """Encode one shard of clips, committing every COMMIT_EVERY clips.
+
+    Idempotent, as Dask may run a shard again after losing the worker that held its result: it writes only
+    its own keys, by upsert, and a clip encodes to the same row each time. `model` is the VAE the keys were
+    made for; a worker whose VAE differs refuses instead of writing rows under keys they do not match."""
     store = Store.open(store_uri)
     source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
     options = vae_options(config)
-    model = latent_model(source, options)
+    if latent_model(source, options) != model:
+        raise RuntimeError(f"the VAE of {source.label} on this machine differs from the one the flow planned "
+                           "for; give every Dask worker the same model files (or hub cache)")
     device = pick_device()
     dtype = compute_dtype(config.mixed_precision, device)
     vae = load_vae(source, dtype=dtype)
@@ -80,20 +88,24 @@ def latents_shard(store_uri: str, config: TrainConfig, dataset: VideoDataset, ke
     return {"encoded": len(jobs) - errors, "errors": errors}
 
 
-def run(store_uri: str, config: TrainConfig, dataset: VideoDataset, force: bool = False) -> StageReport:
+def run(store_uri: str, config: TrainConfig, dataset: VideoDataset, force: bool = False,
+        min_shards: int = 1) -> StageReport:
+    """Encode the dataset's missing latents in at least `min_shards` shards (one per worker share of a cluster)."""
     t0 = time.perf_counter()
     log = get_run_logger()
     store = Store.open(store_uri)
     report = StageReport("latents", scope=dataset.id)
     source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
-    work = latent_work(store, dataset, latent_model(source, vae_options(config)), force)
+    model = latent_model(source, vae_options(config))
+    work = latent_work(store, dataset, model, force)
     report.skipped = len(work.wanted) - len(work.todo)
     sink().start(f"latents {dataset.id}", len(work.todo))
     items = list(work.todo.items())
-    shards = [items[i:i + SHARD_SIZE] for i in range(0, len(items), SHARD_SIZE)]
+    size = min(SHARD_SIZE, math.ceil(len(items) / min_shards)) or 1
+    shards = [items[i:i + size] for i in range(0, len(items), size)]
     if shards:
         log.info("latents %s: encoding %d clips with %s", dataset.id, len(items), source.label)
-    for future in [latents_shard.submit(store_uri, config, dataset, shard) for shard in shards]:
+    for future in [latents_shard.submit(store_uri, config, dataset, shard, model) for shard in shards]:
         out = future.result()
         report.done += out["encoded"] + out["errors"]
         if out["errors"]:

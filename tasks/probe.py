@@ -7,31 +7,38 @@ Recipe: list the dataset folders -> drop rows of files that are gone -> for each
 
 from __future__ import annotations
 
+import math
+import multiprocessing
 import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ltx2core.data.discover import FileEntry
 from ltx2core.data.fingerprint import fingerprint
-from ltx2core.media.pool import ProbePool
+from ltx2core.media.pool import ProbePool, examine
 from storage.store import Store
 from tasks.pending import probe_work
 from tasks.progress import sink
 from tasks.report import StageReport, reason_kind
 
-SHARD_SIZE = 2048  # files per Prefect task: enough that orchestration stays a few percent
+SHARD_SIZE = 2048  # most files per Prefect task: enough that orchestration stays a few percent
 BATCH_SIZE = 256  # files per commit: a killed stage loses at most this much work (~0.3 s)
 
 
 @task(name="probe-shard", cache_policy=NO_CACHE, retries=1)
 def probe_shard(store_uri: str, entries: list[FileEntry], force: bool) -> dict:
-    """Hash and probe one shard of files on every core, committing every BATCH_SIZE files."""
+    """Hash and probe one shard of files, committing every BATCH_SIZE files.
+
+    It writes only its own `files` rows (keyed by path). Byte-identical files in two shards share a `videos`
+    key: both shards write that row (the same probe), and the table's primary key keeps one."""
     store = Store.open(store_uri)
     known = store.keys("videos")
     probed = 0
-    with ProbePool() as pool:
-        results = pool.examine(e.path for e in entries)
+    with _examiner() as examine_all:
+        results = examine_all(e.path for e in entries)
         for start in range(0, len(entries), BATCH_SIZE):
             batch = entries[start:start + BATCH_SIZE]
             files, videos = [], {}
@@ -50,7 +57,19 @@ def probe_shard(store_uri: str, entries: list[FileEntry], force: bool) -> dict:
     return {"hashed": len(entries), "probed": probed}
 
 
-def run(store_uri: str, folders: list[str], force: bool = False) -> StageReport:
+@contextmanager
+def _examiner() -> Iterator[Callable[[Iterable[str]], Iterator[tuple[str | None, dict]]]]:
+    """Examine files on every core (a process pool); in this process inside a daemonic process, which may
+    not start children: a Dask worker under its nanny, where the cluster's worker processes are the cores."""
+    if multiprocessing.current_process().daemon:
+        yield lambda paths: map(examine, paths)
+        return
+    with ProbePool() as pool:
+        yield pool.examine
+
+
+def run(store_uri: str, folders: list[str], force: bool = False, min_shards: int = 1) -> StageReport:
+    """Probe new and changed files in at least `min_shards` shards (one per worker share of a cluster)."""
     t0 = time.perf_counter()
     store = Store.open(store_uri)
     work = probe_work(store, folders, force)
@@ -58,7 +77,8 @@ def run(store_uri: str, folders: list[str], force: bool = False) -> StageReport:
     sink().start("probe", len(work.todo))
     if work.gone:
         store.delete("files", work.gone)
-    shards = [work.todo[i:i + SHARD_SIZE] for i in range(0, len(work.todo), SHARD_SIZE)]
+    size = min(SHARD_SIZE, math.ceil(len(work.todo) / min_shards)) or 1
+    shards = [work.todo[i:i + size] for i in range(0, len(work.todo), size)]
     for result in [probe_shard.submit(store_uri, shard, force) for shard in shards]:
         out = result.result()
         report.done += out["hashed"]

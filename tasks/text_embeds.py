@@ -1,12 +1,14 @@
 """Stage `text-embeds`: compact Gemma-3 features of every distinct caption, keyed by content.
 
 Recipe: the captions of kept samples -> keys hash(caption, encoder fingerprint, max length) missing from
-`text_embeds` -> load the tokenizer, text encoder and connectors once -> encode in length-bucketed
-batches -> write rows as batches finish.
+`text_embeds` -> shards (one locally; a few per GPU worker of a Dask cluster) -> per shard, load the
+tokenizer, text encoder and connectors once -> encode in length-bucketed batches -> write rows as batches
+finish.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 from prefect import get_run_logger, task
@@ -21,7 +23,7 @@ from ltx2core.models.runtime import compute_dtype, pick_device
 from ltx2core.models.source import resolve_source
 from ltx2core.models.text import encode_captions
 from storage.store import Store
-from tasks.pending import text_embed_work, text_model, wanted_captions
+from tasks.pending import TextModel, text_embed_work, text_model, wanted_captions
 from tasks.progress import sink
 from tasks.report import StageReport
 
@@ -30,9 +32,45 @@ ENCODE_BATCH = 64  # 64 captions of ~200 tokens: 66 captions/s on an H200 (BENCH
 ENCODE_TOKENS = 64 * 256  # ... and no more padded tokens than that per batch, so long captions fit an 80 GB card
 
 
-@task(name="text-embeds", cache_policy=NO_CACHE)
-def cache_text_embeds(store_uri: str, config: TrainConfig, datasets: list[VideoDataset],
-                      force: bool = False) -> StageReport:
+@task(name="text-embeds-shard", cache_policy=NO_CACHE, retries=1)
+def text_embeds_shard(store_uri: str, config: TrainConfig, keyed: list[tuple[str, str]], model: TextModel) -> int:
+    """Encode one shard of (key, caption) with the text encoder loaded once, committing every COMMIT_EVERY.
+
+    Idempotent (Dask may run a shard again after a worker loss): it upserts only its own keys. `model` is the
+    encoder the keys were made for; a worker whose encoder differs refuses instead of writing mismatched rows."""
+    store = Store.open(store_uri)
+    source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
+    if text_model(source) != model:
+        raise RuntimeError(f"the text encoder of {source.label} on this machine differs from the one the flow "
+                           "planned for; give every Dask worker the same model files (or hub cache)")
+    device = pick_device()
+    dtype = compute_dtype(config.mixed_precision, device)
+    get_run_logger().info("text-embeds: encoding %d captions with %s on %s", len(keyed), source.label, device)
+    tokenizer = load_tokenizer(source)
+    text_encoder = load_text_encoder(source, dtype=dtype)
+    connectors = load_connectors(source, dtype=dtype)
+    # The text encoder leaves the GPU when the shard ends, so the VAE never shares it with it.
+    with on_device(text_encoder, device), on_device(connectors, device):
+        for start in range(0, len(keyed), COMMIT_EVERY):
+            chunk = keyed[start:start + COMMIT_EVERY]
+            embeds = encode_captions([c for _, c in chunk], tokenizer=tokenizer, text_encoder=text_encoder,
+                                     connectors=connectors, max_length=model.max_length, device=device,
+                                     dtype=dtype, batch_size=ENCODE_BATCH, max_batch_tokens=ENCODE_TOKENS)
+            rows = []
+            for (key, caption), e in zip(chunk, embeds, strict=True):
+                data, shape, dt = to_record(e.features)
+                rows.append({"key": key, "caption": caption, "encoder_fp": model.encoder_fp,
+                             "max_length": model.max_length, "num_tokens": e.num_tokens,
+                             "features": data, "features_shape": shape, "features_dtype": dt})
+            store.upsert("text_embeds", rows)
+            sink().advance("text-embeds", len(rows))
+    return len(keyed)
+
+
+def cache_text_embeds(store_uri: str, config: TrainConfig, datasets: list[VideoDataset], force: bool = False,
+                      min_shards: int = 1) -> StageReport:
+    """Encode the missing captions in `min_shards` shards: one locally (the encoder loads once), one per
+    worker share of a cluster."""
     t0 = time.perf_counter()
     log = get_run_logger()
     store = Store.open(store_uri)
@@ -42,30 +80,11 @@ def cache_text_embeds(store_uri: str, config: TrainConfig, datasets: list[VideoD
     work = text_embed_work(store, wanted_captions(store, datasets), model, force)
     report.skipped = len(work.wanted) - len(work.todo)
     sink().start("text-embeds", len(work.todo))
-    if work.todo:
-        device = pick_device()
-        dtype = compute_dtype(config.mixed_precision, device)
-        log.info("text-embeds: encoding %d captions with %s on %s", len(work.todo), source.label, device)
-        tokenizer = load_tokenizer(source)
-        text_encoder = load_text_encoder(source, dtype=dtype)
-        connectors = load_connectors(source, dtype=dtype)
-        items = list(work.todo.items())
-        # The text encoder leaves the GPU when the stage ends, so the VAE never shares it with it.
-        with on_device(text_encoder, device), on_device(connectors, device):
-            for start in range(0, len(items), COMMIT_EVERY):
-                chunk = items[start:start + COMMIT_EVERY]
-                embeds = encode_captions([c for _, c in chunk], tokenizer=tokenizer, text_encoder=text_encoder,
-                                         connectors=connectors, max_length=model.max_length, device=device,
-                                         dtype=dtype, batch_size=ENCODE_BATCH, max_batch_tokens=ENCODE_TOKENS)
-                rows = []
-                for (key, caption), e in zip(chunk, embeds, strict=True):
-                    data, shape, dt = to_record(e.features)
-                    rows.append({"key": key, "caption": caption, "encoder_fp": model.encoder_fp,
-                                 "max_length": model.max_length, "num_tokens": e.num_tokens,
-                                 "features": data, "features_shape": shape, "features_dtype": dt})
-                store.upsert("text_embeds", rows)
-                report.done += len(rows)
-                sink().advance("text-embeds", len(rows))
+    items = list(work.todo.items())
+    size = math.ceil(len(items) / min_shards) or 1
+    shards = [items[i:i + size] for i in range(0, len(items), size)]
+    for future in [text_embeds_shard.submit(store_uri, config, shard, model) for shard in shards]:
+        report.done += future.result()
     report.counts = {"captions": len(work.wanted), "bytes": store.stats("text_embeds").get("bytes") or 0}
     report.versions = store.versions(["text_embeds"])
     report.seconds = time.perf_counter() - t0

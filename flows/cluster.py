@@ -1,0 +1,120 @@
+"""Where the cache stages' shard tasks run: the flow's own thread pool, or a Dask cluster given by address.
+
+A Prefect flow's task runner is fixed when the flow is called, and a deployment run brings only parameters.
+So the pipeline flow enters `shards_on(dask_address)` around its stages: with an address it starts
+prefect-dask's `DaskTaskRunner(address=...)` and makes it this flow run's task runner until the block ends
+(a copy of the run context with that runner, the way Prefect's engine makes its own contexts). The stages
+keep calling `task.submit`; their shards become task runs of the same flow run, so `stage_runs`, the UI and
+retries see one run, as without a cluster. (An inner flow with `.with_options(task_runner=...)` would have
+moved the stages into a child run; see docs/decisions.md.)
+
+Workers must run the same checkout (`pip install -e .`, or start `dask worker` from the repository root)
+and reach what the flow reaches: the store URI (s3:// with AWS_* in each worker's environment, or a folder at
+the same path), the model at the same path (or a hub id in their cache) and the Prefect API.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+GPU_STAGES = frozenset({"text-embeds", "latents"})  # their shards go to `--resources GPU=1` workers when any
+SHARDS_PER_SLOT = 2  # a worker that finishes early takes another shard instead of idling
+
+
+class ClusterUnavailable(ValueError):
+    """The Dask scheduler at the given address cannot be reached."""
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What the workers offer right now: task slots (threads) and GPU units (`--resources GPU=n`)."""
+
+    slots: int
+    gpus: int
+
+
+def capacity(client: Any) -> Capacity:
+    """Summed over every worker the scheduler knows (`client`: a connected `distributed.Client`)."""
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return Capacity(slots=sum(w["nthreads"] for w in workers),
+                    gpus=int(sum(w.get("resources", {}).get("GPU", 0) for w in workers)))
+
+
+@dataclass(frozen=True)
+class Fanout:
+    """How a stage spreads its shards: over the flow's own runner (no client) or a Dask cluster."""
+
+    client: Any = None  # distributed.Client of the cluster; None: the flow's own task runner
+
+    @contextmanager
+    def stage(self, stage: str) -> Iterator[int]:
+        """Inside: `stage`'s shard submits go where they may run (GPU workers for GPU stages when the cluster
+        has any, else any worker). Yields the least number of shards to cut its work into: one locally (one
+        model load), two per slot that can take them on a cluster, counted now since workers come and go."""
+        if self.client is None:
+            yield 1
+            return
+        import dask
+
+        now = capacity(self.client)
+        if stage in GPU_STAGES and now.gpus:
+            with dask.annotate(resources={"GPU": 1}):
+                yield SHARDS_PER_SLOT * now.gpus
+        else:
+            yield SHARDS_PER_SLOT * max(now.slots, 1)
+
+
+LOCAL = Fanout()
+
+
+@contextmanager
+def shards_on(address: str | None, store_uri: str) -> Iterator[Fanout]:
+    """Inside (in a flow run): this run's `task.submit` calls go to the Dask cluster at `address`
+    (tcp://host:port); without an address nothing changes and the stages use the flow's own runner.
+    `store_uri` only serves a warning: workers on other machines need a store they can all reach."""
+    if not address:
+        yield LOCAL
+        return
+    from prefect import get_run_logger
+    from prefect.context import FlowRunContext
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect_dask import DaskTaskRunner
+
+    log = get_run_logger()
+    context = FlowRunContext.get()
+    if context is None:
+        raise RuntimeError("shards_on() needs a running flow: its task runner is what it replaces")
+    # Workers report their task runs to the API named in the settings each task carries. Without
+    # PREFECT_API_URL that is no URL, and every worker process would start a temporary server of its own;
+    # name the flow's (a temporary one listens on 127.0.0.1, so this helps workers on this machine only).
+    api = PREFECT_API_URL.value() or str(context.client.api_url)
+    if not _is_loopback(address) and _is_loopback(api):
+        log.warning("Dask workers on other machines cannot reach the Prefect API at %s: run `ltx2 server --host "
+                    "0.0.0.0` and set PREFECT_API_URL=http://<this host>:4200/api", api)
+    if not _is_loopback(address) and "://" not in store_uri:
+        log.warning("Dask workers on other machines write to %s on their own disk unless it is a folder shared at "
+                    "that path; use an s3:// store", store_uri)
+    with DaskTaskRunner(address=address) as runner:
+        try:
+            client = runner.client  # connects
+        except OSError as err:
+            raise ClusterUnavailable(f"cannot reach the Dask scheduler at {address} ({err}); start one with "
+                                     "`dask scheduler`, or fix --dask-address (the dask_address parameter)") from None
+        now = capacity(client)
+        log.info("Dask cluster at %s: %d worker slots, %d GPUs", address, now.slots, now.gpus)
+        with temporary_settings({PREFECT_API_URL: api}), context.model_copy(update={"task_runner": runner}):
+            yield Fanout(client)
+
+
+def _is_loopback(url: str) -> bool:
+    host = url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

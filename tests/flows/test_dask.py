@@ -1,0 +1,224 @@
+"""The cache stages on a real Dask cluster: `dask scheduler` and two `dask worker`s on 127.0.0.1, started from the
+repository root as the README says, writing to the real S3 server; and the GPU routing against real Dask workers."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sysconfig
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+
+import dask
+import pytest
+from distributed import Client, Scheduler, Worker, get_worker
+from distributed.deploy.spec import SpecCluster
+
+from flows.cluster import Capacity, ClusterUnavailable, Fanout, capacity
+from flows.pipeline import pipeline
+from ltx2core.config.load import load_project
+from ltx2core.media.synth import write_clip
+from ltx2core.models.source import resolve_source
+from storage.store import Store
+from tasks.latents import latents_shard
+from tasks.pending import latent_model, latent_work, vae_options
+from tests.flows.helpers import write_configs
+from tests.s3server import CLEARED_ENV, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+DASK = Path(sysconfig.get_path("scripts")) / "dask"
+STAGES = ["probe", "filter", "bucket", "latents"]
+N_CLIPS = 44
+# As the README starts workers: Dask's MALLOC_TRIM_THRESHOLD_ halves PyAV's speed (bench/dask_bench.py).
+WORKER_ENV = {"DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": '{"MALLOC_TRIM_THRESHOLD_": None}'}
+LOOPBACK = {"host": "127.0.0.1", "dashboard": False, "dashboard_address": "127.0.0.1:0"}  # in-process Dask nodes
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    """44 distinct small clips, plus a byte-identical copy that sorts into another probe shard."""
+    folder = tmp_path_factory.mktemp("dask-clips") / "videos"
+    folder.mkdir()
+    for i in range(N_CLIPS):
+        write_clip(folder / f"clip{i:02d}.mp4", width=64, height=64, num_frames=33 + i, fps=25, seed=i)
+    (folder / "zz_copy_of_clip00.mp4").write_bytes((folder / "clip00.mp4").read_bytes())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, s3_store_env, tiny) -> Iterator[SimpleNamespace]:
+    """A scheduler and two workers (each a nanny and one single-threaded worker process), with the S3 settings and
+    LTX2_HOME (the tiny model) in their environment, as every worker machine needs them."""
+    logs = tmp_path_factory.mktemp("dask-logs")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k not in CLEARED_ENV} | s3_store_env.env | WORKER_ENV | {
+        "PREFECT_HOME": str(logs / "prefect-home")}
+    procs = [_start([DASK, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                     "--no-dashboard"], logs / "scheduler.log", env)]
+    try:
+        for name in ("w1", "w2"):
+            procs.append(_start([DASK, "worker", address, "--nthreads", "1", "--no-dashboard", "--name", name,
+                                 "--local-directory", logs / name], logs / f"{name}.log", env))
+        # Not the process's default client: prefect-dask's runner would take that one instead of its address.
+        with Client(address, timeout=90, set_as_default=False) as client:
+            client.wait_for_workers(2, timeout=120)
+            client.get_task_stream()  # installs the scheduler's task-stream recorder from here on
+            # Each worker imports the stages (torch, diffusers, Prefect: most of this test's time on a busy
+            # machine) while the test makes its clips and its single-process run.
+            warming = [client.submit(exec, "import tasks.latents, tasks.probe", workers=[w], pure=False)
+                       for w in client.scheduler_info()["workers"]]
+            yield SimpleNamespace(address=address, client=client, logs=logs, warming=warming)
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+@pytest.fixture
+def work(tmp_path, clips, prefect_api, tiny) -> SimpleNamespace:
+    config, backend = write_configs(tmp_path, clips)
+    return SimpleNamespace(config=str(config), backend=str(backend), root=tmp_path)
+
+
+def run(work: SimpleNamespace, storage: str, stages: list[str] = STAGES, **kw) -> dict[str, dict]:
+    reports = pipeline(config=work.config, databackend=work.backend, storage=storage, stages=stages, **kw)
+    return {r["stage"]: r for r in reports}
+
+
+def latent_rows(store: Store) -> dict[str, dict]:
+    rows = store.read("latents").to_pylist()
+    by_key = {r["key"]: r for r in rows}
+    assert len(by_key) == len(rows), "a key is stored more than once"
+    return by_key
+
+
+def test_latents_over_two_workers_equal_a_single_process_run(cluster, work, s3_uri):
+    single = run(work, str(work.root / "single"))
+    assert single["latents"]["done"] == N_CLIPS
+    t0 = time.time()
+    spread = run(work, s3_uri, dask_address=cluster.address)
+    assert spread["probe"]["done"] == N_CLIPS + 1 and spread["latents"]["done"] == N_CLIPS
+
+    store = Store.open(s3_uri)
+    expected = latent_rows(Store.open(str(work.root / "single")))
+    assert latent_rows(store) == expected  # same keys, same tensors, byte for byte
+    assert all(r["error"] is None for r in expected.values())
+    videos = store.read("videos", ["video_id"]).column("video_id").to_pylist()
+    assert len(videos) == len(set(videos)) == N_CLIPS  # the copy, probed by another shard, is one video
+
+    stream = cluster.client.get_task_stream(start=t0)
+    ran = {prefix: {t["worker"] for t in stream if t["key"].startswith(prefix)} for prefix in
+           ("probe_shard", "latents_shard")}
+    assert len(ran["probe_shard"]) == 2 and len(ran["latents_shard"]) == 2, ran  # both workers did each stage
+
+    # Dask may run a finished shard again after losing the worker that held its result: nothing changes.
+    project = load_project(work.config, work.backend, check_paths=False)
+    config, dataset = project.config, project.datasets[0]
+    model = latent_model(resolve_source(config.pretrained_model_name_or_path, config.model_flavour),
+                         vae_options(config))
+    shard = list(latent_work(store, dataset, model, force=True).todo.items())[:5]
+    version = store.version("latents")
+    assert latents_shard.fn(s3_uri, config, dataset, shard, model) == {"encoded": 5, "errors": 0}
+    assert store.version("latents") == version and latent_rows(store) == expected
+
+
+def test_a_worker_killed_mid_stage_loses_nothing_after_a_rerun(cluster, work, s3_uri):
+    run(work, s3_uri, stages=["probe", "filter", "bucket"])
+    killed: list[str] = []
+    stage_over = threading.Event()
+
+    def kill_a_worker_encoding_latents() -> None:
+        while not stage_over.is_set() and not killed:
+            busy = [w for w, keys in cluster.client.processing().items()
+                    if any(str(k).startswith("latents_shard") for k in keys)]
+            if busy:
+                pid = cluster.client.run(os.getpid, workers=busy[:1])[busy[0]]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(busy[0])
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_worker_encoding_latents)
+    killer.start()
+    try:
+        run(work, s3_uri, stages=["latents"], dask_address=cluster.address)
+    except Exception as err:  # the lost shard may fail the run; what counts is what a rerun leaves
+        print(f"run with a killed worker failed: {err!r}")
+    finally:
+        stage_over.set()
+        killer.join()
+    assert killed, "no worker was seen encoding latents"
+
+    again = run(work, s3_uri, stages=["latents"], dask_address=cluster.address)
+    assert again["latents"]["skipped"] + again["latents"]["done"] == N_CLIPS
+    rows = latent_rows(Store.open(s3_uri))
+    assert len(rows) == N_CLIPS and all(r["error"] is None and r["latents"] for r in rows.values())
+    cluster.client.wait_for_workers(2, timeout=120)  # the nanny restarted the killed worker process
+
+
+def test_an_unreachable_scheduler_fails_the_run_before_any_work(work, tmp_path):
+    store = tmp_path / "store"
+    with dask.config.set({"distributed.comm.timeouts.connect": "3s"}), pytest.raises(ClusterUnavailable) as err:
+        run(work, str(store), stages=["probe"], dask_address=f"tcp://127.0.0.1:{free_port()}")
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:" in str(err.value)
+    assert "start one with `dask scheduler`" in str(err.value)
+    assert not Store.open(str(store)).exists("files")
+
+
+def test_gpu_stages_go_to_gpu_workers_when_the_cluster_has_any(tmp_path):
+    """Real Dask workers (in this process), one advertising `GPU=1`: text-embeds and latents shards run there
+    only, probe shards anywhere; without GPU workers every stage may use every worker."""
+    cpu = {"cls": Worker, "options": LOOPBACK | {"nthreads": 1, "local_directory": str(tmp_path)}}
+    gpu = {"cls": Worker, "options": cpu["options"] | {"resources": {"GPU": 1}}}
+    with _in_process_cluster({"cpu": cpu, "gpu": gpu}) as client:
+        gpu_worker = next(a for a, w in client.scheduler_info()["workers"].items() if w["resources"])
+        assert capacity(client) == Capacity(slots=2, gpus=1)
+        fanout = Fanout(client)
+        for stage in ("latents", "text-embeds"):
+            with fanout.stage(stage) as min_shards:
+                placed = client.gather([client.submit(_where, i, pure=False) for i in range(6)])
+            assert min_shards == 2 and set(placed) == {gpu_worker}
+        with fanout.stage("probe") as min_shards:
+            assert dask.get_annotations() == {}
+        assert min_shards == 4
+
+    with _in_process_cluster({"a": cpu, "b": cpu, "c": cpu}) as client:
+        with Fanout(client).stage("latents") as min_shards:
+            assert dask.get_annotations() == {}
+        assert min_shards == 6
+
+
+@contextmanager
+def _in_process_cluster(workers: dict) -> Iterator[Client]:
+    scheduler = {"cls": Scheduler, "options": LOOPBACK}
+    with SpecCluster(workers=workers, scheduler=scheduler) as spec, Client(spec, set_as_default=False) as client:
+        client.wait_for_workers(len(workers))
+        yield client
+
+
+def _where(_: int) -> str:
+    return get_worker().address
+
+
+def _start(args: list, log: Path, env: dict) -> subprocess.Popen:
+    with log.open("wb") as out:
+        return subprocess.Popen([str(a) for a in args], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: Linux sends it SIGTERM if the test process dies without cleaning up."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()  # a nanny closes its worker process on SIGTERM
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
