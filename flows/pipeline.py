@@ -34,10 +34,19 @@ def pipeline(
     overrides: Overrides = Overrides(),  # noqa: B008 (a frozen default: Prefect renders it as the form's fields)
     dask_address: str | None = None,
 ) -> list[dict]:
-    """Run the chosen stages (all when none are given); `force` redoes a stage even where rows are current;
-    `checkpoint` is the step the validate stage samples (default: the run's latest); `overrides` replace
-    the config files' resolution, frames, steps, rank or learning rate for this run; `dask_address`
-    (tcp://host:port) runs the shards of probe, text-embeds and latents on that Dask cluster (flows/cluster.py)."""
+    """Run the chosen stages in order; each skips the rows its tables already hold.
+
+    Args:
+        config: Path of the SimpleTuner-style config.json.
+        databackend: Path of multidatabackend.json (the datasets).
+        storage: The LanceDB store: a folder, or s3://bucket/prefix.
+        stages: Stages to run, in pipeline order; empty for all.
+        force: Stages to redo even where their rows are current.
+        checkpoint: The training step the validate stage samples; empty for the run's latest.
+        overrides: Replace the config files' resolution, frames, steps, rank or learning rate for this run.
+        dask_address: tcp://host:port of a Dask scheduler: the shards of probe, text-embeds and latents run
+            on its workers (flows/cluster.py); empty to run them here.
+    """
     log = get_run_logger()
     todo = selected(stages or [])
     project = load_project(config, databackend, check_paths=bool(READS_SOURCE_FILES & set(todo)),
