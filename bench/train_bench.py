@@ -177,6 +177,7 @@ class Row:
     compile: bool = False
     recompute: str = "full"  # recompute.configure_blocks: full | selective (matmul and attention outputs kept)
     selective_blocks: int | None = None  # selective: how many blocks keep their outputs (None = all)
+    precap: bool = False  # the caption expanded once (data.expand_captions) and the connectors moved off the GPU
     default: bool = True
     estimate_s: float = 15.0  # full size on one H100, row setup included
 
@@ -222,6 +223,9 @@ ROWS = (  # in run order: LoRA changes kept few, model-changing rows last
     Row("ours-av-bf16lora-sac-compile-768", "ours", audio=True, bf16_lora=True, compile=True, recompute="selective",
         default=False, estimate_s=60),
     # what fits an 80 GiB card: each selective block costs ~0.9 GiB video-only, ~1.2 GiB with audio (H200 run)
+    Row("ours-precap-768", "ours", precap=True, default=False, estimate_s=17),
+    Row("ours-blockswap16-precap-768", "ours", block_swap=SWAP_BLOCKS, precap=True, default=False, estimate_s=40),
+    Row("ours-fp8-precap-768", "ours", fp8=True, precap=True, default=False, estimate_s=22),
     Row("ours-bf16lora-sac36-compile-768", "ours", bf16_lora=True, compile=True, recompute="selective",
         selective_blocks=36, default=False, estimate_s=50),
     Row("ours-av-bf16lora-sac26-compile-768", "ours", audio=True, bf16_lora=True, compile=True, recompute="selective",
@@ -589,6 +593,16 @@ def run_row(bench: Bench, row: Row, steps: int, flop_counts: dict[tuple[Any, ...
         caption_channels = (connectors.config.caption_channels if connectors is not None
                             else transformer.config.caption_channels)
         example = make_example(sizes, shape, transformer.config, caption_channels, row.audio)
+        if row.precap:  # as the train stage does when the run's captions fit in host memory
+            from dataclasses import replace
+
+            from ltx2core.training.data import expand_captions
+
+            caption = expand_captions({"clip": example.text_features}, connectors=connectors,
+                                      text_max_length=sizes.text_max_length, device=device,
+                                      dtype=compute_dtype("bf16", device))["clip"]
+            example = replace(example, caption=caption)
+            connectors.to("cpu")
         _free(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -641,6 +655,8 @@ def run_row(bench: Bench, row: Row, steps: int, flop_counts: dict[tuple[Any, ...
         if row.mods:
             bench.broken = True
     finally:
+        if row.precap and bench.connectors is not None:
+            bench.connectors.to(device)
         if router is not None:
             router.remove()
         bench.clear_grads()

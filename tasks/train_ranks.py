@@ -35,7 +35,7 @@ from ltx2core.models.loading import load_connectors, load_scheduler, load_transf
 from ltx2core.models.runtime import compute_dtype, pick_device
 from ltx2core.models.source import ModelSource, component_config, resolve_source
 from ltx2core.training.checkpoint import latest_checkpoint
-from ltx2core.training.data import BucketBatches, TrainExample
+from ltx2core.training.data import BucketBatches, ExpandedCaption, TrainExample, expand_captions
 from ltx2core.training.distributed import World, join_world, leave_world, rank_device, shard_base
 from ltx2core.training.flow_matching import DynamicShift
 from ltx2core.training.fp8 import apply_fp8_base
@@ -54,9 +54,17 @@ STEP_LINE = "ltx2-train-step "  # + JSON {"step", "loss", "s_per_step"}: one lin
 class StoreSource:
     """The training examples, read from the store a batch at a time (the loop never sees storage)."""
 
-    def __init__(self, store: Store, refs: dict[str, tuple[str, str, float]]):
+    def __init__(self, store: Store, refs: dict[str, tuple[str, str, float]],
+                 captions: Mapping[str, ExpandedCaption] | None = None):
         self.store = store
         self.refs = refs  # sample_id -> (latents key, text_embeds key, frame rate)
+        self.captions = captions or {}  # text_embeds key -> the connectors' output, when precomputed
+
+    def text_features(self) -> dict[str, torch.Tensor]:
+        """Every caption feature the run trains on, by text_embeds key (for expand_captions)."""
+        keys = {ref[1] for ref in self.refs.values()}
+        rows = self.store.read("text_embeds", where=sql_in("key", keys)).to_pylist()
+        return {r["key"]: from_record(r["features"], r["features_shape"], r["features_dtype"]).float() for r in rows}
 
     def load(self, keys: Sequence[str]) -> list[TrainExample]:
         latent_keys = {self.refs[k][0] for k in keys}
@@ -72,7 +80,8 @@ class StoreSource:
             out.append(TrainExample(
                 key=key, latents=from_record(z["latents"], z["latents_shape"], z["latents_dtype"]).float(),
                 text_features=from_record(t["features"], t["features_shape"], t["features_dtype"]).float(),
-                frame_rate=fps, audio_latents=audio.float() if audio is not None else None))
+                frame_rate=fps, audio_latents=audio.float() if audio is not None else None,
+                caption=self.captions.get(text_key)))
         return out
 
 
@@ -177,8 +186,18 @@ def run_training(
         log.warning("train %s: no validation during training under FSDP (the model is sharded over the ranks): "
                     "the validate stage samples the LoRA afterwards", plan.scope)
         validate = False
+    source_of_examples = StoreSource(store, plan.refs)
+    if _captions_fit(len({ref[1] for ref in plan.refs.values()}), connectors, source.flavour.text_max_length):
+        # The connectors' output per caption, once, on the host; then the connectors leave the GPU (2.7 GiB at
+        # full size) instead of expanding the same captions every step.
+        source_of_examples.captions = expand_captions(
+            source_of_examples.text_features(), connectors=connectors,
+            text_max_length=source.flavour.text_max_length, device=device, dtype=dtype)
+        connectors.to("cpu")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     try:
-        result = train(transformer, StoreSource(store, plan.refs), BucketBatches(
+        result = train(transformer, source_of_examples, BucketBatches(
             plan.buckets, batch_size=config.train_batch_size, seed=config.seed or 0), connectors=connectors,
             settings=settings, sinks=sinks, resume_from=plan.resume, on_checkpoint=on_checkpoint,
             on_validate=on_validate if validate else None,
@@ -226,6 +245,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         (Path(job["failures"]) / f"rank{world.rank}.json").write_text(json.dumps(failure))
         raise  # the traceback goes to stderr, which train.py logs; torchrun stops the other ranks
     leave_world(world)
+
+
+CAPTION_CACHE_BYTES = 8 * 2**30  # host memory the expanded captions may take; more captions: expand per step
+
+
+def _captions_fit(captions: int, connectors: Any, text_max_length: int) -> bool:
+    """Whether the run's expanded captions fit CAPTION_CACHE_BYTES (~15.7 MB each at full size: ~540)."""
+    c = connectors.config
+    width = (c.video_connector_num_attention_heads * c.video_connector_attention_head_dim
+             + c.audio_connector_num_attention_heads * c.audio_connector_attention_head_dim)
+    element = next(connectors.parameters()).element_size()
+    return captions * text_max_length * (width * element + 8) <= CAPTION_CACHE_BYTES  # + the int64 mask
 
 
 def _where(world: World, device: torch.device) -> str:

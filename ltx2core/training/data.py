@@ -39,6 +39,37 @@ class TrainExample:
     text_features: torch.Tensor  # [T, C_txt] the caption's cached real-token features (models/text.py)
     frame_rate: float  # the clip's fps: the time axis of the video RoPE
     audio_latents: torch.Tensor | None = None  # [T_a, C_a] packed, normalised; None for video-only data
+    caption: ExpandedCaption | None = None  # the connectors' output for text_features, when precomputed
+
+
+@dataclass(frozen=True)
+class ExpandedCaption:
+    """One caption through the frozen connectors: what `collate` would compute for it every step."""
+
+    video: torch.Tensor  # [L, D] video text embeddings
+    audio: torch.Tensor  # [L, D_a] audio text embeddings
+    mask: torch.Tensor  # [L] 1 = attend
+
+
+def expand_captions(
+    features: Mapping[str, torch.Tensor], *, connectors: Any, text_max_length: int, device: torch.device | str,
+    dtype: torch.dtype, batch_size: int = 16,
+) -> dict[str, ExpandedCaption]:
+    """Every caption through the connectors once, results on the host: training then needs no connectors on
+    the GPU. Each caption is expanded alone in the connectors (masked attention), so batching here does not
+    change its result beyond float rounding."""
+    from ltx2core.models.text import expand_for_transformer
+
+    out: dict[str, ExpandedCaption] = {}
+    keys = list(features)
+    with torch.no_grad():
+        for start in range(0, len(keys), batch_size):
+            chunk = keys[start:start + batch_size]
+            video, audio, mask = expand_for_transformer([features[k] for k in chunk], max_length=text_max_length,
+                                                        connectors=connectors, device=device, dtype=dtype)
+            for i, key in enumerate(chunk):
+                out[key] = ExpandedCaption(video[i].cpu(), audio[i].cpu(), mask[i].cpu())
+    return out
 
 
 class SampleSource(Protocol):
@@ -203,11 +234,16 @@ def collate(
                 "rates): use train_batch_size 1 or one frame rate per dataset"
             )
         audio = torch.stack([e.audio_latents for e in examples]).to(device, dtype)  # type: ignore[misc]
-    with torch.no_grad():
-        text, audio_text, mask = expand_for_transformer(
-            [e.text_features for e in examples], max_length=text_max_length, connectors=connectors,
-            device=device, dtype=dtype,
-        )
+    if all(e.caption is not None for e in examples):  # expanded once before training (expand_captions)
+        text, audio_text, mask = (torch.stack([getattr(e.caption, part) for e in examples]).to(device)
+                                  for part in ("video", "audio", "mask"))
+        text, audio_text = text.to(dtype), audio_text.to(dtype)
+    else:
+        with torch.no_grad():
+            text, audio_text, mask = expand_for_transformer(
+                [e.text_features for e in examples], max_length=text_max_length, connectors=connectors,
+                device=device, dtype=dtype,
+            )
     return TrainBatch(
         keys=tuple(e.key for e in examples),
         latents=torch.stack([e.latents for e in examples]).to(device, dtype),

@@ -99,3 +99,21 @@ def test_collate_stacks_latents_and_expands_captions(connectors: Any, text_max_l
     assert batch.audio_latents is not None and torch.equal(batch.audio_latents[2], examples[2].audio_latents)
     assert batch.frame_rates == (24.0, 24.0, 24.0)
     assert not batch.text.requires_grad
+
+
+def test_captions_expanded_once_give_the_batch_the_connectors_give(connectors: Any, text_max_length: int) -> None:
+    """Precomputed captions (the train stage's way to free the connectors' GPU memory) change no input."""
+    from dataclasses import replace
+
+    from ltx2core.training.data import expand_captions
+
+    examples = list(make_examples(3).values())
+    captions = expand_captions({e.key: e.text_features for e in examples}, connectors=connectors,
+                               text_max_length=text_max_length, device="cpu", dtype=torch.float32, batch_size=2)
+    kwargs = {"connectors": connectors, "text_max_length": text_max_length, "device": "cpu", "dtype": torch.float32}
+    fresh = collate(examples, **kwargs)
+    cached = collate([replace(e, caption=captions[e.key]) for e in examples], connectors=None,
+                     **{k: v for k, v in kwargs.items() if k != "connectors"})
+    for part in ("text", "audio_text", "text_mask"):
+        torch.testing.assert_close(getattr(cached, part), getattr(fresh, part), rtol=1e-6, atol=1e-6, msg=part)
+    assert cached.text_mask.dtype == fresh.text_mask.dtype
