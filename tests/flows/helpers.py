@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -37,6 +39,32 @@ def make_dataset(folder: Path) -> Path:
     shutil.copy(folder / "beach.mp4", folder / "beach_copy.mp4")  # byte-identical: one video, one sample
     (folder / "beach_copy.txt").write_text("clip beach copy")
     return folder
+
+
+def train_project(root: Path, clips: Path, **train) -> dict:
+    """Pipeline arguments for a small training run over a copy of `clips` (a make_dataset folder) in `root`;
+    `train` overrides config.json keys."""
+    data = root / "videos"
+    if not data.exists():
+        shutil.copytree(clips, data)
+    config, backend = write_configs(root, data)
+    settings = json.loads(config.read_text()) | {
+        "output_dir": str(root / "output" / "run"), "lora_rank": 4, "learning_rate": 1e-3, "lora_dropout": 0.0,
+        "checkpointing_steps": 2, "max_train_steps": 4, "mixed_precision": "no", "seed": 7} | train
+    config.write_text(json.dumps(settings))
+    return {"config": str(config), "databackend": str(backend), "storage": str(root / "store")}
+
+
+@contextmanager
+def running_server(root: Path) -> Iterator[LocalServer]:
+    """`ltx2 server` for a test module; stopped at the end if the test did not stop it itself."""
+    server = start_server(root)
+    try:
+        yield server
+    finally:
+        if server.proc.poll() is None:
+            os.killpg(server.proc.pid, signal.SIGTERM)
+            server.proc.wait(90)
 
 
 def write_configs(root: Path, dataset_dir: Path, block: dict | None = None, **video) -> tuple[Path, Path]:

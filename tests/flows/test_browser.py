@@ -5,9 +5,7 @@ parameters show what was typed. Loopback only; `make chromium` installs the brow
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,7 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from storage.store import Store
-from tests.flows.helpers import CLIPS, LocalServer, make_dataset, start_server, stop_server, write_configs
+from tests.flows.helpers import CLIPS, LocalServer, make_dataset, running_server, stop_server, write_configs
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -30,11 +28,8 @@ RUN_NAME = "ui-num-frames-41"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[LocalServer]:
-    running = start_server(tmp_path_factory.mktemp("browser"))
-    yield running
-    if running.proc.poll() is None:  # the test failed before stopping it
-        os.killpg(running.proc.pid, signal.SIGTERM)
-        running.proc.wait(90)
+    with running_server(tmp_path_factory.mktemp("browser")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,8 @@ def _artifacts_of_last_run() -> dict:
 
     with get_client(sync_client=True) as client:
         last = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[last.id])))
+        runs = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[last.id]))
+        found = client.read_artifacts(artifact_filter=runs)
     return {a.key: a for a in found if a.key}
 
 

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +21,7 @@ from tests.flows.helpers import (
     LocalServer,
     descendants,
     make_dataset,
-    start_server,
+    running_server,
     stop_server,
     write_configs,
 )
@@ -33,18 +31,16 @@ PREFECT = str(Path(sys.executable).with_name("prefect"))
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[LocalServer]:
-    local = start_server(tmp_path_factory.mktemp("server"))
-    yield local
-    if local.proc.poll() is None:  # a test failed before stopping it
-        os.killpg(local.proc.pid, signal.SIGTERM)
-        local.proc.wait(60)
+    with running_server(tmp_path_factory.mktemp("server")) as running:
+        yield running
 
 
 def _deployment_run(server: LocalServer, **params) -> subprocess.CompletedProcess:
     args = [f"{k}={json.dumps(v)}" for k, v in params.items()]
     cmd = [PREFECT, "deployment", "run", "ltx2-pipeline/stages", *[a for p in args for a in ("--param", p)],
            "--watch", "--watch-interval", "1", "--watch-timeout", "300"]
-    return subprocess.run(cmd, env=server.env, cwd=server.root, capture_output=True, text=True, timeout=400, check=False)
+    return subprocess.run(cmd, env=server.env, cwd=server.root, capture_output=True, text=True, timeout=400,
+                          check=False)
 
 
 def test_deployment_run_executes_chosen_stages_on_the_worker(server):
@@ -145,7 +141,8 @@ def test_a_run_failed_in_latents_is_retried_three_ways_recomputing_only_latents(
         assert {s for s, status, _ in stages if status == "completed"} == set(CACHE_STAGES) - {"latents"}
         logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run]}}}).json()
         failure = "\n".join(entry["message"] for entry in logs if "stage latents" in entry["message"])
-        assert "vae is incomplete" in failure and "rebuild the tiny model with `ltx2 make-tiny-model" in failure, failure
+        assert "vae is incomplete" in failure, failure
+        assert "rebuild the tiny model with `ltx2 make-tiny-model" in failure, failure
         return run, Store.open(str(storage)).versions(DATA_TABLES)
 
     def only_latents_ran(store: Store, stages: list[tuple[str, str, int]], versions: dict, encoded: int) -> None:

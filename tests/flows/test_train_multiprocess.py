@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,7 @@ from safetensors.torch import load_file
 
 from flows.pipeline import pipeline
 from storage.store import Store
-from tests.flows.helpers import make_dataset, write_configs
+from tests.flows.helpers import make_dataset, train_project
 
 STAGES = ["probe", "filter", "bucket", "captions", "text-embeds", "latents", "train"]
 
@@ -23,16 +21,7 @@ def clips(tmp_path_factory) -> Path:
 
 
 def project(root: Path, clips: Path, **train) -> dict:
-    data = root / "videos"
-    if not data.exists():
-        shutil.copytree(clips, data)
-    config, backend = write_configs(root, data)
-    settings = json.loads(config.read_text()) | {
-        "output_dir": str(root / "output" / "run"), "lora_rank": 4, "learning_rate": 1e-3, "lora_dropout": 0.0,
-        "checkpointing_steps": 2, "max_train_steps": 4, "mixed_precision": "no", "seed": 7, "num_processes": 2,
-        "validation_steps": 0} | train
-    config.write_text(json.dumps(settings))
-    return {"config": str(config), "databackend": str(backend), "storage": str(root / "store")}
+    return train_project(root, clips, **{"num_processes": 2, "validation_steps": 0} | train)
 
 
 def run(p: dict) -> dict:
