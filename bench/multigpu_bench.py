@@ -4,7 +4,8 @@ What runs is the real training loop (ltx2core.training.loop.train, as the train 
 on the full-size LTX-2.0 transformer (18.9 B parameters) and text connectors with RANDOM bf16 weights
 (bench/train_bench.py's configs), built on each rank's GPU; nothing is downloaded, times and memory are real,
 values are not. Synthetic 768x512x121 video-only clips (6,144 video tokens; 200 cached caption-feature tokens
-through the connectors every step), batch 1 per GPU, LoRA r32 (alpha 32, no dropout) on the video attentions
+through the connectors once, as the train stage does, the connectors then moved off the GPU), batch 1 per
+GPU, LoRA r32 (alpha 32, no dropout) on the video attentions
 in float32, gradient checkpointing, bf16 autocast, AdamW lr 1e-4, max_grad_norm 1. Modes, each launched by its
 own torchrun (a failure or an out-of-memory stays in its mode):
   single   1 process, 1 GPU
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ltx2core.training.data import BucketBatches, TrainExample  # noqa: E402
+from ltx2core.training.data import BucketBatches, TrainExample, expand_captions  # noqa: E402
 from ltx2core.training.distributed import (  # noqa: E402
     World,
     join_world,
@@ -137,6 +139,12 @@ def run_mode(mode: str, *, tiny: bool, warmup: int, steps: int) -> dict[str, Any
     params = add_lora(transformer, LoraSpec(RANK, RANK, 0.0, tuple(target_modules(None, with_audio=False))), seed=SEED)
     if mode == "fsdp2":
         shard_base(transformer)
+    example = clip(transformer, connectors, tiny)
+    # As the train stage does: the caption through the connectors once, then the connectors leave the GPU.
+    example = replace(example, caption=expand_captions(
+        {example.key: example.text_features}, connectors=connectors, text_max_length=text_max_length, device=device,
+        dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)[example.key])
+    connectors.to("cpu")
     build_s = time.perf_counter() - t0
     resident = _allocated(device)
     if device.type == "cuda":
@@ -147,7 +155,7 @@ def run_mode(mode: str, *, tiny: bool, warmup: int, steps: int) -> dict[str, Any
         settings = TrainSettings(output_dir=Path(folder), max_steps=total, text_max_length=text_max_length,
                                  model="bench", learning_rate=1e-4, seed=SEED, mixed_precision="bf16",
                                  gradient_checkpointing=True, checkpointing_steps=total, device=str(device))
-        result = train(transformer, SameClip(clip(transformer, connectors, tiny)), batches, connectors=connectors,
+        result = train(transformer, SameClip(example), batches, connectors=connectors,
                        settings=settings, world=world)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     allreduce_ms = _allreduce_ms(params, world, device) if world.size > 1 else None
