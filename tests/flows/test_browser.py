@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from storage.store import Store
-from tests.flows.helpers import CLIPS, LocalServer, make_dataset, running_server, stop_server, write_configs
+from tests.flows.helpers import CLIPS, LocalServer, make_dataset, write_configs
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -24,12 +24,6 @@ RUN_TIMEOUT_S = 400  # the worker starts a Python process per run (~40 s here un
 STAGES = ["probe", "filter", "bucket", "captions"]
 NUM_FRAMES = 41  # above the config's min_frames 33: only beach.mp4 (50 frames at 25 fps) stays long enough
 RUN_NAME = "ui-num-frames-41"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[LocalServer]:
-    with running_server(tmp_path_factory.mktemp("browser")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +100,7 @@ def _wait_finished(server: LocalServer, name: str) -> dict:
 def test_custom_run_from_the_ui_runs_on_the_worker_with_the_typed_parameters(server, browser):
     data = make_dataset(server.root / "videos")
     config, backend = write_configs(server.root, data)  # num_frames 33, min_frames 33: three clips would be kept
-    storage = server.root / "store"
+    storage = server.root / "browser-store"
     shots = server.root / "screenshots"
     shots.mkdir()
     print(f"screenshots: {shots}")
@@ -154,7 +148,3 @@ def test_custom_run_from_the_ui_runs_on_the_worker_with_the_typed_parameters(ser
     assert samples["beach.mp4"]["num_frames"] == NUM_FRAMES
     assert store.column_map("captions", "caption") == {samples["beach.mp4"]["sample_id"]: "clip beach"}
     assert not store.exists("text_embeds")  # only the chosen stages ran
-
-    code, left = stop_server(server)
-    assert code == 0, server.log.read_text(errors="replace")
-    assert left == [], f"processes of `ltx2 server` still running: {left}"

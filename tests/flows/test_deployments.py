@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,23 +15,15 @@ import pytest
 
 from storage.store import Store
 from tests.flows.helpers import (
-    CLIPS,
     KEPT,
     LocalServer,
     descendants,
     make_dataset,
-    running_server,
     stop_server,
     write_configs,
 )
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[LocalServer]:
-    with running_server(tmp_path_factory.mktemp("server")) as running:
-        yield running
 
 
 def _deployment_run(server: LocalServer, **params) -> subprocess.CompletedProcess:
@@ -41,23 +32,6 @@ def _deployment_run(server: LocalServer, **params) -> subprocess.CompletedProces
            "--watch", "--watch-interval", "1", "--watch-timeout", "300"]
     return subprocess.run(cmd, env=server.env, cwd=server.root, capture_output=True, text=True, timeout=400,
                           check=False)
-
-
-def test_deployment_run_executes_chosen_stages_on_the_worker(server):
-    data = make_dataset(server.root / "videos")
-    config, backend = write_configs(server.root, data)
-    storage = server.root / "store"
-    done = _deployment_run(server, config=str(config), databackend=str(backend), storage=str(storage),
-                           stages=["probe", "filter", "bucket", "captions"])
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "Completed" in done.stdout
-
-    store = Store.open(str(storage))
-    samples = {Path(r["path"]).name: r for r in store.read("samples").to_pylist()}
-    assert set(samples) == set(CLIPS)
-    assert {name for name, r in samples.items() if r["kept"]} == KEPT
-    captions = store.column_map("captions", "caption")
-    assert {captions[samples[n]["sample_id"]] for n in KEPT} == {"clip beach", "clip portrait", "clip ntsc"}
 
 
 def test_unknown_stage_is_rejected_before_any_work(server):

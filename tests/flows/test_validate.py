@@ -10,6 +10,8 @@ import av
 import numpy as np
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.sorting import FlowRunSort
 
 from flows.pipeline import pipeline
 from storage.store import Store
@@ -53,9 +55,11 @@ def test_validate_writes_t2v_and_i2v_videos_rows_and_artifacts_and_is_determinis
         frames, fps = frames_of(r["video_path"])
         assert frames.shape == (9, r["height"], r["width"], 3) and fps == 25.0
         assert r["lora"] and r["step"] == 2 and Path(r["video_path"]).read_bytes() == r["video"]
-    with get_client(sync_client=True) as client:
-        keys = {a.key for a in client.read_artifacts() if a.key}
-    assert sum(k.startswith("validation-run-") for k in keys) == len(rows)
+    with get_client(sync_client=True) as client:  # the artifacts of this flow run (the API holds the session's)
+        last = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
+            any_=[last.id])))
+    assert sum(a.key.startswith("validation-run-") for a in found if a.key) == len(rows)
 
     first = {r["key"]: frames_of(r["video_path"])[0] for r in rows}
     again = {(r["stage"], r["scope"]): r for r in pipeline(**project, stages=["validate"], force=["validate"])}
