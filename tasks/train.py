@@ -31,6 +31,7 @@ from ltx2core.config.train import TrainConfig
 from ltx2core.models.runtime import pick_device
 from ltx2core.training.distributed import SINGLE, process_count
 from storage.store import Store
+from tasks.artifacts import artifact_key
 from tasks.pending import run_id
 from tasks.progress import sink
 from tasks.report import StageReport
@@ -142,7 +143,7 @@ def _artifact(run: str, summary: RunSummary, label: str, output_dir: Path, curve
     """The loss curve and the LoRA's whereabouts in the Prefect UI."""
     png = base64.b64encode(curve.read_bytes()).decode()
     create_markdown_artifact(
-        key=f"train-{run}".lower().replace("_", "-"),
+        key=artifact_key("train", run),
         markdown=(f"# Training run `{run}`\n\nModel: {label}\n\nStep {summary.step} "
                   f"(this run: {summary.steps_run}); last loss {summary.last.get('loss', float('nan')):.4f}\n\n"
                   f"![loss curve](data:image/png;base64,{png})\n\nLoRA: `{output_dir}/pytorch_lora_weights.safetensors` "

@@ -38,6 +38,7 @@ from ltx2core.validation.settings import MemoryOptions, ValidationSettings
 from ltx2core.validation.video_io import first_frame_of, write_mp4
 from storage.sql import sql_eq, sql_in
 from storage.store import Store
+from tasks.artifacts import artifact_key
 from tasks.datasets import clip_plan, samples_of
 from tasks.pending import run_id, text_model
 from tasks.report import StageReport
@@ -140,7 +141,7 @@ def _store_sample(store: Store, config: TrainConfig, source: ModelSource, s: Sam
     sheet = base64.b64encode(contact_sheet(s.frames, tile_width=min(w, 256))).decode()
     untrained = " (random weights: the video is noise)" if source.untrained else ""
     create_markdown_artifact(
-        key=f"validation-{run}-{key[:8]}".lower().replace("_", "-"),
+        key=artifact_key("validation", run, key[:8]),
         markdown=(f"# {s.mode.upper()} validation, run `{run}` step {step}{untrained}\n\n**Prompt:** {s.prompt}\n\n"
                   f"{w}x{h}, {settings.num_frames} frames at {s.frame_rate:g} fps, seed {s.seed}, guidance "
                   f"{settings.guidance}, {settings.steps} steps, LoRA: {'yes' if with_lora else 'no (base model)'}\n\n"
