@@ -40,9 +40,8 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -53,6 +52,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.train_bench import _default_dtype  # noqa: E402
 from ltx2core.data.encode_latents import AudioSpec, LatentJob, encode_latent_jobs  # noqa: E402
 from ltx2core.data.tensors import to_record  # noqa: E402
 from ltx2core.media import synth  # noqa: E402
@@ -232,16 +232,6 @@ def _char_tokenizer(max_length: int) -> Any:
     tokenizer = GemmaTokenizer(vocab=vocab, merges=[], add_bos_token=True, model_max_length=max_length)
     tokenizer.padding_side = "left"
     return tokenizer
-
-
-@contextmanager
-def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    saved = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(saved)
 
 
 # ---- part: vae
