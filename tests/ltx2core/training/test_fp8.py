@@ -12,7 +12,7 @@ import torch
 
 from ltx2core.training.block_swap import BlockSwapper
 from ltx2core.training.data import collate
-from ltx2core.training.fp8 import FP8, Fp8Linear, apply_fp8_base, dequantize_fp8, quantize_fp8
+from ltx2core.training.fp8 import FP8, Fp8Linear, _fp8_matmul_runs, apply_fp8_base, dequantize_fp8, quantize_fp8
 from ltx2core.training.lora import lora_state_dict
 from ltx2core.training.step import training_step
 from tests.ltx2core.training.helpers import make_examples, train_steps
@@ -23,6 +23,7 @@ LEARNING_RATE = 1e-2
 # 4.4% off (relative L2), the LoRA update after 3 AdamW steps at cosine 0.986 to the float32 run's.
 GRADIENT_TOLERANCE = 0.1
 UPDATE_MIN_COSINE = 0.95
+FP8_MATMUL_TOLERANCE = 0.05  # relative L2 of one fp8 matmul (inputs and weights in fp8) to the exact product
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -80,6 +81,29 @@ def test_fp8_linear_computes_with_the_dequantized_weight_forward_and_backward() 
     assert (y - linear(x)).abs().max() > 0  # not the float32 layer
 
 
+def test_fp8_linear_multiplies_bf16_in_fp8_within_fp8_precision() -> None:
+    """bf16 compute takes the fp8 matmul (input and gradient quantized per row); float32 the upcast above."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 96).requires_grad_(False)
+    layer = Fp8Linear(linear)
+    x = torch.randn(3, 7, 64, dtype=torch.bfloat16, requires_grad=True)
+    y = layer(x)
+    (y.float() * torch.linspace(-1, 1, 96)).sum().backward()
+    reference_x = x.detach().float().requires_grad_(True)
+    expected = torch.nn.functional.linear(reference_x, dequantize_fp8(layer.weight, layer.scale), linear.bias)
+    (expected * torch.linspace(-1, 1, 96)).sum().backward()
+    upcast = torch.nn.functional.linear(x.detach(), dequantize_fp8(layer.weight, layer.scale, torch.bfloat16),
+                                        linear.bias.bfloat16())
+
+    def error(got: torch.Tensor, want: torch.Tensor) -> float:
+        return float((got.detach().float() - want).norm() / want.norm())
+
+    assert y.dtype == x.grad.dtype == torch.bfloat16
+    # each input (gradient) element rounded to 3 mantissa bits, relative error <= 2^-4: 2.5% in L2 measured
+    assert error(y, expected.detach()) < FP8_MATMUL_TOLERANCE and error(x.grad, reference_x.grad) < FP8_MATMUL_TOLERANCE
+    assert error(y, upcast.float()) > 4 * error(upcast, expected.detach())  # the input really went through fp8
+
+
 def test_apply_fp8_base_converts_the_frozen_block_linears_and_reports_the_bytes(
     lora_transformer: Callable[..., Any],
 ) -> None:
@@ -113,6 +137,22 @@ def test_lora_gradients_on_an_fp8_base_are_close_to_float32(
     fp8 = _lora_gradients(_fp8(lora_transformer(with_audio=True)), connectors, text_max_length)
     error = float((fp8 - full).norm() / full.norm())
     assert 0 < error < GRADIENT_TOLERANCE
+
+
+def test_lora_gradients_through_fp8_matmuls_are_close_to_bf16(
+    lora_transformer: Callable[..., Any], connectors: Any, text_max_length: int
+) -> None:
+    """Under bf16 autocast (as on the GPU) the blocks multiply in fp8: compared with the same step in bf16."""
+    transformer = _fp8(lora_transformer(with_audio=True))
+    video_layers = [m for block in transformer.transformer_blocks for part in (block.attn1, block.attn2, block.ff)
+                    for m in part.modules() if isinstance(m, Fp8Linear)]
+    assert video_layers and all(  # (the tiny audio layers, 8 wide, are not 16-aligned: they upcast)
+        _fp8_matmul_runs(torch.ones(1, m.in_features, dtype=torch.bfloat16), m.weight) for m in video_layers)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = _lora_gradients(lora_transformer(with_audio=True), connectors, text_max_length)
+        fp8 = _lora_gradients(transformer, connectors, text_max_length)
+    error = float((fp8 - bf16).norm() / bf16.norm())
+    assert 0 < error < GRADIENT_TOLERANCE  # 4.3% measured
 
 
 def test_training_on_an_fp8_base_stays_close_to_float32_and_checkpointing_changes_nothing(
