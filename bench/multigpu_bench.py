@@ -4,10 +4,10 @@ What runs is the real training loop (ltx2core.training.loop.train, as the train 
 on the full-size LTX-2.0 transformer (18.9 B parameters) and text connectors with RANDOM bf16 weights
 (bench/train_bench.py's configs), built on each rank's GPU; nothing is downloaded, times and memory are real,
 values are not. Synthetic 768x512x121 video-only clips (6,144 video tokens; 200 cached caption-feature tokens
-through the connectors once, as the train stage does, the connectors then moved off the GPU), batch 1 per
-GPU, LoRA r32 (alpha 32, no dropout) on the video attentions
-in float32, gradient checkpointing, bf16 autocast, AdamW lr 1e-4, max_grad_norm 1. Modes, each launched by its
-own torchrun (a failure or an out-of-memory stays in its mode):
+through the connectors once, as the train stage does, the connectors then moved off the GPU; the audio stream
+parked on the host, as the train stage does on video-only data: audio_stream.py), batch 1 per GPU, LoRA r32
+(alpha 32, no dropout) on the video attentions in float32, gradient checkpointing, bf16 autocast, AdamW lr 1e-4,
+max_grad_norm 1. Modes, each launched by its own torchrun (a failure or an out-of-memory stays in its mode):
   single   1 process, 1 GPU
   ddp      2 ranks, the whole model on each; after backward one all-reduce of the LoRA gradients
            (distributed.sum_gradients; the project's data parallelism, not torch DDP)
@@ -49,6 +49,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ltx2core.training.audio_stream import park_audio_stream  # noqa: E402
 from ltx2core.training.data import BucketBatches, TrainExample, expand_captions  # noqa: E402
 from ltx2core.training.distributed import (  # noqa: E402
     World,
@@ -136,6 +137,7 @@ def run_mode(mode: str, *, tiny: bool, warmup: int, steps: int) -> dict[str, Any
         torch.set_num_threads(1)
     t0 = time.perf_counter()
     transformer, connectors, text_max_length = build(tiny, device)
+    park_audio_stream(transformer)  # video-only, as the train stage does
     params = add_lora(transformer, LoraSpec(RANK, RANK, 0.0, tuple(target_modules(None, with_audio=False))), seed=SEED)
     if mode == "fsdp2":
         shard_base(transformer)

@@ -26,11 +26,16 @@ tokens), 512 = 512x512x49 (1,792); video-only unless "av" (126 audio tokens: 121
         config/examples/ltx2-lora-768x512.json (the loop does not attach the router itself yet).
   ours-blockswap16-768   ours with block_swap.BlockSwapper: the last 16 blocks' frozen weights in pinned host
         memory, streamed in one block ahead.
-  ours-fp8-768        ours with fp8.apply_fp8_base (frozen block Linears in float8_e4m3fn, bf16 compute).
+  ours-fp8-768        ours with fp8.apply_fp8_base (frozen block Linears in float8_e4m3fn; on an H100/H200 the
+        matmuls run in fp8, torch._scaled_mm, since this session's run 7; before, bf16 compute on upcast weights).
   ours-fp8-compile-768 *   fp8 base + compile_repeated_blocks.
   ours-compile-768, ours-bf16lora-compile-768, ours-bf16lora-compile-512   ours + transformer.compile_repeated_blocks
         (fullgraph=False; torch._dynamo.reset() before each row, so each compiles for its own shape and dtype): the
         first step, which compiles, is reported apart (first_s) and excluded from s/step.
+  Rows marked *: sac = selective recompute (recompute.configure_blocks; sac36: the first 36 blocks); precap = the
+        caption expanded once and the connectors moved off the GPU (as the train stage does); park = video-only with
+        the audio stream parked on the host (audio_stream.park_audio_stream, as the train stage does on video-only
+        data: 10.5 GiB of weights less on the GPU, the same loss to the bit).
 
 Per row: s/step = median of `--steps` timed steps after the warm-up (2 steps; 3 when compiled), with the min;
 peak GiB = torch.cuda.max_memory_allocated after a reset at the row's start (absolute: weights, LoRA, connectors
@@ -178,6 +183,7 @@ class Row:
     recompute: str = "full"  # recompute.configure_blocks: full | selective (matmul and attention outputs kept)
     selective_blocks: int | None = None  # selective: how many blocks keep their outputs (None = all)
     precap: bool = False  # the caption expanded once (data.expand_captions) and the connectors moved off the GPU
+    park: bool = False  # video-only: the audio stream parked on the host (audio_stream.park_audio_stream)
     default: bool = True
     estimate_s: float = 15.0  # full size on one H100, row setup included
 
@@ -188,7 +194,8 @@ class Row:
     @property
     def mods(self) -> frozenset[str]:
         """Changes to the model that are not undone after the row."""
-        return frozenset(m for m, on in (("fp8", self.fp8), ("swap", self.block_swap > 0), ("compile", self.compile),
+        return frozenset(m for m, on in (("park", self.park), ("fp8", self.fp8), ("swap", self.block_swap > 0),
+                                          ("compile", self.compile),
                                           (f"selective{self.selective_blocks or ''}", self.recompute == "selective"))
                          if on)
 
@@ -230,6 +237,21 @@ ROWS = (  # in run order: LoRA changes kept few, model-changing rows last
         selective_blocks=36, default=False, estimate_s=50),
     Row("ours-av-bf16lora-sac26-compile-768", "ours", audio=True, bf16_lora=True, compile=True, recompute="selective",
         selective_blocks=26, default=False, estimate_s=60),
+    # video-only with the audio stream parked (what the train stage does on video-only data): 10.5 GiB less
+    Row("ours-park-precap-768", "ours", precap=True, park=True, default=False, estimate_s=25),
+    Row("ours-blockswap16-park-precap-768", "ours", block_swap=SWAP_BLOCKS, precap=True, park=True, default=False,
+        estimate_s=40),
+    Row("ours-fp8-park-precap-768", "ours", fp8=True, precap=True, park=True, default=False, estimate_s=30),
+    Row("ours-fp8-bf16lora-sac-compile-park-precap-768", "ours", fp8=True, bf16_lora=True, compile=True,
+        recompute="selective", precap=True, park=True, default=False, estimate_s=60),
+    Row("ours-bf16lora-sac-compile-park-precap-768", "ours", bf16_lora=True, compile=True, recompute="selective",
+        precap=True, park=True, default=False, estimate_s=55),
+    Row("ours-fp8-bf16lora-compile-park-precap-768", "ours", fp8=True, bf16_lora=True, compile=True, precap=True,
+        park=True, default=False, estimate_s=55),
+    Row("ours-bf16lora-compile-park-precap-768", "ours", bf16_lora=True, compile=True, precap=True, park=True,
+        default=False, estimate_s=50),
+    Row("ours-av-bf16lora-sac28-compile-precap-768", "ours", audio=True, bf16_lora=True, compile=True,
+        recompute="selective", selective_blocks=28, precap=True, default=False, estimate_s=60),
 )
 FIXED_OVERHEAD_S = 45  # imports, first model build, connectors build (estimate)
 
@@ -254,7 +276,8 @@ class Bench:
         """The transformer with `row`'s LoRA (in its dtype) and model changes; returns it and the LoRA params."""
         fixed_before_lora = self.mods & {"fp8", "swap"}  # both must come after the LoRA is added
         if (self.transformer is None or self.broken or self.mods - row.mods
-                or (fixed_before_lora and self.adapter != row.adapter)):
+                or (fixed_before_lora and self.adapter != row.adapter)
+                or (row.park and "park" not in self.mods and fixed_before_lora)):  # park comes before both
             self.rebuild()
         try:
             if self.adapter != row.adapter:
@@ -315,6 +338,11 @@ class Bench:
 
     def _apply_mods(self, row: Row) -> None:
         transformer, device = self.transformer, self.sizes.device
+        if row.park and "park" not in self.mods:
+            from ltx2core.training.audio_stream import park_audio_stream
+
+            self.mods.add("park")
+            self.facts[f"{row.name}: parked_gib"] = round(park_audio_stream(transformer).bytes / GIB, 2)
         if row.fp8 and "fp8" not in self.mods:
             from ltx2core.training.fp8 import apply_fp8_base
 

@@ -21,6 +21,7 @@ import logging
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ from ltx2core.data.tensors import from_record
 from ltx2core.models.loading import load_connectors, load_scheduler, load_transformer
 from ltx2core.models.runtime import compute_dtype, pick_device
 from ltx2core.models.source import ModelSource, component_config, resolve_source
+from ltx2core.training.audio_stream import park_audio_stream
 from ltx2core.training.checkpoint import latest_checkpoint
 from ltx2core.training.data import BucketBatches, ExpandedCaption, TrainExample, expand_captions
 from ltx2core.training.distributed import World, join_world, leave_world, rank_device, shard_base
@@ -139,15 +141,25 @@ def run_training(
     # loads on the CPU and the swapper places it.
     swap = swap_plan(num_blocks=component_config(source, "transformer")["num_layers"],
                      **config.model_dump(include=set(SWAP_KEYS)))
-    transformer = load_transformer(source, dtype=dtype, device="cpu" if swap else device)
+    # Loaded on the host, so that what the GPU never needs (the parked audio stream, swapped blocks, bf16 copies of
+    # fp8 weights) never lands there; then placed: by the swapper, or block by block.
+    transformer = load_transformer(source, dtype=dtype, device="cpu")
     connectors = load_connectors(source, dtype=dtype, device=device)
+    parked = None if with_audio else park_audio_stream(transformer)  # video-only data: exact (audio_stream.py)
     spec = LoraSpec(rank=config.lora_rank, alpha=config.lora_alpha or config.lora_rank, dropout=config.lora_dropout,
                     targets=tuple(target_modules(config.peft_lora_target_modules, with_audio=with_audio)))
     add_lora(transformer, spec, seed=config.seed or 0)
     if config.base_model_precision == "fp8-e4m3fn":  # after add_lora: PEFT must see plain Linear layers
-        log.info("train %s: fp8 base weights save %.1f GiB", plan.scope, apply_fp8_base(transformer) / 2**30)
+        saved = apply_fp8_base(transformer, device=None if swap else device)
+        log.info("train %s: fp8 base weights save %.1f GiB", plan.scope, saved / 2**30)
+        if device.type == "cuda" and not config.compile_blocks:
+            log.warning("train %s: fp8 base weights without compile_blocks: quantizing each layer's input is not "
+                        "fused, and steps are slower than bf16 (1.17x on an H100; with compile_blocks 0.80x, "
+                        "BENCHMARKS.md)", plan.scope)
     if swap:
         swap.attach(transformer, device)
+    else:
+        transformer.to(device)
     if fsdp:
         shard_base(transformer, reshard_after_forward=config.fsdp_reshard_after_forward)
     settings = TrainSettings(
@@ -178,8 +190,10 @@ def run_training(
     def on_validate(step: int) -> None:  # rank 0, with the training transformer: no second copy of the model
         from tasks.validate import run_validation
 
-        for row in run_validation(store, config, datasets, source, step=step, lora=None, transformer=transformer):
-            log.info("validation sample at step %d: %s", step, row["video_path"])
+        with parked.restored(device) if parked else nullcontext():  # sampling runs both modalities
+            for row in run_validation(store, config, datasets, source, step=step, lora=None,
+                                      transformer=transformer):
+                log.info("validation sample at step %d: %s", step, row["video_path"])
 
     validate = _has_validation(config)
     if validate and fsdp:
