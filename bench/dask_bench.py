@@ -25,7 +25,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from contextlib import ExitStack, contextmanager
@@ -37,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-DASK = Path(sysconfig.get_path("scripts")) / "dask"
+DASK = [sys.executable, "-m", "dask"]  # the `dask` command, also where only the package is on PYTHONPATH
 # As the README starts workers: without the nanny's MALLOC_TRIM_THRESHOLD_, which also pins glibc's mmap threshold
 # and made PyAV's probe and decode 2x slower in worker processes here. DASK_DEFAULT keeps Dask's setting.
 TUNED = {"DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": '{"MALLOC_TRIM_THRESHOLD_": None}'}
@@ -80,10 +79,10 @@ def local_cluster(workers: int, logs: Path, env: dict[str, str]):
             return subprocess.Popen([str(a) for a in args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                     env=os.environ | env)
 
-    procs = [start([DASK, "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"], "scheduler")]
+    procs = [start([*DASK, "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"], "scheduler")]
     try:
         for i in range(workers):
-            procs.append(start([DASK, "worker", address, "--nthreads", 1, "--no-dashboard", "--name", f"w{i}",
+            procs.append(start([*DASK, "worker", address, "--nthreads", 1, "--no-dashboard", "--name", f"w{i}",
                                 "--local-directory", logs / f"w{i}"], f"w{i}"))
         from distributed import Client
 
