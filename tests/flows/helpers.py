@@ -1,4 +1,5 @@
-"""A small real dataset and config files for pipeline tests; a real `ltx2 server` for the deployment tests."""
+"""A small real dataset and config files for pipeline tests; a real `ltx2 server` for the deployment tests, and
+deployments/ci-run.sh run in the background for its test."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -57,8 +59,8 @@ def train_project(root: Path, clips: Path, **train) -> dict:
 
 @contextmanager
 def running_server(root: Path) -> Iterator[LocalServer]:
-    """`ltx2 server` for a test module; stopped at the end if the test did not stop it itself."""
-    server = start_server(root)
+    """`ltx2 server`, launched now and stopped at the end if no test stopped it; `wait_ready` before use."""
+    server = launch_server(root)
     try:
         yield server
     finally:
@@ -110,8 +112,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(root: Path, startup_s: float = 240) -> LocalServer:
-    """`ltx2 server` with its own PREFECT_HOME under `root`, in its own session; returns once it says it is ready."""
+def launch_server(root: Path) -> LocalServer:
+    """Start `ltx2 server` with its own PREFECT_HOME under `root`, in its own session, and return at once: it
+    takes ~40 s to get ready, which other tests can use meanwhile."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env |= {"PREFECT_HOME": str(root / "prefect-home"), "PREFECT_WORKER_QUERY_SECONDS": "2",
@@ -120,6 +123,13 @@ def start_server(root: Path, startup_s: float = 240) -> LocalServer:
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "server", "--port", str(port)], cwd=REPO, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    return LocalServer(proc=proc, port=port, env=env, root=root, log=log)
+
+
+def wait_ready(server: LocalServer, startup_s: float = 240) -> LocalServer:
+    """Block until `ltx2 server` says it is ready (its deployments and worker are up); fail with its log if not."""
+    proc, log = server.proc, server.log
     deadline = time.monotonic() + startup_s
     while SERVER_READY not in log.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -128,8 +138,7 @@ def start_server(root: Path, startup_s: float = 240) -> LocalServer:
                 proc.wait(60)
             pytest.fail(f"`ltx2 server` did not get ready (exit {proc.returncode}):\n{log.read_text(errors='replace')}")
         time.sleep(0.5)
-    env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
-    return LocalServer(proc=proc, port=port, env=env, root=root, log=log)
+    return server
 
 
 def stop_server(server: LocalServer, wait_s: float = 90) -> tuple[int, list[int]]:
@@ -171,3 +180,34 @@ def group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+# --- deployments/ci-run.sh as the README's CI snippet runs it: its own server, one deployment run, all stopped ---
+
+@dataclass(frozen=True)
+class CiRun:
+    storage: Path  # where the run's stages write
+    outcome: Future  # (the script's CompletedProcess, whether its port still answered once the script had exited)
+
+
+def start_ci_run(root: Path, pool: ThreadPoolExecutor) -> CiRun:
+    """Run the script on a small dataset in `pool`'s thread and return at once: it starts a server of its own
+    (~40 s) and needs nothing from other tests, so it runs while they do."""
+    data = make_dataset(root / "videos")
+    config, backend = write_configs(root, data)
+    storage = root / "store"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_HOME")}
+    env |= {"PORT": str(port), "LTX2_BIN": str(Path(sys.executable).parent), "PREFECT_WORKER_QUERY_SECONDS": "2"}
+    params = {"config": str(config), "databackend": str(backend), "storage": str(storage),
+              "stages": ["probe", "filter", "bucket"]}
+    args = [a for k, v in params.items() for a in ("--param", f"{k}={json.dumps(v)}")]
+
+    def run() -> tuple[subprocess.CompletedProcess, bool]:
+        done = subprocess.run(["deployments/ci-run.sh", "ltx2-pipeline/stages", *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=600, check=False)
+        with socket.socket() as s:  # looked at as the script ends, before any later server can take the port
+            listening = s.connect_ex(("127.0.0.1", port)) == 0
+        return done, listening
+
+    return CiRun(storage=storage, outcome=pool.submit(run))

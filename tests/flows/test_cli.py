@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from prefect.client.orchestration import get_client
 
@@ -26,28 +27,32 @@ def test_run_prints_a_summary_and_status_reports_each_stage(tmp_path, prefect_ap
     assert run.returncode == 0, run.stderr
     assert "shorter than min_frames: 1" in run.stdout and "results in" in run.stdout
 
-    status = ltx2("status", "--json", *common, api=prefect_api)
-    assert status.returncode == 0, status.stderr
-    rows = {(r["stage"], r["scope"]): r for r in json.loads(status.stdout)}
-    assert rows[("probe", "*")] | {"last_run": None} == {"stage": "probe", "scope": "*", "done": 6, "missing": 0,
-                                                         "failed": 0, "last_run": None, "last_error": None}
-    assert rows[("filter", "clips")]["done"] == 5 and rows[("filter", "clips")]["failed"] == 2
-    assert rows[("captions", "clips")]["missing"] == 0 and rows[("captions", "clips")]["done"] == 3
-    assert rows[("captions", "clips")]["last_run"].startswith("completed")
+    with ThreadPoolExecutor(2) as pool:  # a status and a run that changes nothing it reads go side by side
+        with get_client(sync_client=True) as client:
+            runs_before = len(client.read_flow_runs())
+            status = pool.submit(ltx2, "status", "--json", *common, api=prefect_api)
+            again = ltx2("run", *common, api=prefect_api)
+            runs_after = len(client.read_flow_runs())
+        status = status.result()
+        assert status.returncode == 0, status.stderr
+        rows = {(r["stage"], r["scope"]): r for r in json.loads(status.stdout)}
+        assert rows[("probe", "*")] | {"last_run": None} == {"stage": "probe", "scope": "*", "done": 6, "missing": 0,
+                                                             "failed": 0, "last_run": None, "last_error": None}
+        assert rows[("filter", "clips")]["done"] == 5 and rows[("filter", "clips")]["failed"] == 2
+        assert rows[("captions", "clips")]["missing"] == 0 and rows[("captions", "clips")]["done"] == 3
+        assert rows[("captions", "clips")]["last_run"].startswith("completed")
 
-    # Nothing pending: the rerun reports so without creating a flow run.
-    with get_client(sync_client=True) as client:
-        runs_before = len(client.read_flow_runs())
-        again = ltx2("run", *common, api=prefect_api)
+        # Nothing pending: the rerun reports so without creating a flow run.
         assert again.returncode == 0, again.stderr
         assert "up to date: nothing to run" in again.stdout
-        assert len(client.read_flow_runs()) == runs_before
-    forced = ltx2("run", *common, "--stages", "filter", "--force", "filter", api=prefect_api)
-    assert forced.returncode == 0 and "filter" in forced.stdout and "nothing to run" not in forced.stdout
+        assert runs_after == runs_before
 
-    (data / "new.mp4").write_bytes((data / "beach.mp4").read_bytes() + b"\0")  # new bytes, not yet probed
-    after = {(r["stage"], r["scope"]): r for r in json.loads(ltx2("status", "--json", *common, api=prefect_api).stdout)}
-    assert after[("probe", "*")]["missing"] == 1
+        (data / "new.mp4").write_bytes((data / "beach.mp4").read_bytes() + b"\0")  # new bytes, not yet probed
+        after = pool.submit(ltx2, "status", "--json", *common, api=prefect_api)  # the filter stage reads no file
+        forced = ltx2("run", *common, "--stages", "filter", "--force", "filter", api=prefect_api)
+        assert forced.returncode == 0 and "filter" in forced.stdout and "nothing to run" not in forced.stdout
+        after = {(r["stage"], r["scope"]): r for r in json.loads(after.result().stdout)}
+        assert after[("probe", "*")]["missing"] == 1
 
 
 def test_a_config_error_is_a_message_naming_file_and_fix_not_a_traceback(tmp_path, prefect_api):

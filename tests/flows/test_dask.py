@@ -75,8 +75,8 @@ def cluster(tmp_path_factory, s3_store_env, tiny) -> Iterator[SimpleNamespace]:
                        for w in client.scheduler_info()["workers"]]
             yield SimpleNamespace(address=address, client=client, logs=logs, warming=warming)
     finally:
-        for proc in reversed(procs):
-            _stop(proc)
+        _stop(*procs[1:])  # the workers together (a nanny takes seconds to close its worker), then the scheduler
+        _stop(procs[0])
 
 
 @pytest.fixture
@@ -215,10 +215,12 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()  # a nanny closes its worker process on SIGTERM
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def _stop(*procs: subprocess.Popen) -> None:
+    for proc in procs:
+        proc.terminate()  # a nanny closes its worker process on SIGTERM
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

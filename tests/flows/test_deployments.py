@@ -8,11 +8,13 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
+from flows.pipeline import pipeline
 from storage.store import Store
 from tests.flows.helpers import (
     KEPT,
@@ -46,6 +48,7 @@ def test_unknown_stage_is_rejected_before_any_work(server):
 
 CACHE_STAGES = ["probe", "filter", "bucket", "captions", "text-embeds", "latents"]
 DATA_TABLES = ["files", "videos", "samples", "captions", "text_embeds"]  # what the stages before latents write
+WAYS = ("ui", "cli", "deployment")  # the three ways to retry, in the order of the docstring below
 
 
 def _flow_run_id(output: str) -> str:
@@ -86,38 +89,43 @@ class BrokenVae:
         self.hidden.rename(self.weights)
 
 
-def test_a_run_failed_in_latents_is_retried_three_ways_recomputing_only_latents(server):
+def test_a_run_failed_in_latents_is_retried_three_ways_recomputing_only_latents(server, prefect_api):
     """(a) Retry in the UI, (b) `prefect flow-run retry`, (c) the stage deployment with stages=latents: each
-    redoes only the latents that are missing; the stages before it hold (no new rows, same table versions)."""
+    redoes only the latents that are missing; the stages before it hold (no new rows, same table versions).
+
+    The three ways run side by side (each flow run is a process of the worker), each on its own dataset and store:
+    (a) from an empty store, (b) and (c) from a complete cache plus one new clip."""
     from ltx2core.media.synth import write_clip
     from ltx2core.models.tiny import make_tiny_model
 
     root = server.root / "retry"
     model = make_tiny_model(root / "model")
-    videos = make_dataset(root / "videos")
-    config, backend = write_configs(root, videos)
-    config.write_text(config.read_text().replace('"tiny"', json.dumps(str(model))))
-    storage = root / "store"
-    params = {"config": str(config), "databackend": str(backend), "storage": str(storage)}
     api = server.api_url
+    params: dict[str, dict] = {}
+    for way in WAYS:
+        videos = make_dataset(root / way / "videos")
+        config, backend = write_configs(root / way, videos)
+        config.write_text(config.read_text().replace('"tiny"', json.dumps(str(model))))
+        params[way] = {"config": str(config), "databackend": str(backend), "storage": str(root / way / "store")}
+        if way != "ui":  # new work for every stage after a complete cache, so a retry that recomputed them would show
+            pipeline(**params[way], stages=CACHE_STAGES)  # in this process, through the session's other Prefect API
+            new_clip = videos / f"extra-{way}.mp4"
+            seed = sum(map(ord, new_clip.name))  # distinct content per name: a byte-identical clip is no new video
+            write_clip(new_clip, width=96, height=64, num_frames=40, fps=25, seed=seed)
+            new_clip.with_suffix(".txt").write_text(f"clip {new_clip.name}")
 
-    def fail_in_latents(new_clip: str | None) -> tuple[str, dict]:
-        if new_clip:  # new work for every stage, so a retry that recomputed them would show it
-            seed = sum(map(ord, new_clip))  # distinct content per name: a byte-identical clip is no new video
-            write_clip(videos / new_clip, width=96, height=64, num_frames=40, fps=25, seed=seed)
-            (videos / new_clip).with_suffix(".txt").write_text(f"clip {new_clip}")
-        with BrokenVae(model):
-            failed = _deployment_run(server, **params, stages=CACHE_STAGES)
+    def failed_in_latents(way: str, failed: subprocess.CompletedProcess) -> tuple[str, dict]:
         assert failed.returncode != 0, failed.stdout
         run = _flow_run_id(failed.stdout)
-        stages = _runs_of(Store.open(str(storage)), run)
+        storage = params[way]["storage"]
+        stages = _runs_of(Store.open(storage), run)
         assert [s for s, status, _ in stages if status == "failed"] == ["latents"], stages
         assert {s for s, status, _ in stages if status == "completed"} == set(CACHE_STAGES) - {"latents"}
         logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run]}}}).json()
         failure = "\n".join(entry["message"] for entry in logs if "stage latents" in entry["message"])
         assert "vae is incomplete" in failure, failure
         assert "rebuild the tiny model with `ltx2 make-tiny-model" in failure, failure
-        return run, Store.open(str(storage)).versions(DATA_TABLES)
+        return run, Store.open(storage).versions(DATA_TABLES)
 
     def only_latents_ran(store: Store, stages: list[tuple[str, str, int]], versions: dict, encoded: int) -> None:
         assert ("latents", "completed", encoded) in stages, stages
@@ -127,33 +135,50 @@ def test_a_run_failed_in_latents_is_retried_three_ways_recomputing_only_latents(
         assert store.count("latents", where="error IS NULL") == kept
         assert len(set(store.keys("latents"))) == store.count("latents")
 
-    # (a) the UI's Retry button: the request its code sends (ui/assets: retryFlowRun -> set_state AwaitingRetry)
-    run, versions = fail_in_latents(None)
-    retried = httpx.post(f"{api}/flow_runs/{run}/set_state", json={"state": {
-        "type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry from the UI"}, "force": False})
+    with ThreadPoolExecutor(len(WAYS)) as pool:
+        with BrokenVae(model):
+            failing = {way: pool.submit(_deployment_run, server, **params[way], stages=CACHE_STAGES) for way in WAYS}
+            failed = {way: future.result() for way, future in failing.items()}
+        (ui_run, ui_versions), (cli_run, cli_versions), (_, deployment_versions) = [
+            failed_in_latents(way, failed[way]) for way in WAYS]
+
+        def retry_in_the_ui() -> tuple[httpx.Response, str]:
+            # the request the UI's Retry button sends (ui/assets: retryFlowRun -> set_state AwaitingRetry)
+            retried = httpx.post(f"{api}/flow_runs/{ui_run}/set_state", json={"state": {
+                "type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry from the UI"}, "force": False})
+            return retried, _wait_until_final(server, ui_run) if retried.status_code in (200, 201) else ""
+
+        def retry_with_the_cli() -> tuple[subprocess.CompletedProcess, str]:
+            done = subprocess.run([PREFECT, "flow-run", "retry", cli_run], env=server.env, cwd=server.root,
+                                  capture_output=True, text=True, timeout=120, check=False)
+            return done, _wait_until_final(server, cli_run) if done.returncode == 0 else ""
+
+        ui = pool.submit(retry_in_the_ui)
+        cli = pool.submit(retry_with_the_cli)
+        deployment = pool.submit(_deployment_run, server, **params["deployment"], stages=["latents"])
+
+    # (a) the UI's Retry button
+    retried, final = ui.result()
     assert retried.status_code in (200, 201), retried.text
-    assert _wait_until_final(server, run) == "COMPLETED"
-    store = Store.open(str(storage))
-    second_attempt = _runs_of(store, run)[len(CACHE_STAGES):]
-    only_latents_ran(store, second_attempt, versions, encoded=len(KEPT))
+    assert final == "COMPLETED"
+    store = Store.open(params["ui"]["storage"])
+    second_attempt = _runs_of(store, ui_run)[len(CACHE_STAGES):]
+    only_latents_ran(store, second_attempt, ui_versions, encoded=len(KEPT))
 
     # (b) `prefect flow-run retry`
-    run, versions = fail_in_latents("extra1.mp4")
-    done = subprocess.run([PREFECT, "flow-run", "retry", run], env=server.env, cwd=server.root,
-                          capture_output=True, text=True, timeout=120, check=False)
+    done, final = cli.result()
     assert done.returncode == 0, done.stdout + done.stderr
-    assert _wait_until_final(server, run) == "COMPLETED"
-    store = Store.open(str(storage))
-    only_latents_ran(store, _runs_of(store, run)[len(CACHE_STAGES):], versions, encoded=1)
+    assert final == "COMPLETED"
+    store = Store.open(params["cli"]["storage"])
+    only_latents_ran(store, _runs_of(store, cli_run)[len(CACHE_STAGES):], cli_versions, encoded=1)
 
     # (c) the stage deployment, stages=latents: a new flow run that runs that stage alone
-    _, versions = fail_in_latents("extra2.mp4")
-    done = _deployment_run(server, **params, stages=["latents"])
+    done = deployment.result()
     assert done.returncode == 0, done.stdout + done.stderr
-    store = Store.open(str(storage))
+    store = Store.open(params["deployment"]["storage"])
     stages = _runs_of(store, _flow_run_id(done.stdout))
     assert stages == [("latents", "completed", 1)]
-    only_latents_ran(store, stages, versions, encoded=1)
+    only_latents_ran(store, stages, deployment_versions, encoded=1)
 
 
 def test_stopping_leaves_no_process_behind(server):

@@ -1,4 +1,7 @@
-"""`kill -9` in the middle of a stage loses at most a batch; the rerun ends with exactly the right rows."""
+"""`kill -9` in the middle of a stage loses at most a batch; the rerun ends with exactly the right rows.
+
+Each case is its own `ltx2 run` process on its own clips and store; the three run side by side (most of a
+process's time is its imports, on one core) and each test checks its own case."""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pytest
 
@@ -23,38 +28,70 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("stage", list(CASES))
-def test_a_stage_killed_mid_way_resumes_without_duplicates_or_losses(stage, tmp_path, prefect_api, tiny):
-    n_files, before, table = CASES[stage]
-    folder = tmp_path / "many"
-    make_many_clips(folder, n_files)
-    # filename captions: every clip has its own caption, so every clip needs its own text embedding
-    config, backend = write_configs(tmp_path, folder, block={"caption_strategy": "filename"}, num_frames=9,
-                                    min_frames=9)
-    store_uri = str(tmp_path / "store")
-    if before:
-        pipeline(config=str(config), databackend=str(backend), storage=store_uri, stages=before)
-    expected = rows_wanted(Store.open(store_uri), stage, n_files)
-    assert expected > 100
+@dataclass
+class Case:
+    store_uri: str
+    table: str
+    expected: int  # rows the stage must end with
+    cmd: list[str]
+    proc: subprocess.Popen | None = None
+    partial: int | None = None  # rows when the first run was killed
+    rerun: subprocess.CompletedProcess | None = None
+
+
+@pytest.fixture(scope="module")
+def killed_and_rerun(tmp_path_factory, prefect_api, tiny) -> dict[str, Case]:
+    """Every case: start `ltx2 run --stages STAGE`, SIGKILL its process group once the stage's first rows are
+    stored, then run the same command again to the end."""
     env = os.environ | {"PREFECT_API_URL": prefect_api}
-    cmd = [sys.executable, "-m", "flows.cli", "run", "--stages", stage, "--config", str(config),
-           "--databackend", str(backend), "--storage", store_uri]
+    cases: dict[str, Case] = {}
+    for stage, (n_files, before, table) in CASES.items():
+        root = tmp_path_factory.mktemp(f"resume-{stage}")
+        folder = root / "many"
+        make_many_clips(folder, n_files)
+        # filename captions: every clip has its own caption, so every clip needs its own text embedding
+        config, backend = write_configs(root, folder, block={"caption_strategy": "filename"}, num_frames=9,
+                                        min_frames=9)
+        store_uri = str(root / "store")
+        if before:
+            pipeline(config=str(config), databackend=str(backend), storage=store_uri, stages=before)
+        cmd = [sys.executable, "-m", "flows.cli", "run", "--stages", stage, "--config", str(config),
+               "--databackend", str(backend), "--storage", store_uri]
+        case = cases[stage] = Case(store_uri, table, rows_wanted(Store.open(store_uri), stage, n_files), cmd)
+        # started now: it imports while the next case gets ready
+        case.proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
 
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    store = Store.open(store_uri)
+    stores = {stage: Store.open(case.store_uri) for stage, case in cases.items()}
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None and store.count(table) == 0:
+    running = dict(cases)
+    while running:
+        for stage, case in list(running.items()):
+            if time.monotonic() > deadline or case.proc.poll() is not None or stores[stage].count(case.table) > 0:
+                os.killpg(case.proc.pid, signal.SIGKILL)
+                case.proc.wait()
+                case.partial = stores[stage].count(case.table)
+                del running[stage]
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    partial = store.count(table)
-    assert 0 < partial < expected, f"the kill landed outside the stage ({partial} rows)"
 
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    keys = store.read(table, [store_key(table)]).column(0).to_pylist()
-    assert len(keys) == expected == len(set(keys))
-    if table == "latents":
+    with ThreadPoolExecutor(len(cases)) as pool:
+        reruns = {stage: pool.submit(subprocess.run, case.cmd, env=env, capture_output=True, text=True, timeout=600)
+                  for stage, case in cases.items()}
+    for stage, rerun in reruns.items():
+        cases[stage].rerun = rerun.result()
+    return cases
+
+
+@pytest.mark.parametrize("stage", list(CASES))
+def test_a_stage_killed_mid_way_resumes_without_duplicates_or_losses(stage, killed_and_rerun):
+    case = killed_and_rerun[stage]
+    assert case.expected > 100
+    assert 0 < case.partial < case.expected, f"the kill landed outside the stage ({case.partial} rows)"
+    assert case.rerun.returncode == 0, case.rerun.stderr
+    store = Store.open(case.store_uri)
+    keys = store.read(case.table, [store_key(case.table)]).column(0).to_pylist()
+    assert len(keys) == case.expected == len(set(keys))
+    if case.table == "latents":
         assert store.count("latents", where="error IS NOT NULL") == 0
         assert store.count("latents", where="latents IS NULL") == 0  # no row without its tensor
 
