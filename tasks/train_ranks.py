@@ -137,8 +137,7 @@ def run_training(
     log.info("train %s: %d samples in %d buckets, steps %d..%d on %s with %s%s", plan.scope, len(plan.refs),
              len(plan.buckets), plan.done + 1, plan.total, _where(world, device), source.label,
              ", FSDP2" if fsdp else "")
-    # Block swap (musubi_blocks_to_swap, or enable_group_offload mapped onto it with a warning): the model
-    # loads on the CPU and the swapper places it.
+    # Block swap: musubi_blocks_to_swap, or enable_group_offload mapped onto it with a warning.
     swap = swap_plan(num_blocks=component_config(source, "transformer")["num_layers"],
                      **config.model_dump(include=set(SWAP_KEYS)))
     # Loaded on the host, so that what the GPU never needs (the parked audio stream, swapped blocks, bf16 copies of
