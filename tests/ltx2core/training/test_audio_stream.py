@@ -11,7 +11,9 @@ import torch
 from ltx2core.models import loading
 from ltx2core.models.source import ModelSource
 from ltx2core.training.audio_stream import AUDIO_LAYERS, CROSS_MODAL, park_audio_stream
+from ltx2core.training.block_swap import BlockSwapper
 from ltx2core.training.data import BucketBatches, collate
+from ltx2core.training.fp8 import apply_fp8_base
 from ltx2core.training.loop import TrainSettings, train
 from ltx2core.training.lora import LoraSpec, add_lora, lora_state_dict, target_modules
 from ltx2core.training.step import model_inputs
@@ -56,6 +58,24 @@ def test_parked_video_only_training_equals_the_full_model_to_the_bit(
     for name, tensor in expected["lora"].items():
         assert torch.equal(got["lora"][name], tensor), name
     assert all(tensor.any() for name, tensor in expected["lora"].items() if "lora_B" in name)  # B starts at 0
+
+
+def test_parking_composes_with_fp8_and_block_swap(
+    tiny: ModelSource, connectors: Any, text_max_length: int, tmp_path: Path
+) -> None:
+    """As the train stage orders them: park, LoRA, fp8, swap; the LoRA equals that of fp8 + swap unparked."""
+
+    def fp8_swapped(park: bool) -> dict[str, Any]:
+        transformer = loading.load_transformer(tiny, dtype=torch.float32)
+        if park:
+            park_audio_stream(transformer)
+        apply_fp8_base(_add_lora(transformer))
+        BlockSwapper(transformer, 1, device="cpu")
+        return _train_video_only(transformer, connectors, text_max_length, tmp_path / f"park{park}")
+
+    expected, got = fp8_swapped(park=False), fp8_swapped(park=True)
+    assert got["losses"] == expected["losses"]
+    assert all(torch.equal(got["lora"][name], tensor) for name, tensor in expected["lora"].items())
 
 
 def test_a_parked_stream_refuses_audio_and_restored_runs_it_as_before(
