@@ -38,7 +38,7 @@ from ltx2core.models.source import ModelSource, component_config, resolve_source
 from ltx2core.training.audio_stream import park_audio_stream
 from ltx2core.training.checkpoint import latest_checkpoint
 from ltx2core.training.data import BucketBatches, ExpandedCaption, TrainExample, expand_captions
-from ltx2core.training.distributed import World, join_world, leave_world, rank_device, shard_base
+from ltx2core.training.distributed import World, join_world, leave_world, rank_device, shard_base, wait_for_main
 from ltx2core.training.flow_matching import DynamicShift
 from ltx2core.training.fp8 import apply_fp8_base
 from ltx2core.training.loop import TrainSettings, train
@@ -186,19 +186,22 @@ def run_training(
                                       "lora": lora, "lora_path": str(folder), "loss": last,
                                       "created_at": datetime.now(UTC)}])
 
-    def on_validate(step: int) -> None:  # rank 0, with the training transformer: no second copy of the model
+    def on_validate(step: int) -> None:  # with the training transformer: no second copy of the model
         from tasks.validate import run_validation
 
+        # rank 0; under FSDP every rank, as each forward gathers the shards, and rank 0 alone writes
         with parked.restored(device) if parked else nullcontext():  # sampling runs both modalities
             for row in run_validation(store, config, datasets, source, step=step, lora=None,
-                                      transformer=transformer):
+                                      transformer=transformer, write=world.main):
                 log.info("validation sample at step %d: %s", step, row["video_path"])
 
     validate = _has_validation(config)
-    if validate and fsdp:
-        log.warning("train %s: no validation during training under FSDP (the model is sharded over the ranks): "
-                    "the validate stage samples the LoRA afterwards", plan.scope)
-        validate = False
+    if validate and fsdp:  # the prompts' features stored before the ranks read them, by rank 0 alone
+        from tasks.validate import validation_prompts
+
+        if world.main:
+            validation_prompts(store, config, datasets, source, device, dtype)
+        wait_for_main(world)
     source_of_examples = StoreSource(store, plan.refs)
     if _captions_fit(len({ref[1] for ref in plan.refs.values()}), connectors, source.flavour.text_max_length):
         # The connectors' output per caption, once, on the host; then the connectors leave the GPU (2.7 GiB at

@@ -93,16 +93,10 @@ def eval_clips(store: Store, config: TrainConfig, datasets: list[VideoDataset]) 
     return [(captions[s["sample_id"]], s) for s in rows[:I2V_CLIPS]]
 
 
-def run_validation(store: Store, config: TrainConfig, datasets: list[VideoDataset], source: ModelSource, *,
-                   step: int, lora: Path | None, transformer=None) -> list[dict]:
-    """Sample, write the .mp4 files and `validations` rows; returns the rows (without the video bytes).
-
-    `transformer`: the one being trained, its LoRA active (validation during training); else the model is
-    loaded from `source` and `lora` (None = the base model) applied.
-    """
-    device = pick_device()
-    dtype = compute_dtype(config.mixed_precision, device)
-    settings = ValidationSettings.from_config(config)
+def validation_prompts(store: Store, config: TrainConfig, datasets: list[VideoDataset], source: ModelSource,
+                       device, dtype) -> tuple[list[str], list[tuple[str, dict]], list[ValidationPrompt]]:
+    """(T2V prompt texts, I2V eval clips, every prompt's cached features: T2V, I2V, negative last); the features
+    missing from `text_embeds` are encoded and stored."""
     # T2V from the validation prompts; I2V from eval clips (their first frame and caption) when asked; both
     # when both are configured.
     texts = prompt_texts(config)
@@ -111,7 +105,21 @@ def run_validation(store: Store, config: TrainConfig, datasets: list[VideoDatase
         raise ValueError("nothing to validate: set validation_prompt (or validation_prompt_library), or "
                          "validation_using_datasets with eval_dataset_id")
     negative_text = config.validation_negative_prompt or ""
-    prompts = cached_prompts(store, source, [*texts, *(c for c, _ in clips), negative_text], device, dtype)
+    return texts, clips, cached_prompts(store, source, [*texts, *(c for c, _ in clips), negative_text], device, dtype)
+
+
+def run_validation(store: Store, config: TrainConfig, datasets: list[VideoDataset], source: ModelSource, *,
+                   step: int, lora: Path | None, transformer=None, write: bool = True) -> list[dict]:
+    """Sample, write the .mp4 files and `validations` rows; returns the rows (without the video bytes).
+
+    `transformer`: the one being trained, its LoRA active (validation during training); else the model is
+    loaded from `source` and `lora` (None = the base model) applied. `write` False: sample only, write and
+    return nothing (the ranks of a sharded model other than rank 0, which sample alongside it).
+    """
+    device = pick_device()
+    dtype = compute_dtype(config.mixed_precision, device)
+    settings = ValidationSettings.from_config(config)
+    texts, clips, prompts = validation_prompts(store, config, datasets, source, device, dtype)
     t2v_prompts, i2v_prompts, negative = prompts[:len(texts)], prompts[len(texts):-1], prompts[-1]
     memory = MemoryOptions() if transformer is not None else MemoryOptions.from_config(config)
     sampler = load_sampler(source, device=device, dtype=dtype, memory=memory, transformer=transformer)
@@ -119,6 +127,8 @@ def run_validation(store: Store, config: TrainConfig, datasets: list[VideoDatase
     if clips:
         images = [first_frame_of(s["path"], clip_plan(s)) for _, s in clips]
         samples += sample_i2v(sampler, i2v_prompts, images, negative, settings, lora=lora)
+    if not write:
+        return []
     with_lora = lora is not None or transformer is not None
     return [_store_sample(store, config, source, s, step, settings, with_lora) for s in samples]
 

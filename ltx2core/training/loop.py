@@ -16,7 +16,7 @@ random state. Each batch's loss is weighted by its share of the step's clips, so
 the clips (distributed.py sums the ranks' gradients). A rank with no batch left in a bucket's last step
 trains a stand-in batch at weight 0, so that every rank runs the same collectives (FSDP all-gathers inside
 the forward); one process just skips it. Only rank 0 writes checkpoints and calls `on_checkpoint` and
-`on_validate`; the others wait for it.
+`on_validate`; the others wait for it, except that every rank samples a sharded model (`train`).
 """
 
 from __future__ import annotations
@@ -146,14 +146,14 @@ def train(
 
     On several ranks (`world`, distributed.join_world) every rank calls this with the same model, batches
     and settings (`settings.device` its own) and the same `on_validate` or None: rank 0 alone calls it
-    (and `on_checkpoint`) while the others wait. A checkpoint from any number of ranks resumes on any other
-    (the settings must match, gradient_accumulation_steps included): with the same number the run continues
-    exactly as it would have; with another the global batch changes, and the data order after the resume
-    point with it (BucketBatches.next_step).
+    (and `on_checkpoint`) while the others wait; with an FSDP-sharded transformer every rank calls
+    `on_validate`, which must sample alike on all and write on rank 0 only. A checkpoint from any number of
+    ranks resumes on any other (the settings must match, gradient_accumulation_steps included): with the same
+    number the run continues exactly as it would have; with another the global batch changes, and the data
+    order after the resume point with it (BucketBatches.next_step).
     """
-    if on_validate is not None and world.size > 1 and is_sharded(transformer):
-        raise ValueError("on_validate samples on rank 0 alone, which an FSDP-sharded transformer cannot do: "
-                         "validate after training (the validate stage) or train without FSDP")
+    # A sharded transformer samples only when every rank runs the forward (each gathers the others' shards).
+    every_rank_samples = world.size > 1 and is_sharded(transformer)
     device = torch.device(settings.device)
     dtype = compute_dtype(settings.mixed_precision, device)
     params = [p for p in transformer.parameters() if p.requires_grad]
@@ -279,7 +279,7 @@ def train(
                     last_checkpoint = checkpoint_folder(settings.output_dir, step)
                 wait_for_main(world)
             if on_validate and settings.validation_steps and step % settings.validation_steps == 0:
-                if world.main:
+                if world.main or every_rank_samples:
                     with _random_streams_kept(generator):
                         on_validate(step)
                     transformer.train()

@@ -1,4 +1,5 @@
-"""The train stage with num_processes 2: torchrun with two gloo ranks on the CPU, through the real flow."""
+"""The train stage with num_processes 2: torchrun with two gloo ranks on the CPU, through the real flow (data
+parallel, and FSDP2 with validation during training)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,14 @@ def test_two_processes_train_and_rank_0_alone_writes_the_lora_and_each_checkpoin
                                         r"0\.001 -> 0\.0005"):
         run(p)
     assert store.count("checkpoints") == 2
+
+
+def test_fsdp_ranks_sample_together_and_rank_0_alone_writes_each_validation(tmp_path, clips, prefect_api, tiny):
+    p = project(tmp_path, clips, fsdp_enable=True, validation_steps=2, validation_prompt="a red square moving right",
+                validation_resolution="64x64", validation_num_video_frames=9, validation_num_inference_steps=2)
+    reports = run(p)
+    assert reports[("train", "run")]["done"] == 4
+    rows = Store.open(p["storage"]).read("validations", ["step", "lora", "mode", "video_path"]).to_pylist()
+    assert sorted((r["step"], r["mode"], r["lora"]) for r in rows) == [(2, "t2v", True), (4, "t2v", True)]
+    assert all(Path(r["video_path"]).stat().st_size > 0 for r in rows)
+    assert len(list((tmp_path / "output" / "run" / "validation").glob("*.mp4"))) == 2  # no second writer
