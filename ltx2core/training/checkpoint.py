@@ -3,7 +3,8 @@
 A checkpoint is a folder `<root>/checkpoint-<step:06d>/`:
   pytorch_lora_weights.safetensors   the LoRA (diffusers format, loads with LTX2Pipeline.load_lora_weights)
   lora_comfyui.safetensors           the same LoRA for ComfyUI (lora.py)
-  training_state.pt                  optimizer, LR scheduler, RNG states, data position
+  training_state.pt                  optimizer, LR scheduler, data position (no random state: the loop
+                                     seeds every batch's draws from (seed, step, batch), loop.py)
   checkpoint.json                    step, config fingerprint, data position, time (written last)
 It is written into a hidden staging folder beside it, every file fsynced, then renamed into place in one
 step, so `checkpoint-*` folders are always complete: a crash or an exception during a save leaves the
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import re
 import shutil
 import uuid
@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file
 
@@ -55,7 +54,6 @@ class Checkpoint:
     lora_state: dict[str, torch.Tensor]  # PEFT keys without adapter name (lora.lora_state_dict)
     optimizer_state: dict[str, Any]
     lr_scheduler_state: dict[str, Any]
-    rng_states: dict[str, Any]
     data_position: dict[str, int]
     config_fingerprint: dict[str, Any]
     extra_state: dict[str, Any]  # other trained state (e.g. the CREPA projector); never in the LoRA files
@@ -73,7 +71,6 @@ def save_checkpoint(
     lora_spec: LoraSpec,
     optimizer: torch.optim.Optimizer,
     lr_scheduler: Any,
-    rng_states: dict[str, Any],
     data_position: Mapping[str, int],
     config_fingerprint: Mapping[str, Any],
     extra_state: Mapping[str, Any] | None = None,
@@ -91,7 +88,6 @@ def save_checkpoint(
             "step": step,
             "optimizer": optimizer.state_dict(),
             "lr_scheduler": lr_scheduler.state_dict(),
-            "rng": rng_states,
             "data_position": dict(data_position),
             "extra": dict(extra_state or {}),
         }
@@ -156,7 +152,6 @@ def load_checkpoint(folder: Path, *, config_fingerprint: Mapping[str, Any] | Non
         lora_state=lora_state,
         optimizer_state=state["optimizer"],
         lr_scheduler_state=state["lr_scheduler"],
-        rng_states=state["rng"],
         data_position=dict(state["data_position"]),
         config_fingerprint=meta["config_fingerprint"],
         extra_state=state.get("extra", {}),
@@ -172,29 +167,6 @@ def fingerprint_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> l
         for key in sorted(old.keys() | new.keys())
         if old.get(key, unset) != new.get(key, unset)
     ]
-
-
-def capture_rng_states(generator: torch.Generator) -> dict[str, Any]:
-    """Every random stream a step reads: torch (CPU, and CUDA if any), Python, NumPy and the step generator."""
-    numpy_state = np.random.get_state(legacy=True)
-    return {
-        "torch": torch.random.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "python": random.getstate(),
-        # As plain values: torch.load(weights_only=True) refuses NumPy arrays.
-        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
-        "generator": generator.get_state(),
-    }
-
-
-def restore_rng_states(states: Mapping[str, Any], generator: torch.Generator) -> None:
-    torch.random.set_rng_state(states["torch"])
-    if states["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    random.setstate(_tuples(states["python"]))
-    name, keys, position, has_gauss, cached = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), int(position), int(has_gauss), float(cached)))
-    generator.set_state(states["generator"])
 
 
 def _checkpoints(root: Path) -> dict[int, Path]:
@@ -230,6 +202,3 @@ def _plain(values: Mapping[str, Any]) -> dict[str, Any]:
     """JSON round trip, so tuples and lists (or 1 and 1.0 from a file) compare as the file will hold them."""
     return json.loads(json.dumps(dict(values), sort_keys=True))
 
-
-def _tuples(value: Any) -> Any:
-    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value

@@ -1,10 +1,11 @@
 """The LoRA training loop: batches -> steps -> optimizer updates, with checkpoints and resume.
 
 The transformer comes in with its LoRA already added (lora.add_lora) and its base frozen; the loop owns
-the optimizer, the LR schedule, the random streams and the data position, and saves all of them with
-every checkpoint, so that N steps, a kill, and a resume from step k give the same LoRA as N steps in one
-go (tested to the bit on CPU). Validation runs through `on_validate` with every random stream saved and
-restored around it, so validating does not change what is trained.
+the optimizer, the LR schedule, the random streams and the data position, and saves all but the random
+streams with every checkpoint (they need no saving, below), so that N steps, a kill, and a resume from step k
+give the same LoRA as N steps in one go (tested to the bit on the CPU and on two GPUs). Validation runs
+through `on_validate` with every random stream saved and restored around it, so validating does not change
+what is trained.
 
 A step takes world size x gradient_accumulation_steps batches of one bucket (`BucketBatches.next_step`);
 batch i of the step is trained by rank i % world size, as its micro-batch i // world size. Each batch's
@@ -12,11 +13,13 @@ random draws (noise, sigmas, first-frame choice, TREAD tokens from the step gene
 torch's global stream) are seeded from (seed, step, i) alone, so they do not depend on which rank or
 micro-batch trains it: 2 ranks with accumulation 1 train the same LoRA as 1 process with accumulation 2
 (equal up to float summation order; tests/ltx2core/training/test_distributed.py), and a resume needs no
-random state. Each batch's loss is weighted by its share of the step's clips, so the update is the mean over
-the clips (distributed.py sums the ranks' gradients). A rank with no batch left in a bucket's last step
-trains a stand-in batch at weight 0, so that every rank runs the same collectives (FSDP all-gathers inside
-the forward); one process just skips it. Only rank 0 writes checkpoints and calls `on_checkpoint` and
-`on_validate`; the others wait for it, except that every rank samples a sharded model (`train`).
+random state: a checkpoint resumes on any number and kind of device (a CUDA generator's state would not
+load on the CPU, nor eight GPUs' states on two). Each batch's loss is weighted by its share of the step's
+clips, so the update is the mean over the clips (distributed.py sums the ranks' gradients). A rank with no
+batch left in a bucket's last step trains a stand-in batch at weight 0, so that every rank runs the same
+collectives (FSDP all-gathers inside the forward); one process just skips it. Only rank 0 writes
+checkpoints and calls `on_checkpoint` and `on_validate`; the others wait for it, except that every rank
+samples a sharded model (`train`).
 """
 
 from __future__ import annotations
@@ -37,11 +40,9 @@ import torch
 
 from ltx2core.models.runtime import compute_dtype
 from ltx2core.training.checkpoint import (
-    capture_rng_states,
     checkpoint_folder,
     load_checkpoint,
     prune_checkpoints,
-    restore_rng_states,
     save_checkpoint,
 )
 from ltx2core.training.crepa import Crepa
@@ -180,7 +181,6 @@ def train(
         load_lora_state(transformer, checkpoint.lora_state)
         optimizer.load_state_dict(checkpoint.optimizer_state)
         scheduler.load_state_dict(checkpoint.lr_scheduler_state)
-        restore_rng_states(checkpoint.rng_states, generator)
         batches.restore(checkpoint.data_position)
         if crepa is not None:
             crepa.regularizer.load_state_dict(checkpoint.extra_state["crepa_projector"])
@@ -299,7 +299,7 @@ def _checkpoint(
 ) -> Path:
     folder = save_checkpoint(
         settings.output_dir, step=step, lora_state=lora_state_dict(transformer), lora_spec=lora_spec_of(transformer),
-        optimizer=optimizer, lr_scheduler=scheduler, rng_states=capture_rng_states(generator),
+        optimizer=optimizer, lr_scheduler=scheduler,
         data_position=batches.position, config_fingerprint=fingerprint,
         extra_state={"crepa_projector": crepa.regularizer.state_dict()} if crepa else None,
     )
@@ -325,8 +325,16 @@ def _seed_everything(seed: int, generator: torch.Generator) -> None:
 
 @contextmanager
 def _random_streams_kept(generator: torch.Generator) -> Iterator[None]:
-    saved = capture_rng_states(generator)
+    """Every stream a step or a sampler may read (torch's CPU and CUDA, Python's, NumPy's, the step generator's)
+    as it was before the block."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    saved = torch.random.get_rng_state(), random.getstate(), np.random.get_state(), generator.get_state()
     try:
         yield
     finally:
-        restore_rng_states(saved, generator)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        torch.random.set_rng_state(saved[0])
+        random.setstate(saved[1])
+        np.random.set_state(saved[2])
+        generator.set_state(saved[3])

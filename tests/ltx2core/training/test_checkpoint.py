@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import errno
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
 from ltx2core.training import checkpoint as checkpoint_module
 from ltx2core.training.checkpoint import (
     CheckpointMismatch,
-    capture_rng_states,
     latest_checkpoint,
     load_checkpoint,
     prune_checkpoints,
-    restore_rng_states,
     save_checkpoint,
 )
 from ltx2core.training.lora import lora_spec_of, lora_state_dict
@@ -47,7 +43,6 @@ def _save(root: Path, step: int, state: dict[str, Any], fingerprint: dict[str, A
     return save_checkpoint(
         root, step=step, lora_state=lora_state_dict(transformer), lora_spec=lora_spec_of(transformer),
         optimizer=state["optimizer"], lr_scheduler=state["scheduler"],
-        rng_states=capture_rng_states(torch.Generator().manual_seed(step)),
         data_position={"epoch": 0, "index": step}, config_fingerprint=fingerprint,
     )
 
@@ -101,19 +96,6 @@ def test_resuming_with_other_settings_is_refused_with_each_difference(
                  "seed: 42 -> <unset>"):
         assert line in message
     assert "lora_targets" not in message  # a list saved as JSON still equals the list it was
-
-
-def test_random_streams_come_back_exactly(tmp_path: Path) -> None:
-    generator = torch.Generator().manual_seed(9)
-    torch.manual_seed(1)
-    random.seed(2)
-    np.random.seed(3)
-    states = capture_rng_states(generator)
-    torch.save(states, tmp_path / "rng.pt")  # through a file, as a checkpoint stores them
-    first = (torch.rand(3), random.random(), np.random.rand(), torch.rand(3, generator=generator))
-    restore_rng_states(torch.load(tmp_path / "rng.pt", weights_only=True), generator)
-    second = (torch.rand(3), random.random(), np.random.rand(), torch.rand(3, generator=generator))
-    assert torch.equal(first[0], second[0]) and first[1:3] == second[1:3] and torch.equal(first[3], second[3])
 
 
 def test_prune_keeps_the_newest(trainer_state: dict[str, Any], tmp_path: Path) -> None:

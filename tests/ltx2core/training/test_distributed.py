@@ -1,4 +1,7 @@
-"""Data-parallel training on two gloo processes (torchrun, CPU) against one process with the same global batch.
+"""Data-parallel training on two processes (torchrun) against one process with the same global batch.
+
+The ranks run on the CPU over gloo, and (marked gpu) on two GPUs over NCCL against a one-process reference on
+one of the GPUs.
 
 One torchrun launch (distributed_ranks.py) trains three runs on two ranks; the tests compare their
 checkpoints with one-process runs here. Two ranks with gradient accumulation 1 take the same batches and draw
@@ -9,6 +12,10 @@ the same noise per batch as one process with accumulation 2, so their LoRAs must
                   what one step with a lost or doubled gradient moves a weight (about the learning rate, 1e-2)
 A two-rank run interrupted and resumed on two ranks equals the uninterrupted one to the bit; its checkpoint
 resumed on one process (half the global batch) continues at the same step in the recut data order.
+Validation during training: the data-parallel run samples on rank 0 alone; the FSDP run samples on every rank
+(each forward gathers the other rank's shards), both ranks get the same video, and it matches the data-parallel
+run's within SAMPLE_LEVELS (measured on the CPU: at most 1 level of 255, where the four trained steps
+move the video 12 levels on average from the untrained LoRA's, up to 111).
 """
 
 from __future__ import annotations
@@ -36,32 +43,41 @@ from tests.ltx2core.training import distributed_ranks as ranks
 ROOT = Path(__file__).resolve().parents[3]
 DATA_PARALLEL_ATOL = 1e-6
 FSDP_ATOL = 1e-3
+SAMPLE_LEVELS = 2  # of 255: the most a pixel of the FSDP run's validation video may differ from the DDP run's
 LAUNCH_TIMEOUT_S = 300
+two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+
+
+@pytest.fixture(scope="module", params=["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, two_gpus])])
+def device(request: pytest.FixtureRequest) -> str:
+    """Where the ranks and the one-process reference train: the CPU (gloo), or GPUs (NCCL; the reference on GPU 0)."""
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def two_ranks(tiny: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def two_ranks(device: str, tiny: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder distributed_ranks.py trained into, on two ranks."""
-    out = tmp_path_factory.mktemp("two-ranks")
+    out = tmp_path_factory.mktemp(f"two-ranks-{device}")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks.RANKS}",
-               "-m", "tests.ltx2core.training.distributed_ranks", str(out)]
+               "-m", "tests.ltx2core.training.distributed_ranks", str(out), device]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
     if done.returncode != 0:
         pytest.fail(f"torchrun exited with {done.returncode}:\n{(done.stdout + done.stderr)[-6000:]}")
     return out
 
 
 @pytest.fixture(scope="module")
-def reference(tiny: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def reference(device: str, tiny: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One process, gradient accumulation 2: the same global batch as two ranks with accumulation 1."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        transformer = ranks.lora_transformer()
+        transformer = ranks.lora_transformer(device=device)
         source = ranks.MemorySource(ranks.examples())
-        ranks.run(transformer, tmp_path_factory.mktemp("reference"), ranks.STEPS, accumulation=ranks.RANKS,
-                  source=source)
+        ranks.run(transformer, tmp_path_factory.mktemp(f"reference-{device}"), ranks.STEPS,
+                  accumulation=ranks.RANKS, source=source, device=device)
     finally:
         torch.set_num_threads(threads)
     return {"lora": lora_state_dict(transformer), "served": [list(keys) for keys in source.served]}
@@ -107,14 +123,29 @@ def test_a_resumed_two_rank_run_continues_exactly(two_ranks) -> None:
         assert loaded["served"]["resumed"] == loaded["served"]["straight"]
 
 
+def test_the_ranks_ran_where_the_launch_asked(two_ranks, device) -> None:
+    expected = [("gloo", "cpu")] * ranks.RANKS if device == "cpu" else [("nccl", f"cuda:{r}") for r in range(2)]
+    assert [(loaded["backend"], loaded["device"]) for loaded in _rank_files(two_ranks)] == expected
+
+
 def test_fsdp2_with_gradient_checkpointing_trains_the_same_lora(two_ranks, reference) -> None:
     assert all(loaded["sharded"] for loaded in _rank_files(two_ranks))
     lora = _lora(checkpoint_folder(two_ranks / "fsdp", ranks.STEPS))
     assert _max_difference(lora, reference["lora"]) <= FSDP_ATOL
 
 
+def test_validation_samples_once_with_ddp_and_on_every_rank_with_fsdp(two_ranks) -> None:
+    samples = {path.stem: torch.load(path) for path in two_ranks.glob("*-sample-rank*.pt")}
+    assert sorted(samples) == ["fsdp-sample-rank0", "fsdp-sample-rank1", "straight-sample-rank0"]
+    ddp, fsdp = samples["straight-sample-rank0"], samples["fsdp-sample-rank0"]
+    assert ddp.shape == (ranks.VALIDATION.num_frames, 64, 64, 3) and ddp.dtype == torch.uint8
+    assert torch.equal(fsdp, samples["fsdp-sample-rank1"])  # the ranks sampled alike
+    assert (fsdp.int() - ddp.int()).abs().max().item() <= SAMPLE_LEVELS
+
+
 def test_a_two_rank_checkpoint_resumes_on_one_process(two_ranks, tmp_path, caplog) -> None:
     # The same config on one process: the global batch halves, so the epoch's remaining order is cut anew.
+    # On the CPU, also after two GPUs: a checkpoint holds no random state that would tie it to its devices.
     shutil.copytree(two_ranks / "resumed", tmp_path, dirs_exist_ok=True)
     shutil.rmtree(checkpoint_folder(tmp_path, ranks.STEPS))
     source = ranks.MemorySource(ranks.examples())
