@@ -86,15 +86,21 @@ def encode_latent_jobs(
     """Encode each job's clip, yielding results in job order.
 
     `vae` must already be on `device` in `dtype`. Up to `prefetch` clips are decoded ahead by `decode_workers`
-    threads while the VAE runs on the caller's thread (under torch.inference_mode); `jobs` is read lazily, so
+    threads while the VAE runs on the caller's thread (under torch.inference_mode); with `decode_workers` 0 the
+    caller's thread decodes each clip before encoding it (a process given one core). `jobs` is read lazily, so
     memory stays bounded whatever its length. A clip that cannot be decoded gives a result with `error` set and
     the loop carries on; an audio request without a matching `audio_vae` is a configuration error and raises.
     """
-    if decode_workers < 1 or prefetch < 1:
-        raise ValueError(f"decode_workers ({decode_workers}) and prefetch ({prefetch}) must be at least 1")
+    if decode_workers < 0 or prefetch < 1:
+        raise ValueError(f"decode_workers ({decode_workers}) must be at least 0 and prefetch ({prefetch}) at least 1")
     if vae.dtype != dtype:
         raise ValueError(f"the VAE is in {vae.dtype} but dtype is {dtype}: load the VAE in the dtype it runs in")
     pin = torch.device(device).type == "cuda"
+    if decode_workers == 0:
+        for job in jobs:
+            _check_audio_request(job, audio_vae)
+            yield _encode(job, _decode(job, dtype, pin), vae, audio_vae, options, device, store_dtype)
+        return
     pending = iter(jobs)
     in_flight: deque[tuple[LatentJob, Future[_Decoded]]] = deque()
     pool = ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="clip-decode")
