@@ -328,13 +328,14 @@ def _random_streams_kept(generator: torch.Generator) -> Iterator[None]:
     """Every stream a step or a sampler may read (torch's CPU and CUDA, Python's, NumPy's, the step generator's)
     as it was before the block."""
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    saved = torch.random.get_rng_state(), random.getstate(), np.random.get_state(), generator.get_state()
+    cpu, python, numpy, own = (torch.random.get_rng_state(), random.getstate(), np.random.get_state(),
+                               generator.get_state())
     try:
         yield
     finally:
         if cuda is not None:
             torch.cuda.set_rng_state_all(cuda)
-        torch.random.set_rng_state(saved[0])
-        random.setstate(saved[1])
-        np.random.set_state(saved[2])
-        generator.set_state(saved[3])
+        torch.random.set_rng_state(cpu)
+        random.setstate(python)
+        np.random.set_state(numpy)
+        generator.set_state(own)
