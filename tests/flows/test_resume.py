@@ -22,7 +22,7 @@ from tests.flows.helpers import write_configs
 
 # stage -> (files, stages that must have run before, table the stage writes)
 CASES = {
-    "probe": (1500, [], "files"),
+    "probe": (2500, [], "files"),  # commits every 1024 files: the kill lands between two commits
     "text-embeds": (1500, ["probe", "filter", "bucket", "captions"], "text_embeds"),
     "latents": (150, ["probe", "filter", "bucket", "captions"], "latents"),
 }
