@@ -34,7 +34,7 @@ COMMIT_EVERY = 16  # clips per commit: a killed stage loses at most this much wo
 DECODE_WORKERS = max(2, min(4, (os.cpu_count() or 2) - 1))  # 4 threads kept an H200's VAE fed (BENCHMARKS.md)
 
 
-def decode_threads(device: torch.device) -> int:
+def _decode_threads(device: torch.device) -> int:
     """Threads decoding clips beside the VAE. On a GPU, DECODE_WORKERS keep it fed. On the CPU the VAE and the
     decoders share this process's cores: torch's thread budget, which is 1 in a Dask worker (its nanny sets
     OMP_NUM_THREADS=1), where the one thread decodes and encodes in turn rather than oversubscribe its core."""
@@ -73,7 +73,7 @@ def latents_shard(store_uri: str, config: TrainConfig, dataset: VideoDataset, ke
         if audio_vae is not None:
             audio_vae.to(device)
         for result in encode_latent_jobs(jobs, vae=vae, audio_vae=audio_vae, options=options, device=device,
-                                         dtype=dtype, decode_workers=decode_threads(device)):
+                                         dtype=dtype, decode_workers=_decode_threads(device)):
             sample = samples[result.key]
             row = {"key": result.key, "video_id": sample["video_id"], "clip_spec": spec, "bucket": sample["bucket"],
                    "vae_fp": model.vae_fp, "options": model.options_key, "frame_rate": sample["frame_rate"],

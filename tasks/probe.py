@@ -26,8 +26,8 @@ from tasks.report import StageReport, reason_kind
 
 SHARD_SIZE = 2048  # most files per Prefect task: enough that orchestration stays a few percent
 # Files per commit: a killed stage loses at most this much work (~1 s). Every commit adds a fragment that later
-# upserts look through, so small commits cost a large probe dearly (256: 63 s of upserts for 100,000 files,
-# 1024: 9 s; bench/upsert_bench.py).
+# upserts look through, so small commits cost a large probe dearly (256: 61 s of upserts for 100,000 files,
+# 1024: 8 s; bench/upsert_bench.py, BENCHMARKS.md).
 BATCH_SIZE = 1024
 
 

@@ -124,7 +124,7 @@ def test_a_resumed_two_rank_run_continues_exactly(two_ranks) -> None:
 
 
 def test_the_ranks_ran_where_the_launch_asked(two_ranks, device) -> None:
-    expected = [("gloo", "cpu")] * ranks.RANKS if device == "cpu" else [("nccl", f"cuda:{r}") for r in range(2)]
+    expected = [("gloo", "cpu") if device == "cpu" else ("nccl", f"cuda:{rank}") for rank in range(ranks.RANKS)]
     assert [(loaded["backend"], loaded["device"]) for loaded in _rank_files(two_ranks)] == expected
 
 
