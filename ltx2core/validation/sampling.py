@@ -41,11 +41,13 @@ from ltx2core.models.vae import decode_video
 from ltx2core.models.vae_options import VaeOptions
 from ltx2core.training.lora import COMFY_FILE, DIFFUSERS_FILE
 from ltx2core.validation.settings import MemoryOptions, ValidationSettings
+from ltx2core.validation.video_io import h264_roundtrip
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["t2v", "i2v"]
 LORA_ADAPTER = "validation"
+IMAGE_CRF = 33  # the H.264 CRF of LTX-2.0's I2V conditioning image (diffusers' DEFAULT_IMAGE_CRF)
 USE_CROSS_TIMESTEP = False  # LTX-2.0; 2.3 checkpoints would need True (not supported by this project)
 # LTX-2.3's extra guidance terms, switched off (module docstring).
 _PLAIN_CFG: dict[str, Any] = dict(
@@ -190,9 +192,9 @@ def sample_i2v(
 ) -> list[Sample]:
     """Image-to-video: `images[i]` (PIL, or uint8 [H, W, 3]) is the first frame of the videos of `prompts[i]`.
 
-    Each image is scaled and centre-cropped to each resolution (no stretching); the pipeline then
-    re-compresses it as H.264 (CRF 33, what LTX-2 was trained against), encodes it and keeps its latent
-    frame clean while denoising the rest.
+    Each image is scaled and centre-cropped to each resolution (no stretching) and re-compressed as H.264 (CRF
+    33, what LTX-2 was trained against; `h264_roundtrip`); the pipeline encodes it and keeps its latent frame
+    clean while denoising the rest.
     """
     if len(images) != len(prompts):
         raise ValueError(f"sample_i2v: {len(images)} images for {len(prompts)} prompts: give one first frame each")
@@ -223,7 +225,9 @@ def _sample(
                 log.info("validation %s sample %d/%d at %dx%d%s: %.60s", mode, index + 1, len(prompts), width,
                          height, f" with {lora_file}" if lora_file else "", prompt.text)
                 pipe = sampler.t2v if image is None else sampler.i2v
-                extra = {} if image is None else {"image": ImageOps.fit(image, (width, height), Image.LANCZOS)}
+                extra = {} if image is None else {  # re-compressed here, deterministically (video_io)
+                    "image": h264_roundtrip(ImageOps.fit(image, (width, height), Image.LANCZOS), IMAGE_CRF),
+                    "image_crf": 0}
                 with _global_rng(settings.seed, sampler.device):
                     video_latents, audio_latents = pipe(
                         prompt_embeds=embeds[index : index + 1], prompt_attention_mask=masks[index : index + 1],

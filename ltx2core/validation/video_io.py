@@ -8,6 +8,8 @@ says so in the log.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import io
 import logging
 import tempfile
 from fractions import Fraction
@@ -29,6 +31,11 @@ _OPTIONS = {
     H264: {"crf": "18", "preset": "medium"},  # visually lossless; validation clips are short
     FALLBACK: {"flags": "+qscale", "global_quality": str(2 * 118)},  # quantiser 2 (118 lambda units per step)
 }
+# x264's AVX-512 assembly is not deterministic: on an AVX-512 CPU, 12 encodes of the same 96x64 frames gave
+# up to 8 different streams, pixels up to 50 levels apart (x264 165 in PyAV 18; 64x64 was stable). With the
+# AVX2 instruction sets, which every AVX-512 CPU also has, 40 of 40 were the same. A sample must be the
+# same file for the same seed, so where the CPU has AVX-512, x264 is told to use the AVX2 sets only.
+_X264_AVX2 = "MMX2,SSE,SSE2,SSSE3,SSE4.1,SSE4.2,AVX,FMA3,BMI1,BMI2,LZCNT,AVX2"
 _LAYOUTS = {1: "mono", 2: "stereo"}
 
 Frames = torch.Tensor | np.ndarray
@@ -85,7 +92,7 @@ def write_mp4(
         partial = Path(staging) / path.name
         # faststart puts the index first, so a browser starts playing before the whole file arrives.
         with av.open(str(partial), "w", format="mp4", options={"movflags": "+faststart"}) as container:
-            video = container.add_stream(codec, rate=rate, options=dict(_OPTIONS[codec]))
+            video = container.add_stream(codec, rate=rate, options=_OPTIONS[codec] | _x264_cpu(codec))
             video.width, video.height, video.pix_fmt = width, height, "yuv420p"
             sound = None
             if waveform is not None:
@@ -101,6 +108,37 @@ def write_mp4(
                 container.mux(sound.encode(chunk))  # PyAV cuts it into the encoder's frame size
                 container.mux(sound.encode(None))
         return publish(partial, path)
+
+
+def h264_roundtrip(image: Image.Image, crf: int) -> Image.Image:
+    """`image` through one H.264 frame at `crf` and back: what LTX-2's image-to-video conditions on (the image
+    then looks like the compressed frames the model was trained on). diffusers' `apply_image_conditioning_crf`
+    does the same (codec, preset, CRF), but with x264's AVX-512 code, so not always the same image."""
+    picture = np.asarray(image.convert("RGB"))
+    height, width = picture.shape[0] // 2 * 2, picture.shape[1] // 2 * 2  # yuv420p needs even sizes
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        options = {"crf": str(crf), "preset": "veryfast"} | _x264_cpu(H264)
+        stream = container.add_stream(H264, rate=1, options=options)
+        stream.width, stream.height = width, height
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture[:height, :width]), format="rgb24")
+        container.mux(stream.encode(frame.reformat(format="yuv420p")))
+        container.mux(stream.encode(None))
+    buffer.seek(0)
+    with av.open(buffer) as container:
+        return Image.fromarray(next(container.decode(video=0)).to_ndarray(format="rgb24"))
+
+
+@functools.cache
+def _has_avx512() -> bool:
+    try:
+        return "avx512f" in Path("/proc/cpuinfo").read_text().split()
+    except OSError:  # not Linux: x264 picks its own instruction sets
+        return False
+
+
+def _x264_cpu(codec: str) -> dict[str, str]:
+    return {"x264-params": f"asm={_X264_AVX2}"} if codec == H264 and _has_avx512() else {}
 
 
 def _waveform(path: Path, audio: torch.Tensor | np.ndarray | None, sample_rate: int | None) -> np.ndarray | None:
