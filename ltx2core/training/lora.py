@@ -18,6 +18,14 @@ which is the trained lora_B bit for bit at the default alpha = rank, and gives t
 lora_B @ lora_A * alpha/rank in both loaders for any alpha. Key names are checked at save time against
 diffusers' own converter (`_convert_non_diffusers_ltx2_lora_to_diffusers`), so what is written is what
 it maps back.
+
+The diffusers file's header records `lora_dropout` 0 whatever the training used: diffusers builds the
+adapter from that record, with its dropout modules in training mode that nothing switches off, so a
+recorded 0.1 made two calls with one seed differ (measured: 6e-3 in the latents). Dropout is a training
+setting; the checkpoint's config fingerprint keeps the trained value for resuming.
+
+Which file goes where: diffusers (`LTX2Pipeline.load_lora_weights`) reads either; ComfyUI and Lightricks'
+ltx-pipelines take the ComfyUI file (ltx-pipelines ignores alpha and silently skips the diffusers keys).
 """
 
 from __future__ import annotations
@@ -162,8 +170,8 @@ def write_lora_files(
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     with tempfile.TemporaryDirectory(dir=folder, prefix=".lora-") as staging:
-        metadata = {
-            "r": spec.rank, "lora_alpha": spec.alpha, "lora_dropout": spec.dropout,
+        metadata = {  # what loaders build the adapter from: settings for inference, so no dropout (docstring)
+            "r": spec.rank, "lora_alpha": spec.alpha, "lora_dropout": 0.0,
             "target_modules": list(spec.targets), "init_lora_weights": True,
         }
         LTX2Pipeline.save_lora_weights(

@@ -218,7 +218,7 @@ def _sample(
     embeds, masks = _connector_outputs(sampler, [*prompts, *([negative] if negative is not None else [])])
     lora_file = _lora_file(Path(lora)) if lora is not None else None
     samples = []
-    with _lora_applied(sampler, lora_file):
+    with _lora_applied(sampler, lora_file), _eval_mode(sampler.t2v.transformer):
         for index, (prompt, image) in enumerate(zip(prompts, images, strict=True)):
             for width, height in settings.resolutions:
                 mode: Mode = "t2v" if image is None else "i2v"
@@ -246,6 +246,18 @@ def _sample(
                     prompt=prompt.text, resolution=(width, height), seed=settings.seed, mode=mode, lora=lora_file,
                 ))
     return samples
+
+
+@contextmanager
+def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """Sample in eval mode (no LoRA dropout: a trained transformer is in training mode, and diffusers leaves the
+    dropout of a loaded LoRA in it), and hand the module back in the mode it came in."""
+    training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(training)
 
 
 @contextmanager

@@ -142,3 +142,17 @@ def test_alpha_other_than_rank_gives_the_same_model_from_both_files(
     for loaded in (diffusers_side, comfy_side):
         torch.testing.assert_close(_video_prediction(loaded, connectors, text_max_length), reference,
                                    rtol=1e-6, atol=1e-6)
+
+
+def test_a_lora_trained_with_dropout_loads_for_inference_from_both_files(
+    tiny: ModelSource, lora_transformer: Callable[..., Any], connectors: Any, text_max_length: int, tmp_path: Path
+) -> None:
+    trained = lora_transformer(dropout=0.1)  # the config's default
+    _randomise(trained)
+    save_lora(trained, tmp_path)
+    reference = _video_prediction(trained.eval(), connectors, text_max_length)
+    for kwargs in ({}, {"weight_name": COMFY_FILE}):
+        loaded = _loaded(tiny, tmp_path, **kwargs)
+        assert loaded.peft_config["loaded"].lora_dropout == 0
+        first, second = (_video_prediction(loaded, connectors, text_max_length) for _ in range(2))
+        assert torch.equal(first, second) and torch.equal(first, reference), kwargs

@@ -17,12 +17,20 @@ from PIL import Image
 from ltx2core.media import synth
 from ltx2core.media.decode import ClipPlan, decode_frames
 from ltx2core.models.source import ModelSource
-from ltx2core.training.lora import COMFY_FILE, DIFFUSERS_FILE
+from ltx2core.models import loading
+from ltx2core.training.lora import (
+    COMFY_FILE,
+    DIFFUSERS_FILE,
+    LoraSpec,
+    add_lora,
+    load_lora_state,
+    target_modules,
+)
 from ltx2core.validation.contact_sheet import GAP, contact_sheet
 from ltx2core.validation.sampling import Sample, Sampler, ValidationPrompt, load_sampler, sample_i2v, sample_t2v
 from ltx2core.validation.settings import MemoryOptions
 from ltx2core.validation.video_io import first_frame_of, to_uint8_frames, write_mp4
-from tests.ltx2core.validation.conftest import FRAMES, NEGATIVE, PROMPTS, SETTINGS, SIZE
+from tests.ltx2core.validation.conftest import FRAMES, LORA_ALPHA, LORA_RANK, NEGATIVE, PROMPTS, SETTINGS, SIZE
 
 AUDIO_TOLERANCE = 1e-5  # measured: 0 (bit-identical)
 VISIBLE = 5  # levels of 255: a change of the video beyond rounding, somewhere in it
@@ -96,6 +104,37 @@ def test_lora_changes_the_video_from_either_file_and_comes_off_afterwards(
     # Same product lora_B @ lora_A * alpha / rank from both files: alpha (2x rank) was read, not assumed.
     assert torch.equal(from_comfy.frames, with_lora.frames)
     assert torch.equal(base_again.frames, base.frames)
+
+
+def test_a_lora_file_that_records_dropout_samples_the_same_video_every_time(
+    sampler: Sampler, prompts: list[ValidationPrompt], negative: ValidationPrompt, lora_folder: Path,
+    with_lora: Sample, tmp_path: Path,
+) -> None:
+    # A file as this project wrote them before, and as other trainers do: the training dropout in its header.
+    weights, metadata = LTX2Pipeline.lora_state_dict(str(lora_folder / DIFFUSERS_FILE), return_lora_metadata=True)
+    LTX2Pipeline.save_lora_weights(
+        tmp_path, transformer_lora_layers={k.removeprefix("transformer."): v for k, v in weights.items()},
+        transformer_lora_adapter_metadata={k.removeprefix("transformer."): v for k, v in metadata.items()}
+        | {"lora_dropout": 0.5})
+    first, second = (sample_t2v(sampler, prompts[:1], negative, SETTINGS, lora=tmp_path)[0] for _ in range(2))
+    assert torch.equal(first.frames, second.frames)
+    assert torch.equal(first.frames, with_lora.frames)  # the same weights without dropout: the same video
+
+
+def test_sampling_with_a_transformer_in_training_mode_leaves_dropout_out_and_the_mode_as_it_was(
+    tiny: ModelSource, sampler: Sampler, prompts: list[ValidationPrompt], negative: ValidationPrompt,
+    lora_folder: Path, with_lora: Sample,
+) -> None:
+    trained = loading.load_transformer(tiny, dtype=torch.float32)  # as the training loop has it: LoRA, train()
+    spec = LoraSpec(LORA_RANK, LORA_ALPHA, 0.5, tuple(target_modules(None, with_audio=False)))
+    add_lora(trained, spec, seed=0)
+    load_lora_state(trained, {k.removeprefix("transformer."): v
+                              for k, v in LTX2Pipeline.lora_state_dict(str(lora_folder / DIFFUSERS_FILE)).items()})
+    trained.train()
+    during_training = load_sampler(tiny, device="cpu", dtype=torch.float32, transformer=trained)
+    first, second = (sample_t2v(during_training, prompts[:1], negative, SETTINGS)[0] for _ in range(2))
+    assert torch.equal(first.frames, second.frames) and torch.equal(first.frames, with_lora.frames)
+    assert trained.training
 
 
 def test_group_offloading_samples_the_same_video_with_a_lora(
