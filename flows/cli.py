@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 MODEL_STAGES = {"text-embeds", "latents", "train", "validate"}
+DEFAULT_CONFIG = "config/config.json"
 STAGE_HELP = "comma-separated stages: probe,filter,bucket,captions,text-embeds,latents,train,validate (default: all)"
 
 
@@ -40,13 +41,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if unknown:
         print(f"ltx2 run: unknown stage(s) {', '.join(unknown)}; stages are {', '.join(STAGES)}", file=sys.stderr)
         return 2
-    # Check the configs before Prefect starts: a bad file costs a second, not a flow run.
     todo = selected(_stages(args.stages))
+    if idle := [s for s in args.force if s not in todo]:
+        print(f"ltx2 run: --force {' '.join(idle)} but --stages {args.stages} does not run it: add it to --stages "
+              "(or leave --stages out to run every stage)", file=sys.stderr)
+        return 2
+    # Check the configs before Prefect starts: a bad file costs a second, not a flow run.
     overrides = _overrides(args)
     project = load_project(args.config, args.databackend, check_paths=bool(READS_SOURCE_FILES & set(todo)),
                            overrides=overrides)
-    for warning in project.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
     from flows.console import RichSink, print_status, print_summary
     from storage.store import Store
     from tasks.pending import nothing_pending
@@ -56,6 +59,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     store_exists = "://" in args.storage or Path(args.storage).is_dir()  # don't create a folder just to look
     if not args.force and store_exists and nothing_pending(Store.open(args.storage), project.config, videos, todo):
         # Nothing to do: starting an orchestrator (a temporary Prefect API takes ~10 s here) would only record that.
+        for warning in project.warnings:  # else the flow logs them (once, to the terminal and the UI)
+            print(f"warning: {warning}", file=sys.stderr)
         print_status([r for r in stage_status(args.storage, videos, project.config) if r["stage"] in todo], args.storage,
                      title="up to date: nothing to run")
         return 0
@@ -93,16 +98,32 @@ def _overrides(args: argparse.Namespace):
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from flows.console import print_status
-    from ltx2core.config.load import load_project
-    from tasks.status import stage_status
+    from flows.console import print_failures, print_status
+    from tasks.status import failures, stage_status, stored_status
 
-    project = load_project(args.config, args.databackend, check_paths=False)
-    rows = stage_status(args.storage, _video_datasets(project.datasets), project.config)
+    if "://" not in args.storage and not Path(args.storage).is_dir():
+        print(f"ltx2 status: no store at {args.storage} (nothing has run there yet): give the --storage of an "
+              "earlier `ltx2 run`", file=sys.stderr)
+        return 2
+    config = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
+    if args.failed:
+        rows = failures(args.storage)
+    elif config is None:  # the store alone: what the tables hold; what is missing needs the config
+        rows = stored_status(args.storage)
+    else:
+        from ltx2core.config.load import load_project
+
+        project = load_project(config, args.databackend, check_paths=False)
+        for warning in project.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        rows = stage_status(args.storage, _video_datasets(project.datasets), project.config)
     if args.json:
         print(json.dumps(rows, indent=2))
+    elif args.failed:
+        print_failures(rows)
     else:
-        print_status(rows, args.storage)
+        print_status(rows, args.storage, title="ltx2 status" if config else "ltx2 status (no config: what the "
+                     "store holds; give --config for what is missing)")
     return 0
 
 
@@ -135,14 +156,17 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ltx2", description="LTX-2 LoRA training as resumable Prefect stages")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", default="config/config.json", help="SimpleTuner-style config.json")
-        p.add_argument("--databackend", default="config/multidatabackend.json", help="multidatabackend.json")
+    def common(p: argparse.ArgumentParser, config_default: str | None = DEFAULT_CONFIG) -> None:
+        p.add_argument("--config", default=config_default, help="SimpleTuner-style config.json" + (
+            "" if config_default else f" (default: {DEFAULT_CONFIG} if it exists, else the store alone)"))
+        p.add_argument("--databackend", help="multidatabackend.json (default: the config's data_backend_config, "
+                       "looked up beside the config file, then in the working folder)")
         p.add_argument("--storage", default="ltx2-store", help="LanceDB URI: a folder or s3://bucket/prefix")
 
-    run = sub.add_parser("run", help="run the pipeline (only what is missing)")
+    run = sub.add_parser("run", help="run the pipeline (only what is missing)", formatter_class=_ShowDefaults)
     common(run)
     run.add_argument("--stages", help=STAGE_HELP)
     run.add_argument("--force", action="append", default=[], metavar="STAGE", help="redo this stage (repeatable)")
@@ -158,24 +182,47 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--learning-rate", type=float, metavar="LR", help="peak learning rate")
     run.set_defaults(fn=cmd_run)
 
-    status = sub.add_parser("status", help="rows done and missing per stage, and the last error")
-    common(status)
+    status = sub.add_parser("status", help="rows done and missing per stage, and the last error",
+                            formatter_class=_ShowDefaults)
+    common(status, config_default=None)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--failed", action="store_true", help="list the files that failed or were rejected, and why")
     status.set_defaults(fn=cmd_status)
 
     tiny = sub.add_parser("make-tiny-model", help="write the tiny random LTX-2 (diffusers layout) to a folder")
     tiny.add_argument("folder")
     tiny.set_defaults(fn=cmd_make_tiny_model)
 
-    demo = sub.add_parser("demo-data", help="write the generated sample clips and captions")
+    demo = sub.add_parser("demo-data", help="write the generated sample clips and captions",
+                          formatter_class=_ShowDefaults)
     demo.add_argument("folder", nargs="?", default="datasets/demo")
     demo.set_defaults(fn=cmd_demo_data)
 
-    server = sub.add_parser("server", help="local Prefect server + UI, the pipeline's deployments and a worker")
+    server = sub.add_parser("server", help="local Prefect server + UI, the pipeline's deployments and a worker",
+                            formatter_class=_ShowDefaults)
     server.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     server.add_argument("--port", type=int, default=4200)
     server.set_defaults(fn=cmd_server)
     return parser
+
+
+class _ShowDefaults(argparse.HelpFormatter):
+    """Help lines end with the default, where there is one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ltx2-pipeline")
+    except PackageNotFoundError:  # a checkout that was not installed
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StorageUnavailable, ClusterUnavailable) as e:
         print(str(e), file=sys.stderr)  # bad input: the message names the file, URI or address and the fix
         return 2
+    except BrokenPipeError:  # `ltx2 status --json | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not raise again
+        return 0
 
 
 if __name__ == "__main__":

@@ -53,6 +53,8 @@ def _figures(r: dict) -> str:
                     f"{r['failed']} unusable")
         case "filter":
             text = f"{counts['kept']} kept, {r['failed']} rejected"
+        case "bucket":
+            text = "clips per bucket: " + ", ".join(f"{b}: {n}" for b, n in counts.items())
         case "captions":
             text = f"{counts['captioned']} captioned, {r['failed']} without caption"
         case "text-embeds":
@@ -79,10 +81,23 @@ def print_summary(reports: list[dict], storage: str) -> None:
 
 
 def print_status(rows: list[dict], storage: str, title: str = "ltx2 status") -> None:
+    """`missing` None (the store-only view) prints as `?`; rejected = the filter's verdicts, failed = unreadable."""
     table = Table(title=f"{title}: {storage}")
-    for col in ("stage", "scope", "done", "missing", "failed", "last run", "last error"):
+    for col in ("stage", "scope", "done", "missing", "rejected", "failed", "last run", "last error"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["stage"], r["scope"], str(r["done"]), str(r["missing"]), str(r["failed"]),
-                      r["last_run"] or "-", r["last_error"] or "")
+        table.add_row(r["stage"], r["scope"], str(r["done"]), "?" if r["missing"] is None else str(r["missing"]),
+                      str(r["rejected"]), str(r["failed"]), r["last_run"] or "-", r["last_error"] or "")
+    console.print(table)
+
+
+def print_failures(rows: list[dict]) -> None:
+    if not rows:
+        console.print("no failed or rejected files")
+        return
+    table = Table(title="files that did not make it")
+    for col in ("stage", "scope", "kind", "path", "reason"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["stage"], r["scope"], r["kind"], r["path"], r["reason"] or "")
     console.print(table)

@@ -26,7 +26,7 @@ DEFAULT_STORAGE = "ltx2-store"
 @flow(name="ltx2-pipeline", validate_parameters=True)
 def pipeline(
     config: str = "config/config.json",
-    databackend: str = "config/multidatabackend.json",
+    databackend: str | None = None,
     storage: str = DEFAULT_STORAGE,
     stages: list[Stage] | None = None,
     force: list[Stage] | None = None,
@@ -38,7 +38,7 @@ def pipeline(
 
     Args:
         config: Path of the SimpleTuner-style config.json.
-        databackend: Path of multidatabackend.json (the datasets).
+        databackend: Path of multidatabackend.json (the datasets); empty for the config's data_backend_config.
         storage: The LanceDB store: a folder, or s3://bucket/prefix.
         stages: Stages to run, in pipeline order; empty for all.
         force: Stages to redo even where their rows are current.

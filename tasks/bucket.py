@@ -50,12 +50,12 @@ def bucket_dataset(store_uri: str, dataset: VideoDataset, force: bool = False) -
         report.done += len(chunk)
         sink().advance(f"bucket {dataset.id}", len(chunk))
 
-    buckets = Counter()
-    for r in samples_of(store, dataset.id, ["bucket", "repeats"], kept_only=True):
-        buckets[r["bucket"]] += 1 + r["repeats"]
+    # Clips per bucket; `repeats` shows each one 1 + repeats times an epoch, which the train stage counts.
+    buckets = Counter(r["bucket"] for r in samples_of(store, dataset.id, ["bucket"], kept_only=True))
     report.counts = dict(sorted(buckets.items()))
     report.versions = store.versions(["samples"])
     report.seconds = time.perf_counter() - t0
     sink().finish(f"bucket {dataset.id}", "up to date" if report.up_to_date else f"{report.done} planned")
-    get_run_logger().info("bucket %s: %s", dataset.id, ", ".join(f"{b}: {n}" for b, n in report.counts.items()))
+    get_run_logger().info("bucket %s: clips per bucket: %s", dataset.id,
+                          ", ".join(f"{b}: {n}" for b, n in report.counts.items()))
     return report

@@ -8,6 +8,7 @@ naming the file, the key and the fix; never a traceback.
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 from typing import Any, NamedTuple, get_args
@@ -63,7 +64,7 @@ def load_train_config(path: str | Path, overrides: Overrides | None = None) -> L
     if overrides is not None:
         data = overrides.apply_to_config(data)
     data, unknown = _split_unknown(data, TrainConfig)
-    warnings = [_unknown_warning(path, unknown)] if unknown else []
+    warnings = [_unknown_warning(path, unknown, TrainConfig)] if unknown else []
     if _streamed_offload_with_checkpointing(data):
         # SimpleTuner does the same (with a warning): the combination silently trains nothing (measured).
         data["group_offload_use_stream"] = False
@@ -137,7 +138,7 @@ def load_databackend(
     if problems:
         raise ConfigError(problems)
     if unknown:
-        warnings.insert(0, _unknown_warning(path, unknown))
+        warnings.insert(0, _unknown_warning(path, unknown, VideoDataset))
     return LoadedDatasets(datasets, warnings)
 
 
@@ -158,8 +159,13 @@ def load_project(
         warnings += config_warnings
     except ConfigError as error:
         problems += error.problems
+    named = _databackend_of(config_path)
     if databackend_path is None:
-        databackend_path = config.data_backend_config if config is not None else _raw_databackend_path(config_path)
+        databackend_path = named
+    elif named is not None and _names_databackend(config_path) and Path(named).absolute() != Path(
+            databackend_path).absolute():
+        warnings.append(f"using the datasets file {databackend_path} given for this run; {config_path}'s "
+                        f"data_backend_config {named} is not read")
     if databackend_path is not None:
         try:
             datasets, dataset_warnings = load_databackend(databackend_path, check_paths=check_paths,
@@ -189,14 +195,32 @@ def _mark_overridden(problems: list[str], overrides: Overrides | None) -> list[s
 # ---- reading
 
 
-def _raw_databackend_path(config_path: str | Path) -> Any:
-    """The datasets file an invalid config names, so its problems are reported alongside; None if unreadable."""
+def _names_databackend(config_path: str | Path) -> bool:
+    try:
+        return "data_backend_config" in _read_json_object(config_path)
+    except ConfigError:
+        return False
+
+
+def _databackend_of(config_path: str | Path) -> Path | None:
+    """The datasets file the config names in `data_backend_config` (None if the config is unreadable).
+
+    A relative path is looked up beside the config file first, then in the working folder (where SimpleTuner,
+    run from its own folder, finds it); where neither exists, beside the config, so the error names that.
+    Without the key: config/multidatabackend.json in the working folder, as before.
+    """
     try:
         data = _read_json_object(config_path)
     except ConfigError:
         return None
-    value = data.get("data_backend_config", TrainConfig.model_fields["data_backend_config"].default)
-    return value if isinstance(value, (str, Path)) else None
+    value = data.get("data_backend_config")
+    if value is None:
+        return Path(TrainConfig.model_fields["data_backend_config"].default)
+    if not isinstance(value, (str, Path)):
+        return None  # the config's own validation reports it
+    path = Path(value).expanduser()
+    beside = Path(config_path).parent / path  # `path` itself when it is absolute
+    return (beside if beside.is_file() or not path.is_file() else path).absolute()
 
 
 def _read_json(path: str | Path) -> Any:
@@ -315,9 +339,22 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _unknown_warning(path: str | Path, keys: list[str]) -> str:
+def _unknown_warning(path: str | Path, keys: list[str], model: type[BaseModel]) -> str:
+    """One line naming every ignored key, with the near miss of a known key where there is one."""
     count = f"{len(keys)} key{'s' if len(keys) != 1 else ''}"
-    return f"{path}: ignored {count} this trainer does not use: {', '.join(keys)}"
+    return f"{path}: ignored {count} this trainer does not use: {', '.join(_with_guess(k, model) for k in keys)}"
+
+
+def _with_guess(key: str, model: type[BaseModel]) -> str:
+    """`lora_rnak` -> `lora_rnak (did you mean lora_rank?)`; `dataset 'x': reslution` looks in `model`."""
+    *where, name = key.rsplit(": ", 1)
+    parent, _, leaf = name.rpartition(".")
+    fields = model.model_fields
+    if parent:  # a key inside a sub-block (video.min_frame): guess among that block's keys
+        sub = _submodel(fields[parent.split("[")[0]].annotation) if parent.split("[")[0] in fields else None
+        fields = sub.model_fields if sub is not None else {}
+    guess = difflib.get_close_matches(leaf, list(fields), n=1, cutoff=0.8)
+    return f"{key} (did you mean {guess[0]}?)" if guess else key
 
 
 # ---- error text

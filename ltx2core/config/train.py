@@ -208,6 +208,11 @@ class TrainConfig(StrictModel):
     def _zero_is_unset(cls, value: Any) -> Any:
         return None if value in (0, "0") else value  # SimpleTuner writes 0 for "use the other one"
 
+    @field_validator("validation_prompt_library", mode="before")
+    @classmethod
+    def _false_is_none(cls, value: Any) -> Any:
+        return None if value in (False, "false", "False", "") else value  # SimpleTuner's examples write false
+
     @field_validator("output_dir", "data_backend_config", "validation_prompt_library")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:

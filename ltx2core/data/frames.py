@@ -36,10 +36,13 @@ def frames_at_rate(num_frames: int, fps: float, frame_rate: float) -> int:
     return int(num_frames * frame_rate / fps + 1e-6)
 
 
+UNUSABLE = "unusable file: "  # the reason of a sample whose file the probe could not read: a failure, not a verdict
+
+
 def judge(*, num_frames: int | None, fps: float | None, error: str | None, limits: FrameLimits) -> FilterVerdict:
     """Keep or reject one probed video for a dataset, with a reason a person understands."""
     if error:
-        return FilterVerdict(False, 0, f"unusable file: {error}")
+        return FilterVerdict(False, 0, f"{UNUSABLE}{error}")
     if not fps or fps <= 0 or not num_frames:
         return FilterVerdict(False, 0, "unknown frame rate or frame count")
     n = frames_at_rate(num_frames, fps, limits.frame_rate)

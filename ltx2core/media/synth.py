@@ -218,12 +218,19 @@ _SAMPLES = (
 
 
 def make_sample_dataset(folder: str | Path, *, seed: int = 0) -> list[Path]:
-    """A dozen short clips of mixed size, length, frame rate and container, each with a .txt caption."""
+    """A dozen short clips of mixed size, length, frame rate and container, each with a .txt caption.
+
+    A clip already there with its caption is left alone (not rewritten: same bytes, same mtime), so making
+    the demo again gives the probe nothing to hash.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for offset, spec in enumerate(_SAMPLES):
         clip_seed = seed + offset
+        if (folder / spec.name).is_file() and (folder / spec.name).with_suffix(".txt").is_file():
+            paths.append(folder / spec.name)
+            continue
         path = write_clip(
             folder / spec.name,
             width=spec.width,

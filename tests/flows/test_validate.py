@@ -61,6 +61,13 @@ def test_validate_writes_t2v_and_i2v_videos_rows_and_artifacts_and_is_determinis
             any_=[last.id])))
     assert sum(a.key.startswith("validation-run-") for a in found if a.key) == len(rows)
 
+    from ltx2core.config.load import load_project
+    from tasks.status import stage_status
+
+    loaded = load_project(project["config"], project["databackend"], check_paths=False)
+    status = {r["stage"]: r for r in stage_status(project["storage"], loaded.datasets[:1], loaded.config)}
+    assert (status["validate"]["done"], status["validate"]["missing"]) == (len(rows), 0)
+
     first = {r["key"]: frames_of(r["video_path"])[0] for r in rows}
     again = {(r["stage"], r["scope"]): r for r in pipeline(**project, stages=["validate"], force=["validate"])}
     assert again[("validate", "run")]["done"] == len(rows)

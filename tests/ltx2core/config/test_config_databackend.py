@@ -248,3 +248,9 @@ def test_string_values_from_simpletuner_are_coerced(workdir: Path) -> None:
 def test_models_refuse_unknown_keys_inside_the_project() -> None:
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         VideoOptions(num_frames=9, fps=25)
+
+
+def test_a_misspelt_dataset_key_gets_a_guess_from_its_own_block(workdir: Path) -> None:
+    _, warnings = load(video_block(reslution=512, video={"min_frame": 9}), TEXT_EMBEDS_BLOCK)
+    assert warnings == [f"{FILE}: ignored 2 keys this trainer does not use: {NAME}: video.min_frame (did you mean "
+                        f"min_frames?), {NAME}: reslution (did you mean resolution?)"]

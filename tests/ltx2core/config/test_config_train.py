@@ -199,3 +199,31 @@ def test_simpletuners_adamw_bf16_loads_as_adamw_with_a_warning(tmp_path) -> None
     config, warnings = load_train_config(path)
     assert config.optimizer == "adamw"
     assert any("adamw_bf16 trains as adamw" in w and str(path) in w for w in warnings)
+
+
+def test_data_backend_config_is_found_beside_the_config_then_in_the_working_folder(workdir: Path) -> None:
+    write_json("config/datasets.json", [video_block(), TEXT_EMBEDS_BLOCK])
+    write_json("datasets.json", [video_block(id="in-the-working-folder"), TEXT_EMBEDS_BLOCK])
+    write_json("config/multidatabackend.json", [video_block(id="the-cli-default"), TEXT_EMBEDS_BLOCK])
+    config_file = write_json(FILE, {**TRAIN_CONFIG, "data_backend_config": "datasets.json"})
+    _, datasets, warnings = load_project(config_file)  # config/datasets.json: beside the config wins
+    assert [d.id for d in datasets] == ["my-video-dataset", "text-embeds"] and warnings == []
+
+    Path("config/datasets.json").unlink()  # then the working folder, as SimpleTuner reads it
+    assert load_project(config_file).datasets[0].id == "in-the-working-folder"
+
+    _, datasets, warnings = load_project(config_file, "config/multidatabackend.json")  # given for the run: used
+    assert datasets[0].id == "the-cli-default"
+    assert warnings == [f"using the datasets file config/multidatabackend.json given for this run; {FILE}'s "
+                        f"data_backend_config {workdir / 'datasets.json'} is not read"]
+
+
+def test_validation_prompt_library_false_means_none(workdir: Path) -> None:
+    assert load(validation_prompt_library=False).config.validation_prompt_library is None
+    assert load(validation_prompt_library="false").config.validation_prompt_library is None
+
+
+def test_a_misspelt_key_is_named_once_with_the_key_it_is_close_to(workdir: Path) -> None:
+    _, warnings = load(lora_rnak=8, hub_model_id="me/lora")
+    assert warnings == [f"{FILE}: ignored 2 keys this trainer does not use: lora_rnak (did you mean lora_rank?), "
+                        "hub_model_id"]

@@ -193,6 +193,11 @@ def test_sample_dataset_is_varied_captioned_and_clean(tmp_path: Path) -> None:
     for path in paths:
         assert " square moving " in path.with_suffix(".txt").read_text()
 
+    # Made again (a second `make demo`): nothing is rewritten, so the probe has nothing to hash.
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    assert synth.make_sample_dataset(tmp_path) == paths
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == stamps
+
 
 def test_many_clips_are_valid_and_all_different(tmp_path: Path) -> None:
     paths = synth.make_many_clips(tmp_path, 40)
