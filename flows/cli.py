@@ -67,11 +67,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.pipeline import pipeline
     from tasks import progress
 
-    with RichSink() as sink:
-        progress.install(sink)
-        reports = pipeline(config=args.config, databackend=args.databackend, storage=args.storage,
-                           stages=_stages(args.stages), force=args.force, checkpoint=args.checkpoint,
-                           overrides=overrides, dask_address=args.dask_address)
+    if not args.verbose:
+        _quiet_console_errors()
+    try:
+        with _prefect_api(), RichSink() as sink:
+            progress.install(sink)
+            reports = pipeline(config=args.config, databackend=args.databackend, storage=args.storage,
+                               stages=_stages(args.stages), force=args.force, checkpoint=args.checkpoint,
+                               overrides=overrides, dask_address=args.dask_address)
+    except Exception as error:  # one block a user can act on; the traceback goes to a file and the Prefect log
+        _report_failure(error, project.config, args.storage)
+        return 1
     print_summary(reports, args.storage)
     if "validate" in todo:
         from storage.sql import sql_eq
@@ -89,6 +95,45 @@ def cmd_run(args: argparse.Namespace) -> int:
         source = resolve_source(project.config.pretrained_model_name_or_path, project.config.model_flavour)
         print(f"model: {source.label}")
     return 0
+
+
+def _prefect_api():
+    """The configured Prefect API, or a temporary one that dies with this process (flows/ephemeral.py)."""
+    from contextlib import nullcontext
+
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.ephemeral import ephemeral_api
+
+    return nullcontext() if PREFECT_API_URL.value() else ephemeral_api()
+
+
+def _quiet_console_errors() -> None:
+    """Prefect prints a failing task's error and traceback on the terminal; `_report_failure` says it once,
+    plainly. The records still reach the Prefect API (its own handler), so the UI has every line."""
+    import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for logger in (logging.getLogger(), *(logging.getLogger(n) for n in logging.root.manager.loggerDict)):
+        for handler in getattr(logger, "handlers", ()):
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.addFilter(lambda record: record.levelno < logging.ERROR)
+
+
+def _report_failure(error: BaseException, config, storage: str) -> None:
+    import tempfile
+
+    from tasks.failures import explain, write_traceback
+
+    failure = explain(error, config)
+    folders = [Path(config.output_dir) / "logs"] + ([] if "://" in storage else [Path(storage) / "_logs"])
+    log_file = write_traceback(error, [*folders, Path(tempfile.gettempdir())])
+    print(f"ltx2 run failed {failure.where()}\n"
+          f"  cause: {failure.cause}\n"
+          f"  fix:   {failure.fix}\n"
+          f"  full traceback: {log_file or 'not written (no folder took it)'} and the flow run's log in Prefect",
+          file=sys.stderr)
 
 
 def _overrides(args: argparse.Namespace):

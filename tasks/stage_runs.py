@@ -16,6 +16,7 @@ from prefect.context import FlowRunContext
 from ltx2core.data.fingerprint import fingerprint
 from storage.store import Store
 from tasks.artifacts import stage_summary
+from tasks.failures import explain, mark_stage
 from tasks.report import StageReport
 
 
@@ -32,18 +33,22 @@ def tracked(store_uri: str, stage: str, scope: str, inputs: dict, run: Callable[
     started = datetime.now(UTC)
     try:
         report = run()
+        store.record_stage_run(stage=stage, scope=scope, fingerprint=fp, status="completed", done=report.done,
+                               skipped=report.skipped, failed=report.failed, error=None,
+                               versions=report.versions, flow_run_id=_flow_run_id(), started_at=started,
+                               finished_at=datetime.now(UTC))
     except Exception as e:
-        store.record_stage_run(stage=stage, scope=scope, fingerprint=fp, status="failed", done=0, skipped=0,
-                               failed=0, error=f"{type(e).__name__}: {e}", versions={},
-                               flow_run_id=_flow_run_id(), started_at=started, finished_at=datetime.now(UTC))
-        (get_run_logger() if FlowRunContext.get() else logging.getLogger(__name__)).error(
-            "stage %s (%s) failed: %s: %s. Fix the cause, then retry this run (Retry in the UI, or `prefect "
-            "flow-run retry`) or run `--stages %s`: finished stages and rows are kept and not recomputed.",
-            stage, scope, type(e).__name__, e, stage)
+        mark_stage(e, stage, scope)
+        failure = explain(e)
+        log = get_run_logger() if FlowRunContext.get() else logging.getLogger(__name__)
+        try:
+            store.record_stage_run(stage=stage, scope=scope, fingerprint=fp, status="failed", done=0, skipped=0,
+                                   failed=0, error=failure.cause, versions={}, flow_run_id=_flow_run_id(),
+                                   started_at=started, finished_at=datetime.now(UTC))
+        except Exception as record_error:  # the store may be what failed (full disk, unreachable)
+            log.warning("stage %s (%s): could not record the failure in stage_runs: %s", stage, scope, record_error)
+        log.error("stage %s (%s) failed: %s. Fix: %s (or Retry in the UI, `prefect flow-run retry`, `--stages %s`).",
+                  stage, scope, failure.cause, failure.fix, stage, exc_info=e)
         raise
-    store.record_stage_run(stage=stage, scope=scope, fingerprint=fp, status="completed", done=report.done,
-                           skipped=report.skipped, failed=report.failed, error=None,
-                           versions=report.versions, flow_run_id=_flow_run_id(), started_at=started,
-                           finished_at=datetime.now(UTC))
     stage_summary(report, store)
     return report

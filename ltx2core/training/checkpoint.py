@@ -142,7 +142,8 @@ def load_checkpoint(folder: Path, *, config_fingerprint: Mapping[str, Any] | Non
         if differences:
             raise CheckpointMismatch(
                 f"{folder} was trained with other settings:\n  " + "\n  ".join(differences) + "\nrestore these "
-                "settings to resume, or start a fresh run (resume_from_checkpoint: null, or another output_dir)"
+                "settings to resume, or start this run again from step 0 (`ltx2 run --force train`, or another "
+                "output_dir)"
             )
     state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
     lora_state = {k.removeprefix("transformer."): v for k, v in load_file(str(folder / DIFFUSERS_FILE)).items()}
