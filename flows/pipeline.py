@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -12,15 +14,18 @@ from flows.cluster import shards_on
 from flows.stages import READS_SOURCE_FILES, Stage, selected
 from ltx2core.config.load import load_project
 from ltx2core.config.overrides import Overrides
+from ltx2core.training.output_lock import output_lock
+from storage.lease import Holder, writer_lease
 from storage.store import Store
 from tasks import bucket, captions, latents, probe, text_embeds, train, validate
 from tasks import filter as filter_
 from tasks.artifacts import storage_summary
 from tasks.pending import run_id
 from tasks.report import StageReport
-from tasks.stage_runs import tracked
+from tasks.stage_runs import flow_run_id, tracked
 
 DEFAULT_STORAGE = "ltx2-store"
+OUTPUT_STAGES = {"train", "validate"}  # the stages that write output_dir
 
 
 @flow(name="ltx2-pipeline", validate_parameters=True)
@@ -58,10 +63,10 @@ def pipeline(
     datasets = project.datasets
     videos = [d for d in datasets if getattr(d, "dataset_type", None) == "video" and not d.disabled]
     store_uri = storage if "://" in storage else str(Path(storage).absolute())
-    Store.open(store_uri)  # fail early on a bad URI, before any work
+    store = Store.open(store_uri)  # fail early on a bad URI, before any work
     force = set(force or [])
     reports: list[StageReport] = []
-    with shards_on(dask_address, store_uri) as fanout:
+    with _exclusive(store, project.config, todo), shards_on(dask_address, store_uri) as fanout:
         for stage in todo:
             with fanout.stage(stage) as min_shards:
                 for scope, inputs, work in _units(stage, store_uri, project.config, videos, checkpoint,
@@ -70,6 +75,21 @@ def pipeline(
     storage_summary(Store.open(store_uri), store_uri)
     log.info("results in %s", store_uri)
     return [r.as_dict() for r in reports]
+
+
+@contextmanager
+def _exclusive(store: Store, config, todo: list[str]) -> Iterator[None]:
+    """This run alone writes the store (a lease row in it), and the output_dir when it trains or validates
+    (a lock file there); another live run holding either is named in the refusal."""
+    holder = Holder.this_process(flow_run_id())
+    with writer_lease(store, holder):
+        if not OUTPUT_STAGES & set(todo):
+            yield
+            return
+        run = f"flow run {holder.flow_run_id}" if holder.flow_run_id else "a run outside Prefect"
+        since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        with output_lock(Path(config.output_dir), f"{run}, pid {holder.pid} on {holder.host}, since {since}"):
+            yield
 
 
 def _units(stage: str, store_uri: str, config, videos: list, checkpoint: int | None, redo: bool,

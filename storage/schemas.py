@@ -215,8 +215,22 @@ VALIDATIONS = _spec(
     pa.field("created_at", UTC_TIMESTAMP, nullable=False),
 )
 
+# Who writes to this store now: one row per lease (storage/lease.py), inserted only if absent, so of two
+# runs that start together one gets it. Not data: no stage reads it.
+LEASES = _spec(
+    "leases",
+    "name",
+    pa.field("holder", pa.string(), nullable=False),  # a random id per holding run
+    pa.field("host", pa.string(), nullable=False),
+    pa.field("pid", pa.int64(), nullable=False),
+    pa.field("flow_run_id", pa.string()),
+    pa.field("since", UTC_TIMESTAMP, nullable=False),
+    pa.field("heartbeat", UTC_TIMESTAMP, nullable=False),  # renewed while the holder lives
+)
+
 TABLES: dict[str, TableSpec] = {
-    s.name: s for s in (FILES, VIDEOS, SAMPLES, CAPTIONS, STAGE_RUNS, TEXT_EMBEDS, LATENTS, CHECKPOINTS, VALIDATIONS)
+    s.name: s for s in (FILES, VIDEOS, SAMPLES, CAPTIONS, STAGE_RUNS, TEXT_EMBEDS, LATENTS, CHECKPOINTS, VALIDATIONS,
+                        LEASES)
 }
 
 

@@ -133,6 +133,27 @@ class Store:
             return tbl.version
         return tbl.merge_insert(spec.key).when_matched_update_all().execute(data).version
 
+    def insert_if_absent(self, table: str, row: Mapping[str, Any]) -> bool:
+        """Insert one row unless its key exists, atomically against other writers; True if it went in.
+
+        The key is Lance's primary key, so of two writers inserting it together one commits the row and the
+        other's retried merge finds it there (storage.schemas)."""
+        spec = table_spec(table)
+        result = self._writable(spec).merge_insert(spec.key).when_not_matched_insert_all().execute(
+            _to_arrow(spec, [row], insert=True))
+        return result.num_inserted_rows == 1
+
+    def update_where(self, table: str, where: str, values: Mapping[str, Any]) -> None:
+        """Set `values` on the rows matching `where` (build it with storage.sql), in one commit."""
+        tbl = self._table(table_spec(table))
+        if tbl is not None:
+            tbl.update(where=where, values=dict(values))
+
+    def delete_where(self, table: str, where: str) -> None:
+        tbl = self._table(table_spec(table))
+        if tbl is not None:
+            tbl.delete(where)
+
     def delete(self, table: str, keys: Iterable[str]) -> int | None:
         """Delete rows by key (one commit per 4096 present keys; absent keys cost nothing)."""
         spec = table_spec(table)

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ltx2core.training.checkpoint import CheckpointMismatch
+from ltx2core.training.output_lock import OutputBusy
+from storage.lease import LeaseHeld
 
 RERUN = "then run the same command again: finished stages and stored rows are kept and not recomputed"
 # Words in the messages of LanceDB's object-store errors (Rust's reqwest and object_store) and of S3.
@@ -48,6 +50,9 @@ def explain(error: BaseException, config: Any = None) -> Failure:
     stage, scope = getattr(error, "ltx2_stage", (None, None))
     text = f"{type(error).__name__}: {error}"
     oserror = next((e for e in _chain(error) if isinstance(e, OSError) and e.errno), None)
+    if isinstance(error, (LeaseHeld, OutputBusy)):  # the message names the other run and what to do
+        cause, _, fix = str(error).partition(". ")
+        return Failure(stage, scope, cause, fix)
     if _is_oom(error):
         return Failure(stage, scope, f"the GPU ran out of memory ({_first_line(error)})", _oom_fix(stage, config))
     if isinstance(error, CheckpointMismatch):

@@ -20,7 +20,7 @@ from tasks.failures import explain, mark_stage
 from tasks.report import StageReport
 
 
-def _flow_run_id() -> str | None:
+def flow_run_id() -> str | None:
     context = FlowRunContext.get()  # None outside a flow run (tests calling the function body directly)
     return str(context.flow_run.id) if context and context.flow_run else None
 
@@ -35,7 +35,7 @@ def tracked(store_uri: str, stage: str, scope: str, inputs: dict, run: Callable[
         report = run()
         store.record_stage_run(stage=stage, scope=scope, fingerprint=fp, status="completed", done=report.done,
                                skipped=report.skipped, failed=report.failed, error=None,
-                               versions=report.versions, flow_run_id=_flow_run_id(), started_at=started,
+                               versions=report.versions, flow_run_id=flow_run_id(), started_at=started,
                                finished_at=datetime.now(UTC))
     except Exception as e:
         mark_stage(e, stage, scope)
@@ -43,7 +43,7 @@ def tracked(store_uri: str, stage: str, scope: str, inputs: dict, run: Callable[
         log = get_run_logger() if FlowRunContext.get() else logging.getLogger(__name__)
         try:
             store.record_stage_run(stage=stage, scope=scope, fingerprint=fp, status="failed", done=0, skipped=0,
-                                   failed=0, error=failure.cause, versions={}, flow_run_id=_flow_run_id(),
+                                   failed=0, error=failure.cause, versions={}, flow_run_id=flow_run_id(),
                                    started_at=started, finished_at=datetime.now(UTC))
         except Exception as record_error:  # the store may be what failed (full disk, unreachable)
             log.warning("stage %s (%s): could not record the failure in stage_runs: %s", stage, scope, record_error)

@@ -16,12 +16,10 @@ on 127.0.0.1 and bound there only.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import hmac
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sysconfig
@@ -37,11 +35,12 @@ from pathlib import Path
 
 import pytest
 
+from ltx2core.process import die_with_parent
+
 HOST = "127.0.0.1"
 REGION = "us-east-1"
 BUCKET = "pipeline"
 START_TIMEOUT_S = 60.0
-_PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 # Every listener `weed mini` opens; gRPC ports default to HTTP port + 10000, which may be taken
 # or above 65535, so each gets its own free port.
 _PORT_FLAGS = (
@@ -116,7 +115,7 @@ def running_s3_server(workdir: Path, *, bucket: str = BUCKET) -> Iterator[S3Serv
     log = workdir / "weed.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, preexec_fn=die_with_parent
         )
     try:
         server = S3Server(f"http://{HOST}:{ports['s3.port']}", bucket, access_key, secret_key)
@@ -167,11 +166,6 @@ def _wait_for_bucket(server: S3Server, process: subprocess.Popen[bytes], log: Pa
             pass  # not listening yet
         time.sleep(0.05)
     raise RuntimeError(f"weed mini served no bucket {server.bucket!r} within {START_TIMEOUT_S:.0f} s:\n{_tail(log)}")
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: Linux sends it SIGTERM if the test process dies without cleaning up."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -159,3 +159,37 @@ def test_kill_9_of_a_run_leaves_no_process_of_it(tmp_path: Path, tiny) -> None:
     while _session(run.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _session(run.pid) == []
+
+
+def test_a_second_run_on_the_same_store_or_output_dir_is_refused_naming_the_first(tmp_path: Path, prefect_api,
+                                                                                  tiny) -> None:
+    project = train_project(tmp_path, make_dataset(tmp_path / "clips"), max_train_steps=5000, checkpointing_steps=100)
+    env = os.environ | {"PREFECT_API_URL": prefect_api, "PYTHONPATH": str(REPO)}
+    first = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--config", project["config"],
+                              "--databackend", project["databackend"], "--storage", project["storage"]], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    holder = []
+    while time.monotonic() < deadline and not holder:
+        time.sleep(0.2)
+        if Path(project["storage"]).is_dir():
+            holder = Store.open(project["storage"]).read("leases").to_pylist()
+    assert holder and holder[0]["pid"] == first.pid
+
+    second = ltx2_run(project, api=prefect_api)  # the same store and output_dir
+    assert second.returncode == 1 and "Traceback" not in second.stdout + second.stderr
+    assert f"is being written by another run: flow run {holder[0]['flow_run_id']}, pid {first.pid}" in second.stderr
+    while time.monotonic() < deadline and not list((tmp_path / "output" / "run").glob(".ltx2-writer.lock")):
+        time.sleep(0.2)
+    other_store = ltx2_run(project | {"storage": str(tmp_path / "other-store")}, "--stages", "train",
+                           api=prefect_api)  # another store, the same output_dir
+    assert other_store.returncode == 1 and f"pid {first.pid}" in other_store.stderr
+    assert "output/run is being written by another run" in other_store.stderr
+
+    assert first.poll() is None  # still training, undisturbed
+
+    first.kill()  # dies holding both: the kernel drops the lock file's lock, the lease row stays
+    first.wait()
+    after = ltx2_run(project, "--stages", "probe", "--force", "probe", api=prefect_api)  # takes the lease over
+    assert after.returncode == 0, after.stderr
+    assert Store.open(project["storage"]).read("leases").num_rows == 0  # and released it
