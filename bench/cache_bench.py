@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import multiprocessing
 import os
 import platform
@@ -57,7 +58,7 @@ from ltx2core.data.encode_latents import AudioSpec, LatentJob, encode_latent_job
 from ltx2core.data.tensors import to_record  # noqa: E402
 from ltx2core.media import synth  # noqa: E402
 from ltx2core.media.decode import ClipPlan, decode_clip  # noqa: E402
-from ltx2core.models.text import encode_captions  # noqa: E402
+from ltx2core.models.text import ENCODE_TOKENS, encode_captions  # noqa: E402
 from ltx2core.models.vae import VaeOptions, encode_video  # noqa: E402
 
 GIB = 2**30
@@ -473,9 +474,9 @@ def part_text(sizes: Sizes, report: Report, models: dict[str, Any]) -> None:
     del out
     _free(sizes.device)
 
-    def features(bucketed: bool, batch_size: int) -> Callable[[], list[Any]]:
+    def features(bucketed: bool, batch_size: int, max_tokens: int | None = None) -> Callable[[], list[Any]]:
         return lambda: encode_captions(captions, **text, max_length=length, device=sizes.device, dtype=sizes.dtype,
-                                       batch_size=batch_size, bucketed=bucketed)
+                                       batch_size=batch_size, bucketed=bucketed, max_batch_tokens=max_tokens)
 
     padded, seconds, peak = _guarded(lambda: measure(features(False, sizes.padded_feature_batch), sizes.device, 1))
     if padded is None:
@@ -485,7 +486,14 @@ def part_text(sizes: Sizes, report: Report, models: dict[str, Any]) -> None:
                    peak_gib=peak, peak_above_weights_gib=_above(peak, weights), rate=len(captions) / seconds,
                    note="captions/s")
     _free(sizes.device)
-    ours, seconds, peak = _guarded(lambda: measure(features(True, sizes.bucketed_batch), sizes.device, sizes.reps))
+    # As the text-embeds stage calls it: its batch and token budget, halving a batch that runs out of memory.
+    halvings = _Count()
+    logging.getLogger("ltx2core.models.text").addHandler(halvings)
+    stage_tokens = None if sizes.tiny else ENCODE_TOKENS
+    ours, seconds, peak = _guarded(lambda: measure(features(True, sizes.bucketed_batch, stage_tokens), sizes.device,
+                                                   sizes.reps))
+    report.facts["text_batches_halved"] = halvings.count
+    report.facts["pytorch_cuda_alloc_conf"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF")
     if ours is None:
         report.add("text", "encode_captions bucketed", note=seconds)
         return
@@ -495,12 +503,24 @@ def part_text(sizes: Sizes, report: Report, models: dict[str, Any]) -> None:
         b = torch.cat([e.features.float() for e in padded])
         rel = _rel_err(a, b)
         report.facts["text_features_finite"] = bool(torch.isfinite(a).all() and torch.isfinite(b).all())
-    report.add("text", f"encode_captions bucketed, bs {sizes.bucketed_batch}", s=seconds, peak_gib=peak,
+    report.add("text", f"encode_captions bucketed, bs {sizes.bucketed_batch}, <= {stage_tokens} tokens (the stage)",
+               s=seconds, peak_gib=peak,
                peak_above_weights_gib=_above(peak, weights), rate=len(captions) / seconds, rel_err=rel,
                note="captions/s; target >= 60; rel_err vs padded")
     per_caption = [e.features.numel() * e.features.element_size() for e in ours]
     report.facts["bytes_per_caption_mean"] = sum(per_caption) / len(per_caption)
     report.facts["bytes_per_caption_padded_connector_outputs"] = 2 * length * ours[0].features.shape[1] * 2
+
+
+class _Count(logging.Handler):
+    """Counts the warnings of halved batches."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += "out of memory" in record.getMessage()
 
 
 # ---- main

@@ -21,15 +21,13 @@ from ltx2core.models.loading import load_connectors, load_text_encoder, load_tok
 from ltx2core.models.placement import on_device
 from ltx2core.models.runtime import compute_dtype, pick_device
 from ltx2core.models.source import resolve_source
-from ltx2core.models.text import encode_captions
+from ltx2core.models.text import ENCODE_BATCH, ENCODE_TOKENS, encode_captions
 from storage.store import Store
 from tasks.pending import TextModel, text_embed_work, text_model, wanted_captions
 from tasks.progress import sink
 from tasks.report import StageReport
 
 COMMIT_EVERY = 256  # captions per commit (1.5 MB each at full size)
-ENCODE_BATCH = 64  # 64 captions of ~200 tokens: 66 captions/s on an H200 (BENCHMARKS.md) ...
-ENCODE_TOKENS = 64 * 256  # ... and no more padded tokens than that per batch, so long captions fit an 80 GB card
 
 
 @task(name="text-embeds-shard", cache_policy=NO_CACHE, retries=1)

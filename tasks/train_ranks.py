@@ -41,6 +41,7 @@ from ltx2core.training.data import BucketBatches, ExpandedCaption, TrainExample,
 from ltx2core.training.distributed import World, join_world, leave_world, rank_device, shard_base, wait_for_main
 from ltx2core.training.flow_matching import DynamicShift
 from ltx2core.training.fp8 import apply_fp8_base
+from ltx2core.training.int8 import apply_int8_base
 from ltx2core.training.loop import TrainSettings, train
 from ltx2core.training.lora import LoraSpec, add_lora, save_lora, target_modules
 from ltx2core.training.offload import SWAP_KEYS, swap_plan
@@ -155,6 +156,9 @@ def run_training(
             log.warning("train %s: fp8 base weights without compile_blocks: quantizing each layer's input is not "
                         "fused, and steps are slower than bf16 (1.17x on an H100; with compile_blocks 0.80x, "
                         "BENCHMARKS.md)", plan.scope)
+    if config.base_model_precision == "int8-torchao":  # after add_lora, like fp8
+        saved = apply_int8_base(transformer, device=device)
+        log.info("train %s: int8 base weights (torchao) save %.1f GiB", plan.scope, saved / 2**30)
     if swap:
         swap.attach(transformer, device)
     else:

@@ -43,9 +43,10 @@ class TrainConfig(StrictModel):
     pretrained_model_name_or_path: str = Field(
         "Lightricks/LTX-2", description=f"Hub id or folder of diffusers weights; '{TINY_MODEL}' = tiny random model"
     )
-    base_model_precision: Literal["no_change", "fp8-e4m3fn"] = Field(
+    base_model_precision: Literal["no_change", "fp8-e4m3fn", "int8-torchao"] = Field(
         "no_change", description="no_change: frozen weights as loaded; fp8-e4m3fn: transformer block Linear weights "
-        "stored in float8 (per-row scale), computed in bf16; LoRA stays float32"
+        "stored in float8 (per-row scale), multiplied in fp8 where the GPU can; int8-torchao: the same weights in "
+        "int8 by torchao (weight-only, SimpleTuner's LTX-2 default); LoRA stays float32"
     )
     train_text_encoder: bool = Field(False, description="Must stay false: Gemma3 is frozen and its embeds cached")
     tokenizer_max_length: int = Field(1024, ge=1, description="Gemma3 prompt tokens (LTX-2 pipeline default)")
@@ -311,6 +312,18 @@ class TrainConfig(StrictModel):
                                  f"to train the same LoRA): set compile_blocks false or remove {key}"))
         if problems:
             raise rule_error(*problems)
+        return self
+
+    @model_validator(mode="after")
+    def _check_int8(self) -> TrainConfig:
+        if self.base_model_precision != "int8-torchao":
+            return self
+        unverified = [key for key in ("musubi_blocks_to_swap", "enable_group_offload", "compile_blocks")
+                      if getattr(self, key)]
+        if unverified:
+            raise rule_error((unverified[0], f"{unverified[0]} with base_model_precision int8-torchao is not "
+                              "verified (torchao's int8 weights): use fp8-e4m3fn for that combination, or drop "
+                              f"{unverified[0]}"))
         return self
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ Caching before the connector transformers keeps connector LoRAs possible, but no
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +24,12 @@ from typing import Any
 import torch
 from diffusers.pipelines.ltx2.connectors import per_layer_masked_mean_norm
 
+log = logging.getLogger(__name__)
+
 NORM_SCALE = 8  # LTX2Pipeline's scale_factor for the per-layer norm
 PAD_MULTIPLE = 8  # bucketed batches are padded to a multiple of this many tokens
+ENCODE_BATCH = 64  # what the text-embeds stage asks: 64 captions of ~200 tokens: 66 captions/s on an H200 ...
+ENCODE_TOKENS = 64 * 256  # ... and no more padded tokens than that a batch (BENCHMARKS.md)
 
 
 @dataclass(frozen=True)
@@ -68,15 +73,37 @@ def encode_captions(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     order = sorted(range(len(captions)), key=lambda i: len(token_ids[i])) if bucketed else list(range(len(captions)))
     results: dict[int, CaptionEmbedding] = {}
-    for batch in _batches(order, [len(t) for t in token_ids], batch_size, max_batch_tokens):
+    pending = _batches(order, [len(t) for t in token_ids], batch_size, max_batch_tokens)
+    while pending:
+        batch = pending.pop(0)
         longest = max(len(token_ids[i]) for i in batch)
         length = min(max_length, -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE) if bucketed else max_length
-        features = _project(
-            [token_ids[i] for i in batch], length, max_length, pad_id, text_encoder, connectors, device
-        )
+        try:
+            features = _project(
+                [token_ids[i] for i in batch], length, max_length, pad_id, text_encoder, connectors, device
+            )
+        except torch.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+            # Halve it and go on: the batch is encoded, in two, and later batches keep to the size that fit
+            # (an 80 GB card ran out at 64 captions of ~200 tokens when its memory was fragmented).
+            _free_cuda(device)
+            half = len(batch) // 2
+            batch_size = min(batch_size, half)
+            log.warning("text encoder out of memory on %d captions of %d tokens: halving the batch to %d",
+                        len(batch), length, half)
+            pending[:0] = [batch[:half], batch[half:]]
+            pending = _batches([i for b in pending for i in b], [len(t) for t in token_ids], batch_size,
+                               max_batch_tokens)
+            continue
         for i, rows in zip(batch, features, strict=True):
             results[i] = CaptionEmbedding(rows.to("cpu", dtype))
     return [results[i] for i in range(len(captions))]
+
+
+def _free_cuda(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _batches(order: list[int], lengths: list[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:

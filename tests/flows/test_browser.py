@@ -52,9 +52,8 @@ def _open_custom_run(page: Page, url: str) -> None:
     page.wait_for_load_state("networkidle")  # a name typed too early was once replaced by a generated one
 
 
-def _fill_form(page: Page, config: Path, backend: Path, storage: Path) -> None:
-    typed = {"Run Name": RUN_NAME, "config (Optional)": str(config), "databackend (Optional)": str(backend),
-             "storage (Optional)": str(storage)}
+def _fill_form(page: Page, config: Path, storage: Path) -> None:
+    typed = {"Run Name": RUN_NAME, "config (Optional)": str(config), "storage (Optional)": str(storage)}
     for label, value in typed.items():
         page.get_by_label(label, exact=True).fill(value)
 
@@ -100,6 +99,8 @@ def _wait_finished(server: LocalServer, name: str) -> dict:
 def test_custom_run_from_the_ui_runs_on_the_worker_with_the_typed_parameters(server, browser):
     data = make_dataset(server.root / "videos")
     config, backend = write_configs(server.root, data)  # num_frames 33, min_frames 33: three clips would be kept
+    # As SimpleTuner users write it: the config names its datasets file, so the form leaves databackend empty.
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"data_backend_config": str(backend)}))
     storage = server.root / "browser-store"
     shots = server.root / "screenshots"
     shots.mkdir()
@@ -112,7 +113,7 @@ def test_custom_run_from_the_ui_runs_on_the_worker_with_the_typed_parameters(ser
     context.set_default_timeout(UI_TIMEOUT_MS)
     page = context.new_page()
     _open_custom_run(page, server.url)
-    _fill_form(page, config, backend, storage)
+    _fill_form(page, config, storage)
     # The whole form in one picture (a full-page shot would draw the fixed sidebar mid-page).
     page.set_viewport_size({"width": 1280, "height": page.evaluate("document.documentElement.scrollHeight")})
     page.screenshot(path=shots / "custom-run-form.png", animations="disabled")
@@ -133,7 +134,7 @@ def test_custom_run_from_the_ui_runs_on_the_worker_with_the_typed_parameters(ser
     context.close()
 
     # The run got what was typed, and the form's defaults for the rest.
-    expected = {"config": str(config), "databackend": str(backend), "storage": str(storage), "stages": STAGES,
+    expected = {"config": str(config), "databackend": None, "storage": str(storage), "stages": STAGES,
                 "force": [], "checkpoint": None,
                 "overrides": {"resolution": None, "num_frames": NUM_FRAMES, "max_train_steps": None,
                               "lora_rank": None, "learning_rate": None}}

@@ -127,3 +127,33 @@ def test_a_token_budget_splits_batches_without_changing_the_features(tiny_text: 
     budgeted = _encode(tiny_text, max_length, bucketed=True, batch_size=8, max_batch_tokens=16)
     for a, b in zip(_encode(tiny_text, max_length, bucketed=True, batch_size=8), budgeted, strict=True):
         assert (a.features - b.features).abs().max() <= BUCKETED_TOLERANCE
+
+
+class _SmallCard(torch.nn.Module):
+    """The tiny Gemma behind a card that holds at most `tokens` padded tokens a forward: above that it raises
+    the error CUDA raises (no GPU here to fill)."""
+
+    def __init__(self, text_encoder: Any, tokens: int) -> None:
+        super().__init__()
+        self.inner, self.tokens, self.batches = text_encoder.model, tokens, []
+
+    def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> Any:
+        if input_ids.numel() > self.tokens:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate for {input_ids.shape}")
+        self.batches.append(input_ids.shape[0])
+        return self.inner(input_ids=input_ids, **kwargs)
+
+
+def test_a_batch_that_runs_out_of_memory_is_halved_and_nothing_is_lost(tiny_text: dict[str, Any],
+                                                                       max_length: int) -> None:
+    reference = _encode(tiny_text, max_length, bucketed=True, batch_size=8)
+    card = _SmallCard(tiny_text["text_encoder"], tokens=2 * max_length)
+    halved = encode_captions(CAPTIONS, max_length=max_length, device="cpu", dtype=torch.float32,
+                             **(tiny_text | {"text_encoder": card}), bucketed=True, batch_size=8)
+    assert max(card.batches) <= 2 and sum(card.batches) == len(CAPTIONS)
+    for a, b in zip(reference, halved, strict=True):
+        assert (a.features - b.features).abs().max() <= BUCKETED_TOLERANCE
+
+    with pytest.raises(torch.OutOfMemoryError):  # one caption that does not fit is the caller's to handle
+        encode_captions(CAPTIONS[:1], max_length=max_length, device="cpu", dtype=torch.float32,
+                        **(tiny_text | {"text_encoder": _SmallCard(tiny_text["text_encoder"], tokens=1)}))
