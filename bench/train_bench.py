@@ -29,6 +29,7 @@ tokens), 512 = 512x512x49 (1,792); video-only unless "av" (126 audio tokens: 121
   ours-fp8-768        ours with fp8.apply_fp8_base (frozen block Linears in float8_e4m3fn; on an H100/H200 the
         matmuls run in fp8, torch._scaled_mm, since this session's run 7; before, bf16 compute on upcast weights).
   ours-fp8-compile-768 *   fp8 base + compile_repeated_blocks.
+  ours-int8-park-precap-768 *   int8.apply_int8_base (the same layers in int8 through torchao, weight-only).
   ours-compile-768, ours-bf16lora-compile-768, ours-bf16lora-compile-512   ours + transformer.compile_repeated_blocks
         (fullgraph=False; torch._dynamo.reset() before each row, so each compiles for its own shape and dtype): the
         first step, which compiles, is reported apart (first_s) and excluded from s/step.
@@ -179,6 +180,7 @@ class Row:
     tread: bool = False
     block_swap: int = 0
     fp8: bool = False
+    int8: bool = False  # int8.apply_int8_base: the same layers in int8 through torchao (weight-only)
     compile: bool = False
     recompute: str = "full"  # recompute.configure_blocks: full | selective (matmul and attention outputs kept)
     selective_blocks: int | None = None  # selective: how many blocks keep their outputs (None = all)
@@ -194,7 +196,8 @@ class Row:
     @property
     def mods(self) -> frozenset[str]:
         """Changes to the model that are not undone after the row."""
-        return frozenset(m for m, on in (("park", self.park), ("fp8", self.fp8), ("swap", self.block_swap > 0),
+        return frozenset(m for m, on in (("park", self.park), ("fp8", self.fp8), ("int8", self.int8),
+                                          ("swap", self.block_swap > 0),
                                           ("compile", self.compile),
                                           (f"selective{self.selective_blocks or ''}", self.recompute == "selective"))
                          if on)
@@ -242,6 +245,7 @@ ROWS = (  # in run order: LoRA changes kept few, model-changing rows last
     Row("ours-blockswap16-park-precap-768", "ours", block_swap=SWAP_BLOCKS, precap=True, park=True, default=False,
         estimate_s=40),
     Row("ours-fp8-park-precap-768", "ours", fp8=True, precap=True, park=True, default=False, estimate_s=30),
+    Row("ours-int8-park-precap-768", "ours", int8=True, precap=True, park=True, default=False, estimate_s=40),
     Row("ours-fp8-bf16lora-sac-compile-park-precap-768", "ours", fp8=True, bf16_lora=True, compile=True,
         recompute="selective", precap=True, park=True, default=False, estimate_s=60),
     Row("ours-bf16lora-sac-compile-park-precap-768", "ours", bf16_lora=True, compile=True, recompute="selective",
@@ -274,7 +278,7 @@ class Bench:
 
     def prepare(self, row: Row) -> tuple[Any, list[torch.nn.Parameter]]:
         """The transformer with `row`'s LoRA (in its dtype) and model changes; returns it and the LoRA params."""
-        fixed_before_lora = self.mods & {"fp8", "swap"}  # both must come after the LoRA is added
+        fixed_before_lora = self.mods & {"fp8", "int8", "swap"}  # these must come after the LoRA is added
         if (self.transformer is None or self.broken or self.mods - row.mods
                 or (fixed_before_lora and self.adapter != row.adapter)
                 or (row.park and "park" not in self.mods and fixed_before_lora)):  # park comes before both
@@ -348,6 +352,11 @@ class Bench:
 
             self.mods.add("fp8")
             self.facts[f"{row.name}: fp8_saved_gib"] = round(apply_fp8_base(transformer) / GIB, 2)
+        if row.int8 and "int8" not in self.mods:
+            from ltx2core.training.int8 import apply_int8_base
+
+            self.mods.add("int8")
+            self.facts[f"{row.name}: int8_saved_gib"] = round(apply_int8_base(transformer) / GIB, 2)
         if row.block_swap and "swap" not in self.mods:
             from ltx2core.training.block_swap import BlockSwapper
 

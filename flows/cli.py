@@ -76,6 +76,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                                stages=_stages(args.stages), force=args.force, checkpoint=args.checkpoint,
                                overrides=overrides, dask_address=args.dask_address)
     except Exception as error:  # one block a user can act on; the traceback goes to a file and the Prefect log
+        from flows.ephemeral import drain_to_api
+
+        drain_to_api()  # so Prefect's exit-time drain has nothing left to warn about below the block
         _report_failure(error, project.config, args.storage)
         return 1
     print_summary(reports, args.storage)

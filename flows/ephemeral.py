@@ -60,7 +60,7 @@ def ephemeral_api() -> Iterator[str]:
             try:
                 yield url
             finally:
-                _drain_to_api()
+                drain_to_api()
     finally:
         server.terminate()
         try:
@@ -77,7 +77,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _drain_to_api() -> None:
+def drain_to_api() -> None:
     """Send the log lines and events still queued, while the server is up to take them."""
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker

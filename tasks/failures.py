@@ -9,6 +9,7 @@ traceback is never the message: it goes to a log file (`write_traceback`) and th
 from __future__ import annotations
 
 import errno
+import re
 import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,11 +61,14 @@ def explain(error: BaseException, config: Any = None) -> Failure:
                        "put those settings back to resume, or start this run again from step 0 with "
                        "`ltx2 run --force train` (or give it another output_dir)")
     if (oserror and oserror.errno == errno.ENOSPC) or "No space left on device" in text:
-        where = f" under {oserror.filename}" if oserror and oserror.filename else ""
+        path = oserror.filename if oserror and oserror.filename else _lance_path(text)
+        where = f" under {path}" if path else ""
         return Failure(stage, scope, f"the disk is full{where} (No space left on device)",
                        f"free space on that disk, or point --storage / output_dir at a bigger one, {RERUN}")
-    if (oserror and oserror.errno in (errno.EACCES, errno.EPERM, errno.EROFS)) or "Permission denied" in text:
-        where = f" to {oserror.filename}" if oserror and oserror.filename else ""
+    if (oserror and oserror.errno in (errno.EACCES, errno.EPERM, errno.EROFS)) or any(
+            words in text for words in ("Permission denied", "Read-only file system")):
+        path = oserror.filename if oserror and oserror.filename else _lance_path(text)
+        where = f" to {path}" if path else ""
         return Failure(stage, scope, f"this user may not write{where} ({_first_line(error)})",
                        f"make it writable for this user, or point --storage / output_dir elsewhere, {RERUN}")
     if any(word in text for word in _CREDENTIALS):
@@ -92,6 +96,15 @@ def write_traceback(error: BaseException, folders: list[Path]) -> Path | None:
         except OSError:
             continue
     return None
+
+
+def _lance_path(text: str) -> str | None:
+    """The file a Lance IO error names (`... at path "/store/t.lance/data/x"`), cut to the .lance table."""
+    found = re.search(r'at path "([^"]+)"', text)
+    if not found:
+        return None
+    path = found.group(1)
+    return path[:path.index(".lance") + len(".lance")] if ".lance" in path else path
 
 
 def _chain(error: BaseException) -> list[BaseException]:

@@ -84,7 +84,9 @@ def test_a_full_disk_is_one_block_and_a_rerun_after_freeing_space_ends_as_a_clea
     assert run.returncode == 1
     said = run.stdout + run.stderr
     assert "Traceback" not in said
-    assert "ltx2 run failed in stage probe" in run.stderr  # the first to write: its stage_runs record
+    block = run.stderr.strip().splitlines()  # stderr is the block and nothing else
+    assert block[0].startswith("ltx2 run failed") and all(line.startswith("  ") for line in block[1:]), block
+    assert "ltx2 run failed before any stage ran" in run.stderr  # the first write: the store's writer lease
     assert "cause: the disk is full" in run.stderr and "fix:   free space on that disk" in run.stderr
     log_file = Path(run.stderr.split("full traceback: ")[1].split(" and the flow run")[0])
     assert log_file.is_file() and "Traceback" in log_file.read_text()
@@ -97,6 +99,17 @@ def test_a_full_disk_is_one_block_and_a_rerun_after_freeing_space_ends_as_a_clea
     lora = "output/run/pytorch_lora_weights.safetensors"
     assert _safetensors((tmp_path / "full" / lora).read_bytes()) == _safetensors((tmp_path / "clean" / lora)
                                                                                   .read_bytes())
+
+
+def test_a_store_this_user_may_not_write_is_one_block_naming_the_fix(tmp_path: Path, small_disk: Path, prefect_api,
+                                                                      tiny) -> None:
+    project = train_project(tmp_path, make_dataset(tmp_path / "clips")) | {"storage": str(small_disk / "store")}
+    pipeline(**project, stages=CACHE)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)  # as root, chmod would not stop us
+
+    run = ltx2_run(project, api=prefect_api)
+    assert run.returncode == 1 and "Traceback" not in run.stdout + run.stderr
+    assert "cause: this user may not write" in run.stderr and "make it writable for this user" in run.stderr
 
 
 def test_resuming_with_changed_settings_says_what_changed_and_how_to_start_again(tmp_path: Path, prefect_api,
