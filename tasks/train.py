@@ -29,6 +29,7 @@ from prefect.cache_policies import NO_CACHE
 from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
 from ltx2core.models.runtime import pick_device
+from ltx2core.process import die_with_parent
 from ltx2core.training.distributed import SINGLE, process_count
 from storage.store import Store
 from tasks.artifacts import artifact_key
@@ -93,9 +94,10 @@ def _train_on_ranks(store_uri: str, config: TrainConfig, datasets: list[VideoDat
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
                    "-m", "tasks.train_ranks", str(job)]
         log.info("train: launching %d ranks: %s", processes, " ".join(command))
-        # Started in this process's group (no new session): a flow-run cancel signals the whole group.
+        # Started in this process's group (no new session): a flow-run cancel signals the whole group; and told
+        # to end with this process, should it be killed outright (torchrun then stops its ranks).
         ranks = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True, bufsize=1)
+                                 stderr=subprocess.STDOUT, text=True, bufsize=1, preexec_fn=die_with_parent)
         try:
             for line in ranks.stdout:
                 _relay(line.rstrip("\n"), log)
