@@ -188,7 +188,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     from ltx2core.media.synth import make_sample_dataset
 
     paths = make_sample_dataset(Path(args.folder))
-    print(f"wrote {len(paths)} sample clips with captions to {args.folder}")
+    print(f"{len(paths)} sample clips with captions in {args.folder} (clips already there are left as they are)")
     return 0
 
 
