@@ -113,7 +113,8 @@ def _prefect_api():
 
 def _quiet_console_errors() -> None:
     """Prefect prints a failing task's error and traceback on the terminal; `_report_failure` says it once,
-    plainly. The records still reach the Prefect API (its own handler), so the UI has every line."""
+    plainly. The records still reach the Prefect API (its own handler), so the UI has every line. Its
+    background senders' "still processing items" at exit are not for the user either."""
     import logging
 
     from prefect.logging.handlers import PrefectConsoleHandler
@@ -122,6 +123,8 @@ def _quiet_console_errors() -> None:
         for handler in getattr(logger, "handlers", ()):
             if isinstance(handler, PrefectConsoleHandler):
                 handler.addFilter(lambda record: record.levelno < logging.ERROR)
+    for sender in ("EventsWorker", "APILogWorker"):  # Prefect names these loggers after the class
+        logging.getLogger(sender).setLevel(logging.ERROR)
 
 
 def _report_failure(error: BaseException, config, storage: str) -> None:
