@@ -26,6 +26,7 @@ from storage.lease import Holder, LeaseHeld, writer_lease
 from storage.store import Store
 uri, go, hold, how = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 store = Store.open(uri)
+print("ready", flush=True)
 while not go.exists():
     time.sleep(0.01)
 try:
@@ -44,7 +45,8 @@ def _contend(uri: str, tmp_path: Path, count: int, hold: float, how: str = "rele
     env = os.environ | {"PYTHONPATH": str(REPO)}
     children = [subprocess.Popen([sys.executable, "-c", CHILD, uri, str(go), str(hold), how], env=env,
                                  stdout=subprocess.PIPE, text=True) for _ in range(count)]
-    time.sleep(3)  # every child imported and connected
+    for child in children:  # every child imported and connected, however busy the machine
+        assert child.stdout.readline().strip() == "ready"
     go.touch()
     return [child.communicate(timeout=120)[0].strip() for child in children]
 
