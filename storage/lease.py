@@ -11,8 +11,10 @@ The holder renews a heartbeat; a lease is stale, and taken over, when its heartb
 from __future__ import annotations
 
 import os
+import random
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +28,8 @@ TABLE = "leases"
 WRITER = "writer"
 STALE_AFTER = timedelta(seconds=90)
 RENEW_EVERY = timedelta(seconds=20)
+TRIES = 6
+_CONFLICTS = ("Incompatible transaction", "commit conflict", "TooMuchContention")
 
 
 class LeaseHeld(RuntimeError):
@@ -60,20 +64,28 @@ def writer_lease(store: Store, holder: Holder) -> Iterator[None]:
 
 
 def _acquire(store: Store, holder: Holder) -> None:
-    for _ in range(3):  # a stale row is deleted, then the insert is tried again
+    for attempt in range(TRIES):  # a stale row is deleted, or a conflicting commit retried, then tried again
         now = datetime.now(UTC)
-        if store.insert_if_absent(TABLE, {"name": WRITER, "holder": holder.holder, "host": holder.host,
-                                          "pid": holder.pid, "flow_run_id": holder.flow_run_id, "since": now,
-                                          "heartbeat": now}):
-            return
+        try:
+            store.insert_if_absent(TABLE, {"name": WRITER, "holder": holder.holder, "host": holder.host,
+                                           "pid": holder.pid, "flow_run_id": holder.flow_run_id, "since": now,
+                                           "heartbeat": now})
+        except RuntimeError as error:
+            # Runs that start together on a new store also race to create the table; Lance refuses the merges
+            # that lost, rather than rebasing them. The row, not the insert's report, says who holds the lease.
+            if not any(word in str(error) for word in _CONFLICTS):
+                raise
+            time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
         rows = store.read(TABLE, where=sql_eq("name", WRITER)).to_pylist()
         if not rows:
-            continue  # released meanwhile
+            continue  # released meanwhile, or our insert lost a race
         other = rows[0]
+        if other["holder"] == holder.holder:
+            return
         if not _stale(other, now):
             raise LeaseHeld(_describe(store, other))
         store.delete_where(TABLE, sql_eq("name", WRITER) + " AND " + sql_eq("holder", other["holder"]))
-    raise LeaseHeld(f"{store.uri}: could not take the writer lease after three tries (other runs starting "
+    raise LeaseHeld(f"{store.uri}: could not take the writer lease after {TRIES} tries (other runs starting "
                     "at the same moment): run again")
 
 
