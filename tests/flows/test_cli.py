@@ -11,10 +11,9 @@ from pathlib import Path
 
 from prefect.client.orchestration import get_client
 
-from tests.flows.helpers import make_dataset, write_configs
+from tests.flows.helpers import REPO, make_dataset, write_configs
 
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def ltx2(*args: str, api: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -15,9 +15,8 @@ import pytest
 
 from flows.pipeline import pipeline
 from storage.store import Store
-from tests.flows.helpers import make_dataset, train_project
+from tests.flows.helpers import REPO, make_dataset, train_project
 
-REPO = Path(__file__).resolve().parents[2]
 CACHE = ["probe", "filter", "bucket", "captions"]
 TABLES = ["files", "videos", "samples", "captions", "text_embeds", "latents", "checkpoints"]
 DISK_MIB = 24
