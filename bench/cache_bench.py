@@ -58,7 +58,7 @@ from ltx2core.data.encode_latents import AudioSpec, LatentJob, encode_latent_job
 from ltx2core.data.tensors import to_record  # noqa: E402
 from ltx2core.media import synth  # noqa: E402
 from ltx2core.media.decode import ClipPlan, decode_clip  # noqa: E402
-from ltx2core.models.text import ENCODE_TOKENS, encode_captions  # noqa: E402
+from ltx2core.models.text import ENCODE_BATCH, ENCODE_TOKENS, encode_captions  # noqa: E402
 from ltx2core.models.vae import VaeOptions, encode_video  # noqa: E402
 
 GIB = 2**30
@@ -91,7 +91,7 @@ class Sizes:
 
 FULL = dict(reps=2, frames=121, width=768, height=512, source_width=768, tile=(512, 448), clips=12, workers=(2, 4, 8),
             captions=256, caption_tokens=(150, 250), padded_length=1024, baseline_batch=32, padded_feature_batch=8,
-            bucketed_batch=64)
+            bucketed_batch=ENCODE_BATCH)
 TINY = dict(reps=1, frames=17, width=64, height=64, source_width=96, tile=(64, 64), clips=4, workers=(1, 2),
             captions=16, caption_tokens=(20, 60), padded_length=64, baseline_batch=8, padded_feature_batch=4,
             bucketed_batch=8)
