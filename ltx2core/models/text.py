@@ -124,10 +124,16 @@ def _batches(order: list[int], lengths: list[int], batch_size: int, max_tokens: 
 @torch.no_grad()
 def _project(
     token_ids: list[list[int]], length: int, max_length: int, pad_id: int, text_encoder: Any, connectors: Any,
-    device: torch.device | str, norm_tokens: int = NORM_TOKENS,
+    device: torch.device | str, norm_tokens: int = NORM_TOKENS, layer_major: bool | None = None,
 ) -> list[torch.Tensor]:
     """Gemma -> stacked hidden states -> per-layer norm -> text_proj_in, for one left-padded batch; the norm and
-    the projection take `norm_tokens` padded tokens' worth of captions at a time."""
+    the projection take `norm_tokens` padded tokens' worth of captions at a time.
+
+    `layer_major` (default: on CUDA) stacks the layers [rows, L, layers, hidden], a plain copy of each layer,
+    and reorders text_proj_in's columns to match: the same products summed in another order, so features
+    differ from the pipeline's by float rounding. diffusers' layer-minor stack [rows, L, hidden, layers] is a
+    strided write that took 60 % of the norm's time on an H100; on the CPU it is kept, and features equal the
+    pipeline's to the bit."""
     lengths = torch.tensor([len(ids) for ids in token_ids], device=device)
     input_ids = torch.full((len(token_ids), length), pad_id, dtype=torch.long, device=device)
     for row, ids in enumerate(token_ids):
@@ -141,17 +147,19 @@ def _project(
     hidden_states = language_model(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, output_hidden_states=True
     ).hidden_states
-    # Layer-major [rows, L, layers, hidden] (a plain copy of each layer; diffusers' layer-minor stack was 60 %
-    # of the norm's time on an H100), and text_proj_in's columns reordered to match: the same products, summed
-    # in another order. The norm is per caption, so a few rows at a time give the same features: its float32
-    # temporaries are ~6 copies of the stack, 30 GiB for 64 captions of 200 tokens at once.
-    weight = _layer_major(connectors.text_proj_in.weight, len(hidden_states))
+    if layer_major is None:
+        layer_major = torch.device(device).type == "cuda"
+    weight = connectors.text_proj_in.weight
+    if layer_major:
+        weight = _layer_major(weight, len(hidden_states))
+    # The norm is per caption, so a few rows at a time give the same features: its float32 temporaries are
+    # ~6 copies of the stack, 30 GiB for 64 captions of 200 tokens at once.
     rows_per_chunk = max(1, norm_tokens // length)
     features = []
     for start in range(0, len(token_ids), rows_per_chunk):
         rows = slice(start, start + rows_per_chunk)
-        stacked = torch.stack([h[rows] for h in hidden_states], dim=2).to(weight.dtype)
-        normed = per_layer_norm(stacked, lengths[rows])
+        stacked = torch.stack([h[rows] for h in hidden_states], dim=2 if layer_major else 3).to(weight.dtype)
+        normed = per_layer_norm(stacked, lengths[rows], hidden_dim=3 if layer_major else 2)
         del stacked
         projected = torch.nn.functional.linear(normed, weight, connectors.text_proj_in.bias)  # [rows, L, channels]
         features += [projected[row, length - n :] for row, n in enumerate(lengths[rows].tolist())]
@@ -165,18 +173,20 @@ def _layer_major(weight: torch.Tensor, layers: int) -> torch.Tensor:
     return weight.view(out, width // layers, layers).transpose(1, 2).reshape(out, width)
 
 
-def per_layer_norm(stacked: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """LTX-2's per-layer masked mean/range norm of LEFT-padded layer-major hidden states [B, L, layers, hidden]
-    -> [B, L, layers * hidden], padding rows 0: diffusers' `per_layer_masked_mean_norm` (its float32 promotion
-    included) on the layout above (tested against it)."""
-    batch, length, _, hidden = stacked.shape
+def per_layer_norm(stacked: torch.Tensor, lengths: torch.Tensor, hidden_dim: int, eps: float = 1e-6) -> torch.Tensor:
+    """LTX-2's per-layer masked mean/range norm of LEFT-padded hidden states stacked [B, L, hidden, layers]
+    (`hidden_dim` 2, as diffusers) or [B, L, layers, hidden] (3) -> [B, L, hidden * layers] in the same order,
+    padding rows 0: diffusers' `per_layer_masked_mean_norm`, its float32 promotion included (tested against it:
+    equal to the bit in its layout)."""
+    batch, length = stacked.shape[:2]
     mask = (torch.arange(length, device=stacked.device) >= length - lengths[:, None])[:, :, None, None]
-    valid = (lengths * hidden).view(batch, 1, 1, 1)
-    mean = stacked.masked_fill(~mask, 0.0).sum(dim=(1, 3), keepdim=True) / (valid + eps)
-    low = stacked.masked_fill(~mask, float("inf")).amin(dim=(1, 3), keepdim=True)
-    high = stacked.masked_fill(~mask, float("-inf")).amax(dim=(1, 3), keepdim=True)
+    valid = (lengths * stacked.shape[hidden_dim]).view(batch, 1, 1, 1)
+    over = (1, hidden_dim)
+    mean = stacked.masked_fill(~mask, 0.0).sum(dim=over, keepdim=True) / (valid + eps)
+    low = stacked.masked_fill(~mask, float("inf")).amin(dim=over, keepdim=True)
+    high = stacked.masked_fill(~mask, float("-inf")).amax(dim=over, keepdim=True)
     normed = (stacked - mean) / (high - low + eps) * NORM_SCALE
-    return normed.masked_fill(~mask, 0.0).flatten(2).to(stacked.dtype)
+    return normed.flatten(2).masked_fill(~mask[..., 0], 0.0).to(stacked.dtype)
 
 
 def expand_for_transformer(

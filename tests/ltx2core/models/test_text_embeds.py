@@ -159,9 +159,9 @@ def test_a_batch_that_runs_out_of_memory_is_halved_and_nothing_is_lost(tiny_text
                         **(tiny_text | {"text_encoder": _SmallCard(tiny_text["text_encoder"], tokens=1)}))
 
 
-def test_layer_major_norm_and_projection_equal_diffusers_layer_minor_ones() -> None:
-    """per_layer_norm on [B, L, layers, hidden] + text_proj_in with its columns reordered == diffusers'
-    per_layer_masked_mean_norm on [B, L, hidden, layers] + text_proj_in (float32, random, left-padded)."""
+def test_the_per_layer_norm_is_diffusers_own_in_its_layout_and_close_in_the_layer_major_one() -> None:
+    """per_layer_norm == diffusers' per_layer_masked_mean_norm to the bit on [B, L, hidden, layers]; on
+    [B, L, layers, hidden] + text_proj_in with its columns reordered (the CUDA path) within float rounding."""
     from diffusers.pipelines.ltx2.connectors import per_layer_masked_mean_norm
 
     from ltx2core.models.text import NORM_SCALE, _layer_major, per_layer_norm
@@ -171,7 +171,9 @@ def test_layer_major_norm_and_projection_equal_diffusers_layer_minor_ones() -> N
     layer_minor = torch.randn(batch, length, hidden, layers, generator=generator) * torch.arange(1, layers + 1)
     lengths = torch.tensor([12, 7, 1])
     expected = per_layer_masked_mean_norm(layer_minor, lengths, "cpu", padding_side="left", scale_factor=NORM_SCALE)
-    ours = per_layer_norm(layer_minor.permute(0, 1, 3, 2).contiguous(), lengths)
+    assert torch.equal(per_layer_norm(layer_minor, lengths, hidden_dim=2), expected)
+
+    ours = per_layer_norm(layer_minor.permute(0, 1, 3, 2).contiguous(), lengths, hidden_dim=3)
     assert ours.shape == expected.shape == (batch, length, hidden * layers)
     assert torch.equal(ours[1, :5], torch.zeros(5, hidden * layers))  # padding rows are 0
     reordered = ours.view(batch, length, layers, hidden).transpose(2, 3).reshape(batch, length, -1)
@@ -181,12 +183,16 @@ def test_layer_major_norm_and_projection_equal_diffusers_layer_minor_ones() -> N
     assert (projected - torch.nn.functional.linear(expected, weight)).abs().max() <= 1e-5
 
 
-def test_the_norm_in_chunks_of_rows_gives_the_features_of_one_pass(tiny_text: dict[str, Any], max_length: int) -> None:
+def test_chunks_of_rows_and_the_layer_major_path_give_the_features_of_one_pass(
+    tiny_text: dict[str, Any], max_length: int
+) -> None:
     from ltx2core.models.text import _project
 
     tokens = tiny_text["tokenizer"](CAPTIONS, truncation=True, max_length=max_length)["input_ids"]
     pad = tiny_text["tokenizer"].pad_token_id
     args = (tokens, max_length, max_length, pad, tiny_text["text_encoder"], tiny_text["connectors"], "cpu")
-    whole, by_row = _project(*args, norm_tokens=10**9), _project(*args, norm_tokens=1)
-    for a, b in zip(whole, by_row, strict=True):
+    whole = _project(*args, norm_tokens=10**9)
+    for a, b in zip(whole, _project(*args, norm_tokens=1), strict=True):
         assert torch.equal(a, b)
+    for a, b in zip(whole, _project(*args, layer_major=True), strict=True):  # what CUDA runs
+        assert (a - b).abs().max() <= BUCKETED_TOLERANCE
