@@ -6,6 +6,8 @@
 #
 # Run it from the repository root after `make setup`. PORT (default 4200) and PREFECT_HOME (default: a
 # temporary folder, removed afterwards) can be set; LTX2_CI_TIMEOUT bounds the run (seconds, default 7200).
+# The server takes only requests that carry its auth string (other jobs on a CI host share its loopback):
+# PREFECT_SERVER_API_AUTH_STRING if set, else a random one made for this run; it is never printed.
 set -euo pipefail
 
 deployment=${1:?usage: deployments/ci-run.sh DEPLOYMENT [prefect deployment run options...]}
@@ -17,14 +19,21 @@ if [ -z "${PREFECT_HOME:-}" ]; then
   PREFECT_HOME=$(mktemp -d)
   home_made=$PREFECT_HOME
 fi
+mkdir -p "$PREFECT_HOME"
 export PREFECT_HOME
 log=$PREFECT_HOME/ltx2-server.log
+if [ -z "${PREFECT_SERVER_API_AUTH_STRING:-}" ]; then
+  PREFECT_SERVER_API_AUTH_STRING=ci:$("$bin/python" -c 'import secrets; print(secrets.token_urlsafe(24))')
+fi
+export PREFECT_SERVER_API_AUTH_STRING
 
 "$bin/ltx2" server --port "$port" >"$log" 2>&1 &
 server=$!
 stop() {
+  local status=$?  # the run's: what this script exits with, whatever the cleanup returns
   kill "$server" 2>/dev/null && wait "$server" || true  # SIGTERM: ltx2 server stops its worker and server
-  [ -n "$home_made" ] && rm -rf "$home_made"
+  if [ -n "$home_made" ]; then rm -rf "$home_made"; fi
+  exit "$status"
 }
 trap stop EXIT
 
@@ -33,5 +42,6 @@ until grep -q "Prefect UI:" "$log"; do  # printed once the deployments and the w
   sleep 1
 done
 
-PREFECT_API_URL=http://127.0.0.1:$port/api "$bin/prefect" deployment run "$deployment" "$@" \
+PREFECT_API_URL=http://127.0.0.1:$port/api PREFECT_API_AUTH_STRING=$PREFECT_SERVER_API_AUTH_STRING \
+  "$bin/prefect" deployment run "$deployment" "$@" \
   --watch --watch-interval 5 --watch-timeout "${LTX2_CI_TIMEOUT:-7200}"

@@ -46,6 +46,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"ltx2 run: --force {' '.join(idle)} but --stages {args.stages} does not run it: add it to --stages "
               "(or leave --stages out to run every stage)", file=sys.stderr)
         return 2
+    if args.dask_address:
+        from flows.cluster import ClusterUnavailable, cluster_access
+
+        try:
+            cluster_access(args.dask_address, args.dask_certs, args.insecure_dask_plaintext)
+        except ClusterUnavailable as error:
+            print(f"ltx2 run: {error}", file=sys.stderr)
+            return 2
     # Check the configs before Prefect starts: a bad file costs a second, not a flow run.
     overrides = _overrides(args)
     project = load_project(args.config, args.databackend, check_paths=bool(READS_SOURCE_FILES & set(todo)),
@@ -57,7 +65,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     videos = _video_datasets(project.datasets)
     store_exists = "://" in args.storage or Path(args.storage).is_dir()  # don't create a folder just to look
-    if not args.force and store_exists and nothing_pending(Store.open(args.storage), project.config, videos, todo):
+    try:
+        store = Store.open(args.storage) if store_exists else None
+    except ValueError as error:  # credentials in the URI, an S3 store unreachable or refusing us
+        print(f"ltx2 run: {error}", file=sys.stderr)
+        return 2
+    if not args.force and store is not None and nothing_pending(store, project.config, videos, todo):
         # Nothing to do: starting an orchestrator (a temporary Prefect API takes ~10 s here) would only record that.
         for warning in project.warnings:  # else the flow logs them (once, to the terminal and the UI)
             print(f"warning: {warning}", file=sys.stderr)
@@ -70,11 +83,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.verbose:
         _quiet_console_errors()
     try:
-        with _prefect_api(), RichSink() as sink:
+        api = _prefect_api()
+    except ValueError as error:  # a configured API that cannot be reached or refuses us: before any flow run
+        print(f"ltx2 run: {error}", file=sys.stderr)
+        return 1
+    try:
+        with api, RichSink() as sink:
             progress.install(sink)
             reports = pipeline(config=args.config, databackend=args.databackend, storage=args.storage,
                                stages=_stages(args.stages), force=args.force, checkpoint=args.checkpoint,
-                               overrides=overrides, dask_address=args.dask_address)
+                               overrides=overrides, dask_address=args.dask_address, dask_certs=args.dask_certs,
+                               dask_insecure_plaintext=args.insecure_dask_plaintext)
     except Exception as error:  # one block a user can act on; the traceback goes to a file and the Prefect log
         from flows.ephemeral import drain_to_api
 
@@ -101,14 +120,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _prefect_api():
-    """The configured Prefect API, or a temporary one that dies with this process (flows/ephemeral.py)."""
+    """The configured Prefect API, checked to answer and take our auth string, or a temporary one that dies with
+    this process (flows/ephemeral.py)."""
     from contextlib import nullcontext
 
     from prefect.settings import PREFECT_API_URL
 
+    from flows.api_auth import check_client
     from flows.ephemeral import ephemeral_api
 
-    return nullcontext() if PREFECT_API_URL.value() else ephemeral_api()
+    if url := PREFECT_API_URL.value():
+        check_client(url)
+        return nullcontext()
+    return ephemeral_api()
 
 
 def _quiet_console_errors() -> None:
@@ -195,6 +219,26 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cluster_certs(args: argparse.Namespace) -> int:
+    from flows.cluster_certs import CertsExist, make_certs, role_files
+
+    folder = Path(args.folder)
+    try:
+        make_certs(folder)
+    except CertsExist as error:
+        print(f"ltx2 cluster-certs: {error}", file=sys.stderr)
+        return 1
+    flags = {role: (f"--tls-ca-file {files.ca} --tls-cert {files.cert} --tls-key {files.key}")
+             for role in ("scheduler", "worker") for files in [role_files(folder, role)]}
+    print(f"wrote a cluster CA and the scheduler, worker and client certificates to {folder}/ (keys mode 600).\n"
+          f"Keep ca-key.pem on this machine only; copy ca.pem + worker*.pem to worker machines, ca.pem + client*.pem "
+          f"to the machine that runs the flow.\n"
+          f"  dask scheduler --protocol tls --host 0.0.0.0 --port 8786 {flags['scheduler']}\n"
+          f"  dask worker tls://SCHEDULER:8786 {flags['worker']}\n"
+          f"  ltx2 run --dask-address tls://SCHEDULER:8786 --dask-certs {folder}")
+    return 0
+
+
 def cmd_server(args: argparse.Namespace) -> int:
     from flows.server import ServerError, serve
 
@@ -222,8 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stages", help=STAGE_HELP)
     run.add_argument("--force", action="append", default=[], metavar="STAGE", help="redo this stage (repeatable)")
     run.add_argument("--checkpoint", type=int, metavar="STEP", help="validate this checkpoint (default: latest)")
-    run.add_argument("--dask-address", metavar="tcp://HOST:PORT",
-                     help="run the shards of probe, text-embeds and latents on this Dask scheduler's workers")
+    run.add_argument("--dask-address", metavar="tls://HOST:PORT",
+                     help="run the shards of probe, text-embeds and latents on this Dask scheduler's workers "
+                     "(tcp:// on this machine only, unless --insecure-dask-plaintext)")
+    run.add_argument("--dask-certs", metavar="DIR", help="for tls://: the folder `ltx2 cluster-certs DIR` wrote")
+    run.add_argument("--insecure-dask-plaintext", action="store_true",
+                     help="allow plain tcp:// to a scheduler on another machine (anyone reaching it runs code there)")
     run.add_argument("-v", "--verbose", action="store_true", help="show Prefect's log lines")
     group = run.add_argument_group("overrides", "replace the config files' value for this run")
     group.add_argument("--resolution", type=int, metavar="PX", help="every video dataset's short edge (multiple of 32)")
@@ -248,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
                           formatter_class=_ShowDefaults)
     demo.add_argument("folder", nargs="?", default="datasets/demo")
     demo.set_defaults(fn=cmd_demo_data)
+
+    certs = sub.add_parser("cluster-certs", help="make TLS certificates for a Dask cluster (tls:// with mutual auth)")
+    certs.add_argument("folder")
+    certs.set_defaults(fn=cmd_cluster_certs)
 
     server = sub.add_parser("server", help="local Prefect server + UI, the pipeline's deployments and a worker",
                             formatter_class=_ShowDefaults)

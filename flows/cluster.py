@@ -15,18 +15,65 @@ the same path), the model at the same path (or a hub id in their cache) and the 
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from flows.network import host_of, is_loopback
 
 GPU_STAGES = frozenset({"text-embeds", "latents"})  # their shards go to `--resources GPU=1` workers when any
 SHARDS_PER_SLOT = 2  # a worker that finishes early takes another shard instead of idling
 
 
 class ClusterUnavailable(ValueError):
-    """The Dask scheduler at the given address cannot be reached."""
+    """The Dask scheduler at the given address cannot be reached, or may not be used as given (plain tcp://
+    beyond this machine, tls:// without certificates)."""
+
+
+TLS_RECIPE = ("the TLS recipe in the README (\"More than one machine\"): `ltx2 cluster-certs DIR`, the scheduler "
+              "and workers started with its certificates, then --dask-address tls://HOST:PORT --dask-certs DIR")
+
+
+@dataclass(frozen=True)
+class ClusterAccess:
+    """How to connect: the address, and for tls:// the client's certificate (a `distributed.Security`)."""
+
+    address: str
+    security: Any = None
+
+
+def cluster_access(address: str, certs: str | None = None, insecure_plaintext: bool = False) -> ClusterAccess:
+    """Check an address before connecting. A Dask scheduler runs whatever code its clients send, so beyond this
+    machine only tls:// with mutual authentication is accepted, unless `insecure_plaintext` says otherwise."""
+    scheme = address.split("://", 1)[0].lower() if "://" in address else "tcp"
+    if scheme == "tls":
+        if not certs:
+            raise ClusterUnavailable(f"{address} is TLS: pass --dask-certs DIR (the dask_certs parameter), the "
+                                     f"folder `ltx2 cluster-certs DIR` wrote; see {TLS_RECIPE}")
+        from distributed.security import Security
+
+        from flows.cluster_certs import role_files
+
+        files = role_files(Path(certs), "client")
+        for path in (files.ca, files.cert, files.key):
+            if not path.is_file():
+                raise ClusterUnavailable(f"{path} not found: --dask-certs must be the folder `ltx2 cluster-certs` "
+                                         "wrote (copy it from the machine that made it)")
+        return ClusterAccess(address, Security(tls_ca_file=str(files.ca), tls_client_cert=str(files.cert),
+                                               tls_client_key=str(files.key), require_encryption=True))
+    if scheme != "tcp":
+        raise ClusterUnavailable(f"--dask-address {address}: use tls://HOST:PORT (or tcp://127.0.0.1:PORT on this "
+                                 "machine)")
+    if certs:
+        raise ClusterUnavailable(f"--dask-certs given but {address} is plain tcp://: write tls://{address.split('://')[-1]}")
+    if not is_loopback(host_of(address)) and not insecure_plaintext:
+        raise ClusterUnavailable(
+            f"--dask-address {address} is plain tcp:// to another machine: anyone who reaches that port can run "
+            f"code on the workers and read what they send. Use {TLS_RECIPE}; or, on a network only you reach, "
+            "pass --insecure-dask-plaintext (the dask_insecure_plaintext parameter)")
+    return ClusterAccess(address)
 
 
 @dataclass(frozen=True)
@@ -72,13 +119,16 @@ LOCAL = Fanout()
 
 
 @contextmanager
-def shards_on(address: str | None, store_uri: str) -> Iterator[Fanout]:
+def shards_on(address: str | None, store_uri: str, certs: str | None = None,
+              insecure_plaintext: bool = False) -> Iterator[Fanout]:
     """Inside (in a flow run): this run's `task.submit` calls go to the Dask cluster at `address`
-    (tcp://host:port); without an address nothing changes and the stages use the flow's own runner.
-    `store_uri` only serves a warning: workers on other machines need a store they can all reach."""
+    (tls://host:port with `certs`, or tcp:// on loopback: `cluster_access`); without an address nothing changes
+    and the stages use the flow's own runner. `store_uri` only serves a warning: workers on other machines need
+    a store they can all reach."""
     if not address:
         yield LOCAL
         return
+    access = cluster_access(address, certs, insecure_plaintext)
     from prefect import get_run_logger
     from prefect.context import FlowRunContext
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -94,11 +144,13 @@ def shards_on(address: str | None, store_uri: str) -> Iterator[Fanout]:
     api = PREFECT_API_URL.value() or str(context.client.api_url)
     if not _is_loopback(address) and _is_loopback(api):
         log.warning("Dask workers on other machines cannot reach the Prefect API at %s: run `ltx2 server --host "
-                    "0.0.0.0` and set PREFECT_API_URL=http://<this host>:4200/api", api)
+                    "0.0.0.0` and set PREFECT_API_URL=http://<this host>:4200/api and PREFECT_API_AUTH_STRING (README: "
+                    "\"More than one machine\")", api)
     if not _is_loopback(address) and "://" not in store_uri:
         log.warning("Dask workers on other machines write to %s on their own disk unless it is a folder shared at "
                     "that path; use an s3:// store", store_uri)
-    with DaskTaskRunner(address=address) as runner:
+    with DaskTaskRunner(address=address, client_kwargs={"security": access.security} if access.security else None
+                        ) as runner:
         try:
             client = runner.client  # connects
         except OSError as err:
@@ -111,10 +163,4 @@ def shards_on(address: str | None, store_uri: str) -> Iterator[Fanout]:
 
 
 def _is_loopback(url: str) -> bool:
-    host = url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(host_of(url))

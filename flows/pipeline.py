@@ -7,15 +7,18 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import Annotated
 
 from prefect import flow, get_run_logger
+from pydantic import Field
 
-from flows.cluster import shards_on
+from flows.cluster import cluster_access, shards_on
 from flows.stages import READS_SOURCE_FILES, Stage, selected
 from ltx2core.config.load import load_project
 from ltx2core.config.overrides import Overrides
 from ltx2core.training.output_lock import output_lock
 from storage.lease import Holder, writer_lease
+from storage.location import NO_CREDENTIALS_PATTERN
 from storage.store import Store
 from tasks import bucket, captions, latents, probe, text_embeds, train, validate
 from tasks import filter as filter_
@@ -32,27 +35,34 @@ OUTPUT_STAGES = {"train", "validate"}  # the stages that write output_dir
 def pipeline(
     config: str = "config/config.json",
     databackend: str | None = None,
-    storage: str = DEFAULT_STORAGE,
+    storage: Annotated[str, Field(json_schema_extra={"pattern": NO_CREDENTIALS_PATTERN})] = DEFAULT_STORAGE,
     stages: list[Stage] | None = None,
     force: list[Stage] | None = None,
     checkpoint: int | None = None,
     overrides: Overrides = Overrides(),  # noqa: B008 (a frozen default: Prefect renders it as the form's fields)
     dask_address: str | None = None,
+    dask_certs: str | None = None,
+    dask_insecure_plaintext: bool = False,
 ) -> list[dict]:
     """Run the chosen stages in order; each skips the rows its tables already hold.
 
     Args:
         config: Path of the SimpleTuner-style config.json.
         databackend: Path of multidatabackend.json (the datasets); empty for the config's data_backend_config.
-        storage: The LanceDB store: a folder, or s3://bucket/prefix.
+        storage: The LanceDB store: a folder, or s3://bucket/prefix (credentials in AWS_* variables, never here).
         stages: Stages to run, in pipeline order; empty for all.
         force: Stages to redo even where their rows are current.
         checkpoint: The training step the validate stage samples; empty for the run's latest.
         overrides: Replace the config files' resolution, frames, steps, rank or learning rate for this run.
-        dask_address: tcp://host:port of a Dask scheduler: the shards of probe, text-embeds and latents run
-            on its workers (flows/cluster.py); empty to run them here.
+        dask_address: tls://host:port of a Dask scheduler (tcp:// on this machine): the shards of probe,
+            text-embeds and latents run on its workers (flows/cluster.py); empty to run them here.
+        dask_certs: For tls://, the folder `ltx2 cluster-certs` wrote (on the machine that runs this flow).
+        dask_insecure_plaintext: Allow plain tcp:// to a scheduler on another machine: whoever reaches its port
+            can run code on the workers. Only on a network no one else reaches.
     """
     log = get_run_logger()
+    if dask_address:  # refused before any work: a deployment run brings its address as a parameter
+        cluster_access(dask_address, dask_certs, dask_insecure_plaintext)
     todo = selected(stages or [])
     project = load_project(config, databackend, check_paths=bool(READS_SOURCE_FILES & set(todo)),
                            overrides=overrides)
@@ -66,7 +76,8 @@ def pipeline(
     store = Store.open(store_uri)  # fail early on a bad URI, before any work
     force = set(force or [])
     reports: list[StageReport] = []
-    with _exclusive(store, project.config, todo), shards_on(dask_address, store_uri) as fanout:
+    with _exclusive(store, project.config, todo), shards_on(dask_address, store_uri, dask_certs,
+                                                                 dask_insecure_plaintext) as fanout:
         for stage in todo:
             with fanout.stage(stage) as min_shards:
                 for scope, inputs, work in _units(stage, store_uri, project.config, videos, checkpoint,

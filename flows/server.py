@@ -17,6 +17,9 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+from flows.api_auth import CLIENT_VARIABLE, SERVER_VARIABLE, ApiAccessError, server_auth
+from flows.network import is_loopback
+
 POOL = "ltx2-local"
 PREFECT_FILE = Path("deployments/prefect.yaml")
 STARTUP_TIMEOUT_S = 120  # a fresh SQLite database runs its migrations first (~10 s here, more on a busy machine)
@@ -48,6 +51,14 @@ def serve(host: str = "127.0.0.1", port: int = 4200, workdir: Path | None = None
     home = Path(env["PREFECT_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     log_path = home / "server.log"
+    try:
+        auth = server_auth(host, home, env)
+    except ApiAccessError as error:
+        raise ServerError(str(error)) from None
+    # The UI asks the API where the page came from: a browser on another machine cannot use 127.0.0.1.
+    server_env = {"PREFECT_UI_API_URL": "/api"} | env
+    if auth:  # the server checks the string; its deployments and worker send it
+        server_env[SERVER_VARIABLE] = env[CLIENT_VARIABLE] = auth.secret
 
     # SIGTERM takes the same path as Ctrl-C, so the `finally` below stops everything either way; SIGINT is set
     # too because a shell starts background jobs with it ignored, and then Python raises no KeyboardInterrupt.
@@ -55,8 +66,8 @@ def serve(host: str = "127.0.0.1", port: int = 4200, workdir: Path | None = None
     server = worker = None
     try:
         with open(log_path, "ab") as server_log:
-            server = _start([_prefect(), "server", "start", "--host", host, "--port", str(port)], env, workdir,
-                            stdout=server_log)
+            server = _start([_prefect(), "server", "start", "--host", host, "--port", str(port)], server_env,
+                            workdir, stdout=server_log)
         _wait_healthy(api_url, server, log_path)
         _run([_prefect(), "work-pool", "create", POOL, "--type", "process", "--overwrite"], env, workdir)
         _run([_prefect(), "--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_FILE)], env, workdir)
@@ -64,6 +75,11 @@ def serve(host: str = "127.0.0.1", port: int = 4200, workdir: Path | None = None
         print(f"Prefect UI: http://{client_host}:{port}  (API {api_url}, PREFECT_HOME {home})", flush=True)
         print("deployments: ltx2-pipeline/pipeline, ltx2-pipeline/stages; Ctrl-C stops the worker and the server",
               flush=True)
+        if auth:
+            print(auth.how_clients_set_it(), flush=True)
+        if not is_loopback(host):
+            print(f"listening on {host}:{port} over plain HTTP: the auth string crosses the network unencrypted; keep "
+                  "the port on a private network or reach it through an SSH tunnel or a TLS proxy", flush=True)
         while True:
             for name, proc in (("server", server), ("worker", worker)):
                 if proc.poll() is not None:

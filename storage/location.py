@@ -30,6 +30,10 @@ _S3_ENV = {
 _SECRET_OPTIONS = frozenset({"aws_secret_access_key", "aws_session_token"})
 _CREDENTIAL_CODES = frozenset({"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "ExpiredToken",
                                "InvalidToken", "TokenRefreshRequired"})
+# scheme://user[:secret]@host...: refused here, and by the Prefect API for the flow's `storage` parameter (its
+# schema's pattern), so such a URI never reaches a flow run's stored parameters
+CREDENTIALS_IN_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)(?:[^/@]*:[^@]*|[^/@]*)@")  # a secret may hold "/"
+NO_CREDENTIALS_PATTERN = "^(?!" + CREDENTIALS_IN_URI.pattern.removeprefix("^") + ")"  # for a JSON schema
 _UNREACHABLE_MARKERS = ("ConnectionRefused", "tcp connect error", "dns error", "TimedOut", "timed out")
 
 
@@ -82,6 +86,11 @@ def resolve(
 ) -> Location:
     """The connect arguments for `uri`; creates a local folder that does not exist yet."""
     explicit = {k: str(v) for k, v in (storage_options or {}).items()}
+    if CREDENTIALS_IN_URI.match(uri):
+        shown = CREDENTIALS_IN_URI.sub(lambda m: f"{m.group(1)}***@", uri, count=1)
+        raise ValueError(f"storage URI {shown} carries credentials: remove them from the URI and set "
+                         "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL) in the environment, "
+                         "where no log, Prefect parameter or table records them")
     if uri.startswith("s3://"):
         if len(uri) <= len("s3://") or uri[len("s3://")] == "/":
             raise ValueError(f"storage URI {uri!r} has no bucket; write it as s3://bucket/prefix")

@@ -3,6 +3,7 @@ deployments/ci-run.sh run in the background for its test."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -16,10 +17,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 from pathlib import Path
 
+import httpx
 import pytest
 
+from flows.api_auth import AUTH_FILE
 from ltx2core.media.synth import write_clip
 
 # name -> (width, height, frames, fps, rotation); lengths chosen around min_frames 33 / max_frames 129 at 25 fps
@@ -92,18 +96,37 @@ SERVER_READY = "Prefect UI:"  # `ltx2 server` prints it once the deployments and
 @dataclass(frozen=True)
 class LocalServer:
     proc: subprocess.Popen
+    host: str  # where clients reach it
     port: int
-    env: dict[str, str]  # for `prefect` CLI calls against this server
+    base_env: dict[str, str]
     root: Path
     log: Path
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def api_url(self) -> str:
         return f"{self.url}/api"
+
+    @property
+    def auth(self) -> str | None:
+        """The auth string `ltx2 server` made and keeps in its PREFECT_HOME (none on loopback)."""
+        path = Path(self.base_env["PREFECT_HOME"]) / AUTH_FILE
+        return path.read_text().strip() if path.exists() else None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """For `prefect` CLI calls against this server, as the README tells a client to set them."""
+        return self.base_env | {"PREFECT_API_URL": self.api_url} | (
+            {"PREFECT_API_AUTH_STRING": self.auth} if self.auth else {})
+
+    @cached_property
+    def http(self) -> httpx.Client:
+        """An httpx client of the API that sends the auth string."""
+        headers = {"Authorization": "Basic " + base64.b64encode(self.auth.encode()).decode()} if self.auth else {}
+        return httpx.Client(base_url=self.api_url, headers=headers, timeout=60)
 
 
 def free_port() -> int:
@@ -112,19 +135,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def beyond_loopback() -> tuple[str, str]:
+    """(address to bind, address to reach it on): this machine's address on its default route if it has one,
+    else every interface reached on loopback. Either way the server listens beyond loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.255", 9))  # a UDP "connect" sends nothing: it only picks the outgoing address
+            address = s.getsockname()[0]
+        except OSError:
+            address = "127.0.0.1"
+    return (address, address) if not address.startswith("127.") else ("0.0.0.0", "127.0.0.1")
+
+
 def launch_server(root: Path) -> LocalServer:
-    """Start `ltx2 server` with its own PREFECT_HOME under `root`, in its own session, and return at once: it
-    takes ~40 s to get ready, which other tests can use meanwhile."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    """Start `ltx2 server` beyond loopback (so with its auth string), with its own PREFECT_HOME under `root`, in
+    its own session, and return at once: it takes ~40 s to get ready, which other tests can use meanwhile."""
+    bind, host = beyond_loopback()
+    with socket.socket() as s:
+        s.bind((bind, 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_", "PREFECT_SERVER_API_AUTH"))}
     env |= {"PREFECT_HOME": str(root / "prefect-home"), "PREFECT_WORKER_QUERY_SECONDS": "2",
             "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING"}
     log = root / "serve.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "server", "--port", str(port)], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
-    return LocalServer(proc=proc, port=port, env=env, root=root, log=log)
+        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "server", "--host", bind, "--port", str(port)],
+                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return LocalServer(proc=proc, host=host, port=port, base_env=env, root=root, log=log)
 
 
 def wait_ready(server: LocalServer, startup_s: float = 240) -> LocalServer:
@@ -187,6 +224,7 @@ def group_alive(pgid: int) -> bool:
 @dataclass(frozen=True)
 class CiRun:
     storage: Path  # where the run's stages write
+    home: Path  # the PREFECT_HOME given to the script (its server's log is there)
     outcome: Future  # (the script's CompletedProcess, whether its port still answered once the script had exited)
 
 
@@ -197,8 +235,10 @@ def start_ci_run(root: Path, pool: ThreadPoolExecutor) -> CiRun:
     config, backend = write_configs(root, data)
     storage = root / "store"
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_HOME")}
-    env |= {"PORT": str(port), "LTX2_BIN": str(Path(sys.executable).parent), "PREFECT_WORKER_QUERY_SECONDS": "2"}
+    home = root / "prefect-home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_", "PREFECT_SERVER_API_AUTH"))}
+    env |= {"PORT": str(port), "LTX2_BIN": str(Path(sys.executable).parent), "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_HOME": str(home)}
     params = {"config": str(config), "databackend": str(backend), "storage": str(storage),
               "stages": ["probe", "filter", "bucket"]}
     args = [a for k, v in params.items() for a in ("--param", f"{k}={json.dumps(v)}")]
@@ -210,4 +250,4 @@ def start_ci_run(root: Path, pool: ThreadPoolExecutor) -> CiRun:
             listening = s.connect_ex(("127.0.0.1", port)) == 0
         return done, listening
 
-    return CiRun(storage=storage, outcome=pool.submit(run))
+    return CiRun(storage=storage, home=home, outcome=pool.submit(run))

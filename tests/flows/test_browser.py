@@ -1,13 +1,13 @@
 """The Prefect UI for real: headless Chromium (Debian's, driven by playwright) fills the custom-run form of the
 `stages` deployment the way a user would, the worker of `ltx2 server` runs it, and the store and the run's
-parameters show what was typed. Loopback only; `make chromium` installs the browser (no browser download)."""
+parameters show what was typed. The server listens beyond loopback, so the user logs in with its auth string
+first; the browser reaches that server only. `make chromium` installs the browser (no browser download)."""
 
 from __future__ import annotations
 
 import json
 import re
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,12 +76,18 @@ def _fill_form(page: Page, config: Path, storage: Path) -> None:
 
 
 def _flow_run(server: LocalServer, name: str) -> dict | None:
-    body = json.dumps({"flow_runs": {"name": {"any_": [name]}}}).encode()
-    request = urllib.request.Request(f"{server.api_url}/flow_runs/filter", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        runs = json.load(response)
+    runs = server.http.post("/flow_runs/filter", json={"flow_runs": {"name": {"any_": [name]}}}).json()
     return runs[0] if runs else None
+
+
+def _log_in(page: Page, url: str, auth: str) -> None:
+    """The UI's login page, as a user meets it on a server beyond loopback: the auth string as the password."""
+    page.goto(url)
+    password = page.get_by_placeholder("admin:pass")
+    expect(password).to_be_visible()  # no page of the UI before the string
+    password.fill(auth)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("link", name="Deployments", exact=True)).to_be_visible()
 
 
 def _wait_finished(server: LocalServer, name: str) -> dict:
@@ -112,6 +118,7 @@ def test_custom_run_from_the_ui_runs_on_the_worker_with_the_typed_parameters(ser
                   else route.abort())
     context.set_default_timeout(UI_TIMEOUT_MS)
     page = context.new_page()
+    _log_in(page, server.url, server.auth)
     _open_custom_run(page, server.url)
     _fill_form(page, config, storage)
     # The whole form in one picture (a full-page shot would draw the fixed sidebar mid-page).

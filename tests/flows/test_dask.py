@@ -6,7 +6,10 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import socket
+import ssl
 import subprocess
+import sys
 import sysconfig
 import threading
 import time
@@ -19,8 +22,10 @@ import dask
 import pytest
 from distributed import Client, Scheduler, Worker, get_worker
 from distributed.deploy.spec import SpecCluster
+from distributed.security import Security
 
-from flows.cluster import Capacity, ClusterUnavailable, Fanout, capacity
+from flows.cluster import Capacity, ClusterUnavailable, Fanout, capacity, cluster_access
+from flows.cluster_certs import make_certs, role_files
 from flows.pipeline import pipeline
 from ltx2core.config.load import load_project
 from ltx2core.media.synth import write_clip
@@ -28,10 +33,9 @@ from ltx2core.models.source import resolve_source
 from storage.store import Store
 from tasks.latents import latents_shard
 from tasks.pending import latent_model, latent_work, vae_options
-from tests.flows.helpers import write_configs
+from tests.flows.helpers import REPO, write_configs
 from tests.s3server import CLEARED_ENV, free_port
 
-REPO = Path(__file__).resolve().parents[2]
 DASK = Path(sysconfig.get_path("scripts")) / "dask"
 STAGES = ["probe", "filter", "bucket", "latents"]
 N_CLIPS = 44
@@ -51,29 +55,46 @@ def clips(tmp_path_factory) -> Path:
     return folder
 
 
+def tls_flags(certs: Path, role: str) -> list[str]:
+    files = role_files(certs, role)
+    return ["--tls-ca-file", str(files.ca), "--tls-cert", str(files.cert), "--tls-key", str(files.key)]
+
+
+def client_security(certs: Path) -> Security:
+    files = role_files(certs, "client")
+    return Security(tls_ca_file=str(files.ca), tls_client_cert=str(files.cert), tls_client_key=str(files.key),
+                    require_encryption=True)
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, s3_store_env, tiny) -> Iterator[SimpleNamespace]:
-    """A scheduler and two workers (each a nanny and one single-threaded worker process), with the S3 settings and
-    LTX2_HOME (the tiny model) in their environment, as every worker machine needs them."""
+    """The README's recipe on loopback: certificates from `ltx2 cluster-certs`, a TLS scheduler and two workers
+    (each a nanny and one single-threaded worker process), with the S3 settings and LTX2_HOME (the tiny model) in
+    their environment, as every worker machine needs them."""
     logs = tmp_path_factory.mktemp("dask-logs")
-    address = f"tcp://127.0.0.1:{free_port()}"
+    certs = logs / "certs"
+    subprocess.run([sys.executable, "-m", "flows.cli", "cluster-certs", str(certs)], cwd=REPO, check=True,
+                   capture_output=True)
+    address = f"tls://127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if k not in CLEARED_ENV} | s3_store_env.env | WORKER_ENV | {
         "PREFECT_HOME": str(logs / "prefect-home")}
-    procs = [_start([DASK, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
-                     "--no-dashboard"], logs / "scheduler.log", env)]
+    procs = [_start([DASK, "scheduler", "--protocol", "tls", "--host", "127.0.0.1", "--port",
+                     address.rsplit(":", 1)[1], "--no-dashboard", *tls_flags(certs, "scheduler")],
+                    logs / "scheduler.log", env)]
     try:
         for name in ("w1", "w2"):
             procs.append(_start([DASK, "worker", address, "--nthreads", "1", "--no-dashboard", "--name", name,
-                                 "--local-directory", logs / name], logs / f"{name}.log", env))
+                                 "--local-directory", logs / name, *tls_flags(certs, "worker")],
+                                logs / f"{name}.log", env))
         # Not the process's default client: prefect-dask's runner would take that one instead of its address.
-        with Client(address, timeout=90, set_as_default=False) as client:
+        with Client(address, timeout=90, set_as_default=False, security=client_security(certs)) as client:
             client.wait_for_workers(2, timeout=120)
             client.get_task_stream()  # installs the scheduler's task-stream recorder from here on
             # Each worker imports the stages (torch, diffusers, Prefect: most of this test's time on a busy
             # machine) while the test makes its clips and its single-process run.
             warming = [client.submit(exec, "import tasks.latents, tasks.probe", workers=[w], pure=False)
                        for w in client.scheduler_info()["workers"]]
-            yield SimpleNamespace(address=address, client=client, logs=logs, warming=warming)
+            yield SimpleNamespace(address=address, certs=certs, client=client, logs=logs, warming=warming)
     finally:
         _stop(*procs[1:])  # the workers together (a nanny takes seconds to close its worker), then the scheduler
         _stop(procs[0])
@@ -101,7 +122,7 @@ def test_latents_over_two_workers_equal_a_single_process_run(cluster, work, s3_u
     single = run(work, str(work.root / "single"))
     assert single["latents"]["done"] == N_CLIPS
     t0 = time.time()
-    spread = run(work, s3_uri, dask_address=cluster.address)
+    spread = run(work, s3_uri, dask_address=cluster.address, dask_certs=str(cluster.certs))
     assert spread["probe"]["done"] == N_CLIPS + 1 and spread["latents"]["done"] == N_CLIPS
 
     store = Store.open(s3_uri)
@@ -145,7 +166,7 @@ def test_a_worker_killed_mid_stage_loses_nothing_after_a_rerun(cluster, work, s3
     killer = threading.Thread(target=kill_a_worker_encoding_latents)
     killer.start()
     try:
-        run(work, s3_uri, stages=["latents"], dask_address=cluster.address)
+        run(work, s3_uri, stages=["latents"], dask_address=cluster.address, dask_certs=str(cluster.certs))
     except Exception as err:  # the lost shard may fail the run; what counts is what a rerun leaves
         print(f"run with a killed worker failed: {err!r}")
     finally:
@@ -153,11 +174,54 @@ def test_a_worker_killed_mid_stage_loses_nothing_after_a_rerun(cluster, work, s3
         killer.join()
     assert killed, "no worker was seen encoding latents"
 
-    again = run(work, s3_uri, stages=["latents"], dask_address=cluster.address)
+    again = run(work, s3_uri, stages=["latents"], dask_address=cluster.address, dask_certs=str(cluster.certs))
     assert again["latents"]["skipped"] + again["latents"]["done"] == N_CLIPS
     rows = latent_rows(Store.open(s3_uri))
     assert len(rows) == N_CLIPS and all(r["error"] is None and r["latents"] for r in rows.values())
     cluster.client.wait_for_workers(2, timeout=120)  # the nanny restarted the killed worker process
+
+
+def test_the_tls_cluster_takes_only_clients_with_a_certificate_of_its_ca(cluster, tmp_path):
+    other = tmp_path / "other-cluster"
+    make_certs(other)  # a valid certificate, from another CA
+    port = cluster.address.rsplit(":", 1)[1]
+    attempts = {"another CA's certificate": (cluster.address, client_security(other)),
+                "plain tcp://": (f"tcp://127.0.0.1:{port}", None)}
+    for what, (address, security) in attempts.items():
+        with pytest.raises(OSError):  # distributed's CommClosedError and its TLS "certificate does not match"
+            Client(address, timeout=10, set_as_default=False, security=security).close()
+            pytest.fail(f"a client with {what} connected")
+    # TLS that trusts the cluster's CA but shows no certificate (distributed itself will not even try that):
+    # the scheduler ends the session instead of answering.
+    context = ssl.create_default_context(cafile=str(role_files(cluster.certs, "client").ca))
+    context.check_hostname = False
+    with socket.create_connection(("127.0.0.1", int(port)), timeout=20) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionError)), context.wrap_socket(raw) as tls:
+            tls.sendall(b"\0" * 8)
+            if not tls.recv(1):
+                raise ConnectionResetError("closed by the scheduler")
+    assert cluster.client.submit(sum, [1, 2]).result() == 3  # the cluster's own client still works
+
+
+def test_addresses_beyond_loopback_need_tls_and_tls_needs_the_certificates(tmp_path):
+    make_certs(tmp_path / "certs")
+    with pytest.raises(ClusterUnavailable, match="plain tcp:// to another machine.*--insecure-dask-plaintext"):
+        cluster_access("tcp://192.0.2.7:8786")
+    assert cluster_access("tcp://192.0.2.7:8786", insecure_plaintext=True).security is None
+    assert cluster_access("tcp://127.0.0.1:8786").security is None
+    with pytest.raises(ClusterUnavailable, match="pass --dask-certs"):
+        cluster_access("tls://192.0.2.7:8786")
+    with pytest.raises(ClusterUnavailable, match="nowhere/ca.pem not found"):
+        cluster_access("tls://192.0.2.7:8786", str(tmp_path / "nowhere"))
+    with pytest.raises(ClusterUnavailable, match="write tls://192.0.2.7:8786"):
+        cluster_access("tcp://192.0.2.7:8786", str(tmp_path / "certs"))
+    security = cluster_access("tls://192.0.2.7:8786", str(tmp_path / "certs")).security
+    assert security.require_encryption and security.tls_client_cert == str(tmp_path / "certs" / "client.pem")
+    # The CLI says so before Prefect or the configs are touched.
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--dask-address", "tcp://192.0.2.7:8786"],
+                          cwd=tmp_path, capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(REPO)})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "ltx2 cluster-certs" in done.stderr and "--insecure-dask-plaintext" in done.stderr
 
 
 def test_an_unreachable_scheduler_fails_the_run_before_any_work(work, tmp_path):

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import stat
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from flows.api_auth import AUTH_FILE
 from flows.pipeline import pipeline
 from storage.store import Store
 from tests.flows.helpers import (
@@ -46,6 +49,35 @@ def test_unknown_stage_is_rejected_before_any_work(server):
     assert not storage.exists()
 
 
+def test_beyond_loopback_the_api_answers_only_requests_with_the_auth_string(server):
+    """The session's server listens beyond loopback (tests/flows/helpers.py, beyond_loopback): every API request
+    without its string is refused with 401; the string comes from the file `ltx2 server` names, mode 600."""
+    log = server.log.read_text(errors="replace")
+    auth_file = Path(server.base_env["PREFECT_HOME"]) / AUTH_FILE
+    assert f"API auth on: clients set PREFECT_API_AUTH_STRING to the string in {auth_file}" in log, log
+    assert server.auth and server.auth not in log  # where to find it is printed, never the string
+    assert stat.S_IMODE(auth_file.stat().st_mode) == 0o600
+    deployments = server.http.post("/deployments/filter", json={}).json()
+    assert {d["name"] for d in deployments} >= {"pipeline", "stages"}
+    stages = next(d for d in deployments if d["name"] == "stages")
+    runs_before = server.http.post("/flow_runs/count", json={}).json()
+
+    create = f"/deployments/{stages['id']}/create_flow_run"
+    for headers in ({}, {"Authorization": "Basic " + base64.b64encode(b"ltx2:wrong").decode()},
+                    {"Authorization": "Bearer " + server.auth}):
+        with httpx.Client(base_url=server.api_url, headers=headers, timeout=60) as anyone:
+            assert anyone.post("/deployments/filter", json={}).status_code == 401
+            assert anyone.get(f"/deployments/{stages['id']}").status_code == 401
+            assert anyone.post(create, json={"parameters": {"stages": ["probe"]}}).status_code == 401
+            assert anyone.get("/health").status_code == 200  # health checks stay open
+    # The prefect CLI without the string is refused too; with it (server.env) it works (every test here).
+    without = {k: v for k, v in server.env.items() if k != "PREFECT_API_AUTH_STRING"}
+    done = subprocess.run([PREFECT, "deployment", "run", "ltx2-pipeline/stages"], env=without, cwd=server.root,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode != 0
+    assert server.http.post("/flow_runs/count", json={}).json() == runs_before
+
+
 CACHE_STAGES = ["probe", "filter", "bucket", "captions", "text-embeds", "latents"]
 DATA_TABLES = ["files", "videos", "samples", "captions", "text_embeds"]  # what the stages before latents write
 WAYS = ("ui", "cli", "deployment")  # the three ways to retry, in the order of the docstring below
@@ -58,10 +90,9 @@ def _flow_run_id(output: str) -> str:
 
 
 def _wait_until_final(server: LocalServer, flow_run_id: str) -> str:
-    api = server.api_url
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        state = httpx.get(f"{api}/flow_runs/{flow_run_id}").json()["state"]
+        state = server.http.get(f"/flow_runs/{flow_run_id}").json()["state"]
         if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             return state["type"]
         time.sleep(1)
@@ -100,7 +131,6 @@ def test_a_run_failed_in_latents_is_retried_three_ways_recomputing_only_latents(
 
     root = server.root / "retry"
     model = make_tiny_model(root / "model")
-    api = server.api_url
     params: dict[str, dict] = {}
     for way in WAYS:
         videos = make_dataset(root / way / "videos")
@@ -121,7 +151,7 @@ def test_a_run_failed_in_latents_is_retried_three_ways_recomputing_only_latents(
         stages = _runs_of(Store.open(storage), run)
         assert [s for s, status, _ in stages if status == "failed"] == ["latents"], stages
         assert {s for s, status, _ in stages if status == "completed"} == set(CACHE_STAGES) - {"latents"}
-        logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run]}}}).json()
+        logs = server.http.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [run]}}}).json()
         failure = "\n".join(entry["message"] for entry in logs if "stage latents" in entry["message"])
         assert "vae is incomplete" in failure, failure
         assert "rebuild the tiny model with `ltx2 make-tiny-model" in failure, failure
@@ -144,7 +174,7 @@ def test_a_run_failed_in_latents_is_retried_three_ways_recomputing_only_latents(
 
         def retry_in_the_ui() -> tuple[httpx.Response, str]:
             # the request the UI's Retry button sends (ui/assets: retryFlowRun -> set_state AwaitingRetry)
-            retried = httpx.post(f"{api}/flow_runs/{ui_run}/set_state", json={"state": {
+            retried = server.http.post(f"/flow_runs/{ui_run}/set_state", json={"state": {
                 "type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry from the UI"}, "force": False})
             return retried, _wait_until_final(server, ui_run) if retried.status_code in (200, 201) else ""
 

@@ -47,3 +47,17 @@ def test_description_hides_secrets() -> None:
 def test_unsupported_uris_are_refused(uri: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         resolve(uri, None, {})
+
+
+@pytest.mark.parametrize("uri", ["s3://AKIAEXAMPLE:abc/def+ghi@bucket/ltx2", "s3://AKIAEXAMPLE@bucket/ltx2",
+                                 "s3://:abc/def@bucket"])
+def test_credentials_in_the_uri_are_refused_without_repeating_them(uri: str) -> None:
+    with pytest.raises(ValueError, match="carries credentials.*AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") as err:
+        resolve(uri, None, {})
+    assert "AKIAEXAMPLE" not in str(err.value) and "def" not in str(err.value)
+    assert str(err.value).startswith("storage URI s3://***@bucket")
+
+
+def test_an_at_sign_in_the_path_is_no_credential(tmp_path: Path) -> None:
+    assert resolve("s3://bucket/runs@2026/a:b", None, {}).uri == "s3://bucket/runs@2026/a:b"
+    assert resolve(str(tmp_path / "me@host"), None, {}).uri == str(tmp_path / "me@host")
