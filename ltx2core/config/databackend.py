@@ -130,7 +130,7 @@ class VideoDataset(StrictModel):
     aws_bucket_name: str | None = None
     aws_region_name: str | None = None
     aws_endpoint_url: str | None = None
-    aws_access_key_id: str | None = None
+    aws_access_key_id: SecretStr | None = None  # a credential too: never in a log or a recorded stage input
     aws_secret_access_key: SecretStr | None = None
     aws_data_prefix: str | None = None
 

@@ -5,6 +5,7 @@ Run: .venv/bin/pytest tests/ltx2core/config -q
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -149,10 +150,14 @@ def test_parquet_captions_load_when_the_table_exists(workdir: Path) -> None:
 
 
 def test_aws_dataset_is_kept_with_a_warning(workdir: Path) -> None:
-    block = video_block(type="aws", aws_bucket_name="videos", aws_secret_access_key="s3cr3t")
+    block = video_block(type="aws", aws_bucket_name="videos", aws_access_key_id="AKIAKEYID",
+                        aws_secret_access_key="s3cr3t")
     del block["instance_data_dir"]
     (dataset,), warnings = load(block)
     assert dataset.aws_bucket_name == "videos" and "s3cr3t" not in repr(dataset)
+    # What the stages record as their inputs (stage_runs) holds neither credential.
+    recorded = json.dumps(dataset.model_dump(mode="json"))
+    assert "s3cr3t" not in recorded and "AKIAKEYID" not in recorded
     assert warnings == [f"{WHERE}type 'aws' is kept but not read yet: probing reads local folders only"]
 
 
