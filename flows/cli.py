@@ -102,8 +102,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     print_summary(reports, args.storage)
     if "validate" in todo:
+        from ltx2core.keys import run_id
         from storage.sql import sql_eq
-        from tasks.pending import run_id
 
         rows = Store.open(args.storage).read("validations", ["step", "mode", "video_path"],
                                              where=sql_eq("run_id", run_id(project.config))).to_pylist()

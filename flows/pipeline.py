@@ -16,6 +16,7 @@ from flows.cluster import cluster_access, shards_on
 from flows.stages import READS_SOURCE_FILES, Stage, selected
 from ltx2core.config.load import load_project
 from ltx2core.config.overrides import Overrides
+from ltx2core.keys import run_id
 from ltx2core.training.output_lock import output_lock
 from storage.lease import Holder, writer_lease
 from storage.location import NO_CREDENTIALS_PATTERN
@@ -23,7 +24,6 @@ from storage.store import Store
 from tasks import bucket, captions, latents, probe, text_embeds, train, validate
 from tasks import filter as filter_
 from tasks.artifacts import storage_summary
-from tasks.pending import run_id
 from tasks.report import StageReport
 from tasks.stage_runs import flow_run_id, tracked
 

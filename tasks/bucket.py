@@ -15,10 +15,11 @@ from prefect.cache_policies import NO_CACHE
 
 from ltx2core.config.databackend import VideoDataset
 from ltx2core.data.buckets import plan_bucket
+from ltx2core.keys import bucket_spec
 from storage.sql import sql_in
 from storage.store import Store
 from tasks.datasets import batches, samples_of
-from tasks.pending import BUCKET_COLUMNS, bucket_spec, bucket_work
+from tasks.pending import BUCKET_COLUMNS, bucket_work
 from tasks.progress import sink
 from tasks.report import StageReport
 

@@ -13,10 +13,12 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ltx2core.config.databackend import VideoDataset
+from ltx2core.keys import caption_source
+from storage.files import read_parquet_rows
 from storage.sql import sql_eq
 from storage.store import Store
 from tasks.datasets import batches
-from tasks.pending import caption_strategy, caption_work
+from tasks.pending import caption_work
 from tasks.progress import sink
 from tasks.report import StageReport, reason_kind
 
@@ -28,7 +30,7 @@ def ingest_captions(store_uri: str, dataset: VideoDataset, force: bool = False) 
     t0 = time.perf_counter()
     store = Store.open(store_uri)
     report = StageReport("captions", scope=dataset.id)
-    strategy = caption_strategy(dataset)
+    strategy = caption_source(dataset, read_parquet_rows)
     work = caption_work(store, dataset, strategy, force)
     kept_rows, todo = work.kept, work.todo
     sink().start(f"captions {dataset.id}", len(todo))

@@ -13,10 +13,11 @@ from prefect.cache_policies import NO_CACHE
 
 from ltx2core.config.databackend import VideoDataset
 from ltx2core.data.frames import judge
+from ltx2core.keys import filter_fingerprint, limits_of
 from storage.sql import sql_in
 from storage.store import Store
 from tasks.datasets import batches, samples_of
-from tasks.pending import filter_fingerprint, filter_work, limits_of
+from tasks.pending import filter_work
 from tasks.progress import sink
 from tasks.report import StageReport, reason_kind
 

@@ -19,13 +19,14 @@ from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
 from ltx2core.data.encode_latents import AudioSpec, LatentJob, encode_latent_jobs
 from ltx2core.data.tensors import to_record
+from ltx2core.keys import LatentModel, clip_spec, latent_model, vae_options
 from ltx2core.models.loading import load_audio_vae, load_vae
 from ltx2core.models.placement import on_device
 from ltx2core.models.runtime import compute_dtype, pick_device
 from ltx2core.models.source import resolve_source
 from storage.store import Store
 from tasks.datasets import clip_plan
-from tasks.pending import LatentModel, clip_spec, latent_model, latent_work, vae_options
+from tasks.pending import latent_work
 from tasks.progress import sink
 from tasks.report import StageReport
 

@@ -1,7 +1,8 @@
 """What each stage still has to do, read from the tables: the one place that decides "up to date".
 
 The stages use it to pick their work, `ltx2 status` to count it, and `ltx2 run` to skip starting an
-orchestrator when nothing is pending. It imports neither Prefect nor any model code, so it is fast.
+orchestrator when nothing is pending. The keys it compares are ltx2core/keys.py's; here are only the queries.
+It imports neither Prefect nor any model code, so it is fast.
 """
 
 from __future__ import annotations
@@ -11,12 +12,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ltx2core.config.databackend import VideoDataset
+from ltx2core.config.train import TrainConfig
 from ltx2core.data import captions as caption_sources
-from ltx2core.data.buckets import BucketSpec
 from ltx2core.data.discover import FileEntry, list_videos
-from ltx2core.data.fingerprint import fingerprint
-from ltx2core.data.frames import FrameLimits
-from ltx2core.models.scale import LTX2
+from ltx2core.keys import (
+    LatentModel,
+    TextModel,
+    bucket_spec,
+    caption_source,
+    clip_spec,
+    filter_fingerprint,
+    has_validation_prompts,
+    latent_key,
+    latent_model,
+    max_steps,
+    run_id,
+    sample_id,
+    text_model,
+    train_batches,
+    vae_options,
+)
 from storage.files import read_parquet_rows
 from storage.sql import sql_eq
 from storage.store import Store
@@ -50,27 +65,6 @@ def probe_work(store: Store, folders: list[str], force: bool = False) -> ProbeWo
 # ---- filter
 
 
-def limits_of(dataset: VideoDataset) -> FrameLimits:
-    v = dataset.video
-    return FrameLimits(num_frames=v.num_frames or v.min_frames, min_frames=v.min_frames, max_frames=v.max_frames,
-                       frame_rate=float(v.frame_rate))
-
-
-def clip_spec(dataset: VideoDataset) -> str:
-    """What a sample is cut as: its identity, unlike min/max_frames which only decide whether it is kept."""
-    v = dataset.video
-    frames = v.num_frames if v.bucket_strategy == "aspect_ratio" else "bucket"
-    return f"start=0;frames={frames};fps={float(v.frame_rate):g}"
-
-
-def sample_id(dataset_id: str, video_id: str, spec: str) -> str:
-    return fingerprint("sample", dataset_id, video_id, spec)
-
-
-def filter_fingerprint(dataset: VideoDataset) -> str:
-    return fingerprint(limits_of(dataset).fingerprint, dataset.repeats)
-
-
 @dataclass(frozen=True)
 class FilterWork:
     wanted: dict[str, tuple[str, str]]  # sample_id -> (video_id, path)
@@ -91,14 +85,6 @@ def filter_work(store: Store, dataset: VideoDataset, force: bool = False) -> Fil
 # ---- bucket
 
 
-def bucket_spec(dataset: VideoDataset) -> BucketSpec:
-    v = dataset.video
-    return BucketSpec(strategy=v.bucket_strategy, resolution=dataset.resolution,
-                      resolution_type=dataset.resolution_type, num_frames=v.num_frames or v.min_frames,
-                      max_frames=v.max_frames, frame_interval=v.frame_interval or LTX2.temporal,
-                      frame_rate=float(v.frame_rate))
-
-
 @dataclass(frozen=True)
 class BucketWork:
     kept: list[dict]  # kept sample rows
@@ -117,21 +103,6 @@ def bucket_work(store: Store, dataset: VideoDataset, force: bool = False) -> Buc
 # ---- captions
 
 
-def caption_strategy(dataset: VideoDataset):
-    match dataset.caption_strategy:
-        case "textfile":
-            return caption_sources.TextFile()
-        case "filename":
-            return caption_sources.FromFilename()
-        case "instanceprompt":
-            return caption_sources.InstancePrompt(dataset.instance_prompt)
-        case "parquet" | "jsonl":
-            p = dataset.parquet
-            reader = caption_sources.read_jsonl if str(p.path).endswith((".jsonl", ".json")) else read_parquet_rows
-            return caption_sources.CaptionTable(str(p.path), p.filename_column, p.caption_column, reader)
-    raise ValueError(f"dataset '{dataset.id}': unknown caption_strategy {dataset.caption_strategy!r}")
-
-
 @dataclass(frozen=True)
 class CaptionWork:
     kept: list[dict]  # kept sample rows (sample_id, path)
@@ -139,9 +110,7 @@ class CaptionWork:
 
 
 def caption_work(store: Store, dataset: VideoDataset, strategy=None, force: bool = False) -> CaptionWork:
-    from storage.sql import sql_eq
-
-    strategy = strategy or caption_strategy(dataset)
+    strategy = strategy or caption_source(dataset, read_parquet_rows)
     current = store.column_map("captions", "source_fp", where=sql_eq("dataset_id", dataset.id))
     kept = samples_of(store, dataset.id, ["sample_id", "path"], kept_only=True)
     sources = ((s, strategy.source(s["path"])) for s in kept)
@@ -179,24 +148,6 @@ def nothing_pending(store: Store, config, datasets: list[VideoDataset], stages: 
 # ---- text-embeds
 
 
-@dataclass(frozen=True)
-class TextModel:
-    """Which text encoder makes the embeddings, as far as cache keys are concerned."""
-
-    encoder_fp: str
-    max_length: int
-
-    def key(self, caption: str) -> str:
-        return fingerprint("text-embed", caption, self.encoder_fp, self.max_length)
-
-
-def text_model(source) -> TextModel:
-    from ltx2core.models.fingerprint import component_fingerprint
-
-    parts = [component_fingerprint(source, c) for c in ("tokenizer", "text_encoder", "connectors")]
-    return TextModel(encoder_fp=fingerprint(*parts), max_length=source.flavour.text_max_length)
-
-
 def wanted_captions(store: Store, datasets: list[VideoDataset]) -> list[str]:
     """Distinct captions of the kept samples of `datasets` (identical captions are encoded once)."""
     from storage.sql import sql_in
@@ -223,38 +174,6 @@ def text_embed_work(store: Store, captions: list[str], model: TextModel, force: 
 
 
 @dataclass(frozen=True)
-class LatentModel:
-    """Which VAE and options make the latents, as far as cache keys are concerned."""
-
-    vae_fp: str
-    options_key: str
-
-
-def vae_options(config):
-    from ltx2core.models.vae_options import VaeOptions
-
-    return VaeOptions.from_config(vae_enable_tiling=config.vae_enable_tiling,
-                                  vae_enable_slicing=config.vae_enable_slicing,
-                                  vae_enable_patch_conv=config.vae_enable_patch_conv,
-                                  vae_enable_temporal_roll=config.vae_enable_temporal_roll)
-
-
-def latent_model(source, options) -> LatentModel:
-    from ltx2core.models.fingerprint import component_fingerprint
-    from ltx2core.models.source import component_config
-
-    return LatentModel(vae_fp=component_fingerprint(source, "vae"),
-                       options_key=options.cache_key(component_config(source, "vae")))
-
-
-def latent_key(sample: dict, dataset: VideoDataset, model: LatentModel) -> str:
-    audio = dataset.video.audio
-    audio_key = f"audio={audio.sample_rate}x{audio.channels}" if audio else "audio=none"
-    return fingerprint("latents", sample["video_id"], clip_spec(dataset), sample["bucket"], model.vae_fp,
-                       model.options_key, audio_key)
-
-
-@dataclass(frozen=True)
 class LatentWork:
     wanted: dict[str, dict]  # key -> the first kept, bucketed sample row that needs it
     todo: dict[str, dict]  # the keys not yet cached
@@ -270,11 +189,6 @@ def latent_work(store: Store, dataset: VideoDataset, model: LatentModel, force: 
 
 
 # ---- train
-
-
-def run_id(config) -> str:
-    """A training run is its output folder: checkpoints there are resumed (or refused, listing what changed)."""
-    return Path(config.output_dir).name
 
 
 def train_steps_done(config) -> int:
@@ -304,33 +218,26 @@ def training_refs(store: Store, config, datasets: list[VideoDataset], source) ->
     return refs, dict(buckets)
 
 
-def max_steps(config, batches) -> int:
-    """Optimizer steps of the run: max_train_steps, or num_train_epochs of steps that each take
-    processes x gradient_accumulation_steps batches of one bucket (as the loop draws them)."""
-    if config.max_train_steps:
-        return config.max_train_steps
-    from ltx2core.models.runtime import pick_device
-    from ltx2core.training.distributed import process_count
-
-    per_step = process_count(config.num_processes, pick_device()) * config.gradient_accumulation_steps
-    return max(1, config.num_train_epochs * batches.steps_per_epoch(per_step))
-
-
-def train_current(store: Store, config, datasets: list[VideoDataset], source) -> bool:
+def train_current(store: Store, config: TrainConfig, datasets: list[VideoDataset], source) -> bool:
     """The run's latest checkpoint is at its last step (a resumable run is not current)."""
-    from ltx2core.training.data import BucketBatches
-
     done = train_steps_done(config)
     if config.max_train_steps:
         return done >= config.max_train_steps
     refs, buckets = training_refs(store, config, datasets, source)
-    return bool(refs) and done >= max_steps(config, BucketBatches(buckets, batch_size=config.train_batch_size,
-                                                                    seed=config.seed or 0))
+    return bool(refs) and done >= train_total(config, buckets)
+
+
+def train_total(config: TrainConfig, buckets: dict[str, list[tuple[str, int]]]) -> int:
+    """The run's optimizer steps on this machine's processes (`num_processes` resolved for its device)."""
+    from ltx2core.models.runtime import pick_device
+    from ltx2core.training.distributed import process_count
+
+    return max_steps(config, train_batches(config, buckets), process_count(config.num_processes, pick_device()))
 
 
 def validated(store: Store, config) -> bool:
     """The run's latest checkpoint has LoRA samples (a changed prompt needs `--force validate`)."""
-    if not (config.validation_prompt or config.validation_prompt_library or config.validation_using_datasets):
+    if not has_validation_prompts(config):
         return True  # nothing to validate
     rows = store.read("checkpoints", ["step"], where=sql_eq("run_id", run_id(config))).to_pylist()
     if not rows:

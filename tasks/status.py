@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from ltx2core import keys
 from ltx2core.config.databackend import VideoDataset
 from ltx2core.data.frames import UNUSABLE
 from storage.sql import sql_eq
@@ -60,20 +61,17 @@ def stage_status(storage: str, datasets: list[VideoDataset], config=None) -> lis
     from ltx2core.models.source import resolve_source
 
     source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
-    t = pending.text_embed_work(store, pending.wanted_captions(store, datasets), pending.text_model(source))
+    t = pending.text_embed_work(store, pending.wanted_captions(store, datasets), keys.text_model(source))
     rows.add("text-embeds", "*", len(t.wanted) - len(t.todo), len(t.todo))
-    model = pending.latent_model(source, pending.vae_options(config))
+    model = keys.latent_model(source, keys.vae_options(config))
     failed = store.column_map("latents", "error", where="error IS NOT NULL")
     for d in datasets:
         w = pending.latent_work(store, d, model)
         rows.add("latents", d.id, len(w.wanted) - len(w.todo), len(w.todo), sum(k in failed for k in w.wanted))
-    run = pending.run_id(config)
+    run = keys.run_id(config)
     refs, buckets = pending.training_refs(store, config, datasets, source)
     if refs:
-        from ltx2core.training.data import BucketBatches
-
-        total = pending.max_steps(config, BucketBatches(buckets, batch_size=config.train_batch_size,
-                                                        seed=config.seed or 0))
+        total = pending.train_total(config, buckets)
         done = min(pending.train_steps_done(config), total)
         rows.add("train", run, done, total - done)  # steps
     _add_validate(rows, store, run)

@@ -17,13 +17,14 @@ from prefect.cache_policies import NO_CACHE
 from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
 from ltx2core.data.tensors import to_record
+from ltx2core.keys import TextModel, text_model
 from ltx2core.models.loading import load_connectors, load_text_encoder, load_tokenizer
 from ltx2core.models.placement import on_device
 from ltx2core.models.runtime import compute_dtype, pick_device
 from ltx2core.models.source import resolve_source
 from ltx2core.models.text import ENCODE_BATCH, ENCODE_TOKENS, encode_captions
 from storage.store import Store
-from tasks.pending import TextModel, text_embed_work, text_model, wanted_captions
+from tasks.pending import text_embed_work, wanted_captions
 from tasks.progress import sink
 from tasks.report import StageReport
 

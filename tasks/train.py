@@ -28,12 +28,12 @@ from prefect.cache_policies import NO_CACHE
 
 from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
+from ltx2core.keys import run_id
 from ltx2core.models.runtime import pick_device
 from ltx2core.process import die_with_parent
 from ltx2core.training.distributed import SINGLE, process_count
 from storage.store import Store
 from tasks.artifacts import artifact_key
-from tasks.pending import run_id
 from tasks.progress import sink
 from tasks.report import StageReport
 from tasks.train_ranks import STEP_LINE, RunSummary, plan_run, run_training

@@ -32,12 +32,13 @@ import torch
 from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
 from ltx2core.data.tensors import from_record
+from ltx2core.keys import has_validation_prompts, run_id, train_batches
 from ltx2core.models.loading import load_connectors, load_scheduler, load_transformer
 from ltx2core.models.runtime import compute_dtype, pick_device
 from ltx2core.models.source import ModelSource, component_config, resolve_source
 from ltx2core.training.audio_stream import park_audio_stream
 from ltx2core.training.checkpoint import latest_checkpoint
-from ltx2core.training.data import BucketBatches, ExpandedCaption, TrainExample, expand_captions
+from ltx2core.training.data import ExpandedCaption, TrainExample, expand_captions
 from ltx2core.training.distributed import World, join_world, leave_world, rank_device, shard_base, wait_for_main
 from ltx2core.training.flow_matching import DynamicShift
 from ltx2core.training.fp8 import apply_fp8_base
@@ -49,7 +50,7 @@ from ltx2core.training.sinks import HistorySink, MetricSink
 from ltx2core.training.tread import resolve_routes
 from storage.sql import sql_in
 from storage.store import Store
-from tasks.pending import max_steps, run_id, training_refs
+from tasks.pending import train_total, training_refs
 
 STEP_LINE = "ltx2-train-step "  # + JSON {"step", "loss", "s_per_step"}: one line per step from rank 0
 
@@ -114,14 +115,13 @@ def plan_run(store: Store, config: TrainConfig, datasets: list[VideoDataset], *,
     if not refs:
         raise ValueError("no sample has both its latents and its caption embedding cached: run the stages "
                          "probe,filter,bucket,captions,text-embeds,latents first (`ltx2 status` shows what is missing)")
-    batches = BucketBatches(buckets, batch_size=config.train_batch_size, seed=config.seed or 0)
     output_dir = Path(config.output_dir)
     resume = None if force or config.resume_from_checkpoint is None else (
         latest_checkpoint(output_dir) if config.resume_from_checkpoint == "latest"
         else Path(config.resume_from_checkpoint))
     done = int(resume.name.rsplit("-", 1)[1]) if resume else 0
     return RunPlan(scope=run_id(config), source=source, refs=refs, buckets=buckets, resume=resume, done=done,
-                   total=max_steps(config, batches))
+                   total=train_total(config, buckets))
 
 
 def run_training(
@@ -148,7 +148,7 @@ def run_training(
     parked = None if with_audio else park_audio_stream(transformer)  # video-only data: exact (audio_stream.py)
     spec = LoraSpec(rank=config.lora_rank, alpha=config.lora_alpha or config.lora_rank, dropout=config.lora_dropout,
                     targets=tuple(target_modules(config.peft_lora_target_modules, with_audio=with_audio)))
-    add_lora(transformer, spec, seed=config.seed or 0)
+    add_lora(transformer, spec, seed=config.seed)
     if config.base_model_precision == "fp8-e4m3fn":  # after add_lora: PEFT must see plain Linear layers
         saved = apply_fp8_base(transformer, device=None if swap else device)
         log.info("train %s: fp8 base weights save %.1f GiB", plan.scope, saved / 2**30)
@@ -169,7 +169,7 @@ def run_training(
         output_dir=output_dir, max_steps=plan.total, text_max_length=source.flavour.text_max_length,
         model=source.label, learning_rate=config.learning_rate, lr_scheduler=config.lr_scheduler,
         lr_warmup_steps=config.lr_warmup_steps, gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_grad_norm=config.max_grad_norm, optimizer=config.optimizer, seed=config.seed or 0,
+        max_grad_norm=config.max_grad_norm, optimizer=config.optimizer, seed=config.seed,
         mixed_precision=config.mixed_precision, gradient_checkpointing=config.gradient_checkpointing,
         recompute=config.gradient_checkpointing_policy, selective_blocks=config.selective_checkpointing_blocks,
         compile_blocks=config.compile_blocks,
@@ -217,8 +217,7 @@ def run_training(
         if device.type == "cuda":
             torch.cuda.empty_cache()
     try:
-        result = train(transformer, source_of_examples, BucketBatches(
-            plan.buckets, batch_size=config.train_batch_size, seed=config.seed or 0), connectors=connectors,
+        result = train(transformer, source_of_examples, train_batches(config, plan.buckets), connectors=connectors,
             settings=settings, sinks=sinks, resume_from=plan.resume, on_checkpoint=on_checkpoint,
             on_validate=on_validate if validate else None,
             crepa=_crepa(config, source, transformer, device, dtype), world=world)
@@ -295,12 +294,11 @@ def _crepa(config: TrainConfig, source: ModelSource, transformer: Any, device: t
                              image_size=config.crepa_encoder_image_size)
     encoder = load_dinov2(config.crepa_encoder).to(device, dtype)
     return Crepa(transformer, encoder=encoder, vae=load_vae(source, dtype=dtype, device=device), settings=settings,
-                 seed=config.seed or 0)
+                 seed=config.seed)
 
 
 def _has_validation(config: TrainConfig) -> bool:
-    return config.validation_steps > 0 and bool(
-        config.validation_prompt or config.validation_prompt_library or config.validation_using_datasets)
+    return config.validation_steps > 0 and has_validation_prompts(config)
 
 
 def _trackers(config: TrainConfig, output_dir: Path) -> list[MetricSink]:

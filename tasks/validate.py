@@ -23,6 +23,7 @@ from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
 from ltx2core.data.fingerprint import fingerprint
 from ltx2core.data.tensors import from_record, to_record
+from ltx2core.keys import run_id, text_model
 from ltx2core.models.runtime import compute_dtype, pick_device
 from ltx2core.models.source import ModelSource, resolve_source
 from ltx2core.validation.contact_sheet import contact_sheet
@@ -40,7 +41,6 @@ from storage.sql import sql_eq, sql_in
 from storage.store import Store
 from tasks.artifacts import artifact_key
 from tasks.datasets import clip_plan, samples_of
-from tasks.pending import run_id, text_model
 from tasks.report import StageReport
 
 I2V_CLIPS = 2  # eval clips sampled per validation

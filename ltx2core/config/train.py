@@ -73,7 +73,7 @@ class TrainConfig(StrictModel):
         "adamw", description="adamw: torch AdamW (float32 LoRA and state); adamw8bit: bitsandbytes' 8-bit AdamW"
     )
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = no clipping)")
-    seed: int | None = Field(42, description="Seeds data order, noise and TREAD routing")
+    seed: int = Field(42, description="Seeds data order, noise and TREAD routing (null = the default)")
     mixed_precision: Literal["bf16", "fp16", "no"] = "bf16"
     gradient_checkpointing: bool = Field(True, description="Recompute activations in backward to save memory")
     gradient_checkpointing_policy: Literal["full", "selective"] = Field(
@@ -208,6 +208,11 @@ class TrainConfig(StrictModel):
     @classmethod
     def _zero_is_unset(cls, value: Any) -> Any:
         return None if value in (0, "0") else value  # SimpleTuner writes 0 for "use the other one"
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _null_seed_is_the_default(cls, value: Any) -> Any:
+        return cls.model_fields["seed"].default if value is None else value  # one default, not null -> 0 here and there
 
     @field_validator("validation_prompt_library", mode="before")
     @classmethod

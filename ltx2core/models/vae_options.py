@@ -1,5 +1,6 @@
 """The video VAE's memory options and the cache key they imply: plain data, no torch, so finding the latents a
-run still needs (tasks/pending.py) does not import the model code. How each option behaves: vae.py."""
+run still needs (tasks/pending.py) does not import the model code. How each option behaves: vae.py; how the
+config's switches map to them: ltx2core/keys.py."""
 
 from __future__ import annotations
 
@@ -48,22 +49,6 @@ class VaeOptions:
         errors = [e for e in errors if e]
         if errors:
             raise ValueError("; ".join(errors))
-
-    @classmethod
-    def from_config(
-        cls,
-        *,
-        vae_enable_tiling: bool = False,
-        vae_enable_slicing: bool = False,
-        vae_enable_patch_conv: bool = False,
-        vae_enable_temporal_roll: bool = False,
-        **fields: Any,
-    ) -> VaeOptions:
-        """From the config's SimpleTuner-named switches; `fields` sets the others (tile_size=512, ...)."""
-        return cls(
-            tiling=vae_enable_tiling, slicing=vae_enable_slicing, patch_conv=vae_enable_patch_conv,
-            temporal_roll=vae_enable_temporal_roll, **fields,
-        )
 
     @property
     def halo(self) -> int:

@@ -58,7 +58,7 @@ class ValidationSettings:
         seed = config.validation_seed if config.validation_seed is not None else config.seed
         return cls(
             guidance=config.validation_guidance, steps=config.validation_num_inference_steps,
-            seed=0 if seed is None else seed, resolutions=tuple(tuple(r) for r in config.validation_resolution),
+            seed=seed, resolutions=tuple(tuple(r) for r in config.validation_resolution),
             num_frames=config.validation_num_video_frames, frame_rate=config.frame_rate,
         )
 

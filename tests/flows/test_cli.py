@@ -14,8 +14,6 @@ from prefect.client.orchestration import get_client
 from tests.flows.helpers import REPO, make_dataset, write_configs
 
 
-
-
 def ltx2(*args: str, api: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = os.environ | {"PREFECT_API_URL": api, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, capture_output=True, text=True,

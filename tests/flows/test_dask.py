@@ -28,11 +28,12 @@ from flows.cluster import Capacity, ClusterUnavailable, Fanout, capacity, cluste
 from flows.cluster_certs import make_certs, role_files
 from flows.pipeline import pipeline
 from ltx2core.config.load import load_project
+from ltx2core.keys import latent_model, vae_options
 from ltx2core.media.synth import write_clip
 from ltx2core.models.source import resolve_source
 from storage.store import Store
 from tasks.latents import latents_shard
-from tasks.pending import latent_model, latent_work, vae_options
+from tasks.pending import latent_work
 from tests.flows.helpers import REPO, write_configs
 from tests.s3server import CLEARED_ENV, free_port
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from ltx2core.models.fingerprint import component_fingerprint
-from ltx2core.models.source import COMPONENTS
-from ltx2core.models.source import ModelSource, resolve_source
+from ltx2core.models.source import COMPONENTS, ModelSource, resolve_source
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 

@@ -168,14 +168,6 @@ def test_bad_options_are_refused_with_valid_values(fields: dict[str, Any], hint:
         VaeOptions(**fields)
 
 
-def test_config_switches_map_to_options() -> None:
-    options = VaeOptions.from_config(
-        vae_enable_tiling=True, vae_enable_slicing=True, vae_enable_patch_conv=True, vae_enable_temporal_roll=True
-    )
-    assert (options.tiling, options.slicing, options.patch_conv, options.temporal_roll) == (True, True, True, True)
-    assert not options.framewise
-
-
 @pytest.mark.parametrize(
     ("shape", "scale", "hint"),
     [

@@ -16,8 +16,8 @@ from PIL import Image
 
 from ltx2core.media import synth
 from ltx2core.media.decode import ClipPlan, decode_frames
-from ltx2core.models.source import ModelSource
 from ltx2core.models import loading
+from ltx2core.models.source import ModelSource
 from ltx2core.training.lora import (
     COMFY_FILE,
     DIFFUSERS_FILE,

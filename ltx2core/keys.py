@@ -1,0 +1,171 @@
+"""What invalidates what: every cache key and row fingerprint, and every mapping from the config to the plain values
+the library takes. One place, so a setting that changes numbers changes exactly the keys it should
+(tests/ltx2core/test_keys.py checks each one), and the model flavour can join every model-dependent key here.
+
+Keys are content addresses (`fingerprint` of plain values): a row whose key is present is current; a changed
+input makes a new key, and the old row is simply no longer wanted. Per stage:
+  filter    sample_id(dataset, video, clip_spec); the row is re-judged when filter_fingerprint changes
+  bucket    bucket_spec(...).fingerprint on each kept sample
+  captions  the caption source's own fingerprint (ltx2core/data/captions.py)
+  text      TextModel.key(caption): the caption, the tokenizer/encoder/connectors' weights, max length
+  latents   latent_key: the video, clip_spec, bucket, VAE weights, VAE options that change numbers, audio
+  train     run_id: the output folder; its checkpoints record the settings they were trained with
+Store queries that find the missing rows are tasks/pending.py's; nothing here touches a store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ltx2core.data.buckets import BucketSpec
+from ltx2core.data.fingerprint import fingerprint
+from ltx2core.data.frames import FrameLimits
+from ltx2core.models.scale import LTX2
+
+if TYPE_CHECKING:
+    from ltx2core.config.databackend import VideoDataset
+    from ltx2core.config.train import TrainConfig
+    from ltx2core.models.source import ModelSource
+    from ltx2core.models.vae_options import VaeOptions
+    from ltx2core.training.data import BucketBatches
+
+
+# ---- samples: filter and bucket
+
+
+def limits_of(dataset: VideoDataset) -> FrameLimits:
+    v = dataset.video
+    return FrameLimits(num_frames=v.num_frames or v.min_frames, min_frames=v.min_frames, max_frames=v.max_frames,
+                       frame_rate=float(v.frame_rate))
+
+
+def clip_spec(dataset: VideoDataset) -> str:
+    """What a sample is cut as: its identity, unlike min/max_frames which only decide whether it is kept."""
+    v = dataset.video
+    frames = v.num_frames if v.bucket_strategy == "aspect_ratio" else "bucket"
+    return f"start=0;frames={frames};fps={float(v.frame_rate):g}"
+
+
+def sample_id(dataset_id: str, video_id: str, spec: str) -> str:
+    return fingerprint("sample", dataset_id, video_id, spec)
+
+
+def filter_fingerprint(dataset: VideoDataset) -> str:
+    """What the keep/reject decision and the repeats depend on: a change re-judges every sample."""
+    return fingerprint(limits_of(dataset).fingerprint, dataset.repeats)
+
+
+def bucket_spec(dataset: VideoDataset) -> BucketSpec:
+    v = dataset.video
+    return BucketSpec(strategy=v.bucket_strategy, resolution=dataset.resolution,
+                      resolution_type=dataset.resolution_type, num_frames=v.num_frames or v.min_frames,
+                      max_frames=v.max_frames, frame_interval=v.frame_interval or LTX2.temporal,
+                      frame_rate=float(v.frame_rate))
+
+
+# ---- captions
+
+
+def caption_source(dataset: VideoDataset, read_table: Callable[[str, list[str]], list[dict]]):
+    """The dataset's caption_strategy as a caption source; `read_table` reads a parquet file's rows (the
+    storage layer's reader: this module touches no files format of the store)."""
+    from ltx2core.data import captions
+
+    match dataset.caption_strategy:
+        case "textfile":
+            return captions.TextFile()
+        case "filename":
+            return captions.FromFilename()
+        case "instanceprompt":
+            return captions.InstancePrompt(dataset.instance_prompt)
+        case "parquet" | "jsonl":
+            p = dataset.parquet
+            reader = captions.read_jsonl if str(p.path).endswith((".jsonl", ".json")) else read_table
+            return captions.CaptionTable(str(p.path), p.filename_column, p.caption_column, reader)
+    raise ValueError(f"dataset '{dataset.id}': unknown caption_strategy {dataset.caption_strategy!r}")
+
+
+# ---- text embeddings
+
+
+@dataclass(frozen=True)
+class TextModel:
+    """Which text encoder makes the embeddings, as far as cache keys are concerned."""
+
+    encoder_fp: str
+    max_length: int
+
+    def key(self, caption: str) -> str:
+        return fingerprint("text-embed", caption, self.encoder_fp, self.max_length)
+
+
+def text_model(source: ModelSource) -> TextModel:
+    from ltx2core.models.fingerprint import component_fingerprint
+
+    parts = [component_fingerprint(source, c) for c in ("tokenizer", "text_encoder", "connectors")]
+    return TextModel(encoder_fp=fingerprint(*parts), max_length=source.flavour.text_max_length)
+
+
+# ---- latents
+
+
+@dataclass(frozen=True)
+class LatentModel:
+    """Which VAE and options make the latents, as far as cache keys are concerned."""
+
+    vae_fp: str
+    options_key: str
+
+
+def vae_options(config: TrainConfig) -> VaeOptions:
+    """The config's SimpleTuner-named VAE switches as the VAE's options."""
+    from ltx2core.models.vae_options import VaeOptions
+
+    return VaeOptions(tiling=config.vae_enable_tiling, slicing=config.vae_enable_slicing,
+                      patch_conv=config.vae_enable_patch_conv, temporal_roll=config.vae_enable_temporal_roll)
+
+
+def latent_model(source: ModelSource, options: VaeOptions) -> LatentModel:
+    from ltx2core.models.fingerprint import component_fingerprint
+    from ltx2core.models.source import component_config
+
+    return LatentModel(vae_fp=component_fingerprint(source, "vae"),
+                       options_key=options.cache_key(component_config(source, "vae")))
+
+
+def latent_key(sample: dict[str, Any], dataset: VideoDataset, model: LatentModel) -> str:
+    audio = dataset.video.audio
+    audio_key = f"audio={audio.sample_rate}x{audio.channels}" if audio else "audio=none"
+    return fingerprint("latents", sample["video_id"], clip_spec(dataset), sample["bucket"], model.vae_fp,
+                       model.options_key, audio_key)
+
+
+# ---- training and validation
+
+
+def run_id(config: TrainConfig) -> str:
+    """A training run is its output folder: checkpoints there are resumed (or refused, listing what changed)."""
+    return Path(config.output_dir).name
+
+
+def train_batches(config: TrainConfig, buckets: dict[str, list[tuple[str, int]]]) -> BucketBatches:
+    """The batches the loop draws: `train_batch_size` clips of one bucket, in an order seeded by `seed`."""
+    from ltx2core.training.data import BucketBatches
+
+    return BucketBatches(buckets, batch_size=config.train_batch_size, seed=config.seed)
+
+
+def max_steps(config: TrainConfig, batches: BucketBatches, processes: int) -> int:
+    """Optimizer steps of the run: max_train_steps, or num_train_epochs of steps that each take
+    processes x gradient_accumulation_steps batches of one bucket (as the loop draws them)."""
+    if config.max_train_steps:
+        return config.max_train_steps
+    return max(1, config.num_train_epochs * batches.steps_per_epoch(processes * config.gradient_accumulation_steps))
+
+
+def has_validation_prompts(config: TrainConfig) -> bool:
+    """Whether the validate stage has anything to sample: a prompt, a prompt library or the eval dataset."""
+    return bool(config.validation_prompt or config.validation_prompt_library or config.validation_using_datasets)

@@ -1,0 +1,113 @@
+"""ltx2core/keys.py on its own: for each setting that changes numbers, changing it changes exactly the keys it should
+and no other; settings that change no numbers change no key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ltx2core import keys
+from ltx2core.config.databackend import VideoDataset
+from ltx2core.config.train import TrainConfig
+from ltx2core.models.source import ModelSource
+
+SAMPLE = {"video_id": "v" * 24, "bucket": "512x768x49"}
+CAPTION = "a red square moves right"
+ALL = {"sample_id", "filter", "bucket", "latents", "text"}
+
+
+def dataset(**video: Any) -> VideoDataset:
+    block = {"id": "clips", "instance_data_dir": "/tmp", "resolution": 512, "repeats": video.pop("repeats", 0),
+             "video": {"num_frames": 49, "min_frames": 65, "max_frames": 121, "frame_rate": 25} | video}
+    return VideoDataset.model_validate(block)
+
+
+def config(**keys_: Any) -> TrainConfig:
+    return TrainConfig.model_validate({"model_family": "ltxvideo2", "pretrained_model_name_or_path": "tiny",
+                                       "output_dir": "/runs/a"} | keys_)
+
+
+def all_keys(tiny: ModelSource, d: VideoDataset, c: TrainConfig, sample: dict = SAMPLE) -> dict[str, str]:
+    latent_model = keys.latent_model(tiny, keys.vae_options(c))
+    return {"sample_id": keys.sample_id(d.id, sample["video_id"], keys.clip_spec(d)),
+            "filter": keys.filter_fingerprint(d), "bucket": keys.bucket_spec(d).fingerprint,
+            "latents": keys.latent_key(sample, d, latent_model), "text": keys.text_model(tiny).key(CAPTION)}
+
+
+def changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    return {name for name in before if before[name] != after[name]}
+
+
+@pytest.mark.parametrize(("video", "expected"), [
+    ({"num_frames": 57}, {"sample_id", "filter", "bucket", "latents"}),  # what a sample is cut as
+    ({"frame_rate": 24}, {"sample_id", "filter", "bucket", "latents"}),
+    ({"min_frames": 73}, {"filter"}),  # decides only which videos are kept
+    ({"max_frames": 97}, {"filter", "bucket"}),
+    ({"repeats": 2}, {"filter"}),
+    ({"audio": {"sample_rate": 16000, "channels": 2}}, {"latents"}),
+])
+def test_a_dataset_setting_changes_exactly_its_keys(tiny: ModelSource, video: dict, expected: set[str]) -> None:
+    assert changed(all_keys(tiny, dataset(), config()), all_keys(tiny, dataset(**video), config())) == expected
+
+
+def test_the_resolution_changes_the_buckets_and_through_them_the_latents(tiny: ModelSource) -> None:
+    low = VideoDataset.model_validate(dataset().model_dump() | {"resolution": 768})
+    assert changed(all_keys(tiny, dataset(), config()), all_keys(tiny, low, config())) == {"bucket"}
+    rebucketed = SAMPLE | {"bucket": "768x1152x49"}  # the bucket stage's new answer for the same sample
+    assert changed(all_keys(tiny, dataset(), config()), all_keys(tiny, low, config(), rebucketed)) == {
+        "bucket", "latents"}
+
+
+@pytest.mark.parametrize("switch", ["vae_enable_slicing", "vae_enable_patch_conv", "vae_enable_temporal_roll"])
+def test_exact_vae_options_change_no_key(tiny: ModelSource, switch: str) -> None:
+    """Slicing, patch-conv and temporal roll give the same latents (tests/ltx2core/models): same key, no recompute."""
+    assert changed(all_keys(tiny, dataset(), config()), all_keys(tiny, dataset(), config(**{switch: True}))) == set()
+
+
+def test_tiling_changes_the_latent_key_only_when_its_halo_is_short_of_the_encoder_reach(tiny: ModelSource) -> None:
+    from ltx2core.models.source import component_config
+    from ltx2core.models.vae_options import encoder_receptive_radius
+
+    tiled = keys.vae_options(config(vae_enable_tiling=True))
+    short = tiled.halo < encoder_receptive_radius(component_config(tiny, "vae"))
+    assert changed(all_keys(tiny, dataset(), config()),
+                   all_keys(tiny, dataset(), config(vae_enable_tiling=True))) == ({"latents"} if short else set())
+
+
+def test_config_switches_map_to_options() -> None:
+    options = keys.vae_options(config(vae_enable_tiling=True, vae_enable_slicing=True, vae_enable_patch_conv=True,
+                                      vae_enable_temporal_roll=True))
+    assert (options.tiling, options.slicing, options.patch_conv, options.temporal_roll) == (True, True, True, True)
+    assert not options.framewise
+    assert keys.vae_options(config()) == type(options)()  # every switch off by default
+
+
+def test_training_settings_change_no_cache_key(tiny: ModelSource) -> None:
+    trained = config(learning_rate=1e-3, lora_rank=64, max_train_steps=10, seed=7, output_dir="/runs/b")
+    assert changed(all_keys(tiny, dataset(), config()), all_keys(tiny, dataset(), trained)) == set()
+    assert keys.run_id(trained) == "b" and keys.run_id(config()) == "a"
+
+
+def test_the_text_key_follows_the_caption_and_the_max_length(tiny: ModelSource) -> None:
+    model = keys.text_model(tiny)
+    assert model.key(CAPTION) != model.key(CAPTION + ".")
+    longer = keys.TextModel(model.encoder_fp, model.max_length * 2)
+    assert longer.key(CAPTION) != model.key(CAPTION)
+
+
+def test_step_count_one_derivation(tiny: ModelSource) -> None:
+    buckets = {"a": [(f"s{i}", 0) for i in range(6)], "b": [("t0", 1)]}  # 6 + 2 draws
+    assert keys.max_steps(config(max_train_steps=5), keys.train_batches(config(), buckets), processes=2) == 5
+    per_epoch = config(num_train_epochs=3, train_batch_size=2, gradient_accumulation_steps=1)
+    batches = keys.train_batches(per_epoch, buckets)
+    assert keys.max_steps(per_epoch, batches, processes=1) == 3 * batches.steps_per_epoch(1)
+    assert keys.max_steps(per_epoch, batches, processes=2) == 3 * batches.steps_per_epoch(2)
+    assert batches.steps_per_epoch(2) < batches.steps_per_epoch(1)
+
+
+def test_null_seed_is_the_schema_default_and_validation_needs_a_prompt() -> None:
+    assert config(seed=None).seed == config().seed == 42
+    assert not keys.has_validation_prompts(config())
+    assert keys.has_validation_prompts(config(validation_prompt="a cat"))
+    assert keys.has_validation_prompts(config(validation_using_datasets=True, eval_dataset_id="clips"))
