@@ -3,7 +3,7 @@ its plain diffusers / transformers baseline, all measured in this one run on thi
 
 Full size: LTX-2.0-shaped components with RANDOM bf16 weights built directly on the GPU (nothing is
 downloaded, nothing trained: times and memory are real, values are not), on one H100 or H200:
-  vae   one 121x512x768 clip. Baselines as research/cache_baselines.py: diffusers `vae.encode` plain, with
+  vae   one 121x512x768 clip. Baselines as ../shared/research/cache_baselines.py: diffusers `vae.encode` plain, with
         spatial tiling (enable_tiling) and with framewise temporal tiling. Ours: `encode_video` with each
         memory option. Seconds (best of 2 after a warm-up) and peak GiB (max_memory_allocated after a reset:
         absolute, and above the weights).
@@ -17,7 +17,7 @@ downloaded, nothing trained: times and memory are real, values are not), on one 
         its features against the padded path's (`bucketed=False`) on the same captions.
 Gemma-3-12B's configuration: google/gemma-3-12b-it's config.json (transformers 4.51.3) as written out in
 ostris/ai-toolkit extensions_built_in/diffusion_models/ltx2/ltx2.py; LTX-2.0's VAE, audio VAE and connector
-configs: research/diffusers_ltx2_peers.md, A2.
+configs: ../shared/research/diffusers_ltx2_peers.md, A2.
 
 On the GPU box (torch, transformers, pyarrow are there; .whl carries diffusers 0.42.1, av 18.1.0 and pydantic
 2.14.4 with pydantic-core, annotated-types, typing-inspection, typing-extensions), from the repository root,
@@ -452,7 +452,7 @@ def part_text(sizes: Sizes, report: Report, models: dict[str, Any]) -> None:
     lengths = [len(ids) for ids in tokenizer(captions, truncation=True, max_length=length)["input_ids"]]
     report.facts["caption_tokens_mean"] = sum(lengths) / len(lengths)
 
-    # Baseline (research/cache_baselines.py): the bare Gemma stack on captions left-padded to max length,
+    # Baseline (../shared/research/cache_baselines.py): the bare Gemma stack on captions left-padded to max length,
     # every hidden state kept and stacked.
     batch = captions[: sizes.baseline_batch]
     tokens = tokenizer(batch, padding="max_length", truncation=True, max_length=length, return_tensors="pt")

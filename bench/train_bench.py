@@ -1,6 +1,6 @@
 r"""Train-step benchmark: our LoRA training step beside the research baseline, on the full-size LTX-2.0 transformer.
 
-Full size: the LTX-2.0 transformer (18.9 B parameters, its diffusers config as in research/baseline_train_step.py)
+Full size: the LTX-2.0 transformer (18.9 B parameters, its diffusers config as in ../shared/research/baseline_train_step.py)
 and text connectors (1.4 B) with RANDOM bf16 weights, built straight on the GPU (nothing is downloaded, nothing
 trained: times and memory are real, values are not). Batch 1, LoRA r32 (alpha 32, no dropout, as
 config/examples/ltx2-lora-768x512.json), gradient checkpointing, bf16 autocast, AdamW lr 1e-4. The model is built
@@ -9,7 +9,7 @@ in this order, and the model is rebuilt (~seconds) when a later row needs it pla
 
 Rows (`--rows a,b,c`; default: every row not marked *; `--rows all` adds those). 768 = 768x512x121 (6,144 video
 tokens), 512 = 512x512x49 (1,792); video-only unless "av" (126 audio tokens: 121 frames at 24 fps, 25 latents/s):
-  baseline-768, baseline-512, baseline-av-768   research/baseline_train_step.py's step: random connector-shaped text
+  baseline-768, baseline-512, baseline-av-768   ../shared/research/baseline_train_step.py's step: random connector-shaped text
         embeddings (1024 x 3840) fed straight in, LoRA on to_q/to_k/to_v/to_out.0 of ALL six attentions (fp32), loss
         = mean(v^2) (+ mean(a^2)), backward, AdamW step. Inputs as there (timestep 500, sigma 0.5).
   ours-av-768, ours-768, ours-512   our step as ltx2core.training.loop.train runs it: collate (the cached caption
@@ -23,7 +23,8 @@ tokens), 512 = 512x512x49 (1,792); video-only unless "av" (126 audio tokens: 121
   ours-bf16lora-768, ours-bf16lora-512   ours with the LoRA parameters cast to bf16 after add_lora (lora.py has
         no option for it: add_lora always makes them float32).
   ours-tread-768      ours with TREAD (tread.TreadRouter): 50 % of the video tokens skip blocks 2..46, the route of
-        config/examples/ltx2-lora-768x512.json (the loop does not attach the router itself yet).
+        config/examples/ltx2-lora-768x512.json; the row attaches the router itself, as the loop does from
+        `tread_config.routes`.
   ours-blockswap16-768   ours with block_swap.BlockSwapper: the last 16 blocks' frozen weights in pinned host
         memory, streamed in one block ahead.
   ours-fp8-768        ours with fp8.apply_fp8_base (frozen block Linears in float8_e4m3fn; on an H100/H200 the
@@ -108,7 +109,7 @@ REFERENCE_FLOPS, REFERENCE_TOKENS = 5.8e14, 6144  # the issue's count: 768x512x1
 SWAP_BLOCKS = 16
 TREAD_RATIO, TREAD_FIRST, TREAD_FROM_END = 0.5, 2, 2  # example config route: blocks 2..-2
 
-TRANSFORMER_2_0 = dict(  # LTX-2.0 (Lightricks/LTX-2) transformer, as research/baseline_train_step.py builds it
+TRANSFORMER_2_0 = dict(  # LTX-2.0 (Lightricks/LTX-2) transformer, as ../shared/research/baseline_train_step.py builds it
     in_channels=128, out_channels=128, patch_size=1, patch_size_t=1, num_attention_heads=32, attention_head_dim=128,
     cross_attention_dim=4096, vae_scale_factors=(8, 32, 32), pos_embed_max_pos=20, base_height=2048, base_width=2048,
     gated_attn=False, cross_attn_mod=False, audio_in_channels=128, audio_out_channels=128, audio_patch_size=1,
@@ -120,7 +121,7 @@ TRANSFORMER_2_0 = dict(  # LTX-2.0 (Lightricks/LTX-2) transformer, as research/b
     timestep_scale_multiplier=1000, cross_attn_timestep_scale_multiplier=1000, rope_type="split",
     use_prompt_embeddings=True, perturbed_attn=False,
 )
-CONNECTORS_2_0 = dict(  # LTX-2.0 LTX2TextConnectors (research/diffusers_ltx2_peers.md, A2)
+CONNECTORS_2_0 = dict(  # LTX-2.0 LTX2TextConnectors (../shared/research/diffusers_ltx2_peers.md, A2)
     caption_channels=3840, text_proj_in_factor=49, video_connector_num_attention_heads=30,
     video_connector_attention_head_dim=128, video_connector_num_layers=2, video_connector_num_learnable_registers=128,
     audio_connector_num_attention_heads=30, audio_connector_attention_head_dim=128, audio_connector_num_layers=2,
@@ -327,7 +328,7 @@ class Bench:
         if self.adapter is not None:
             transformer.unload_lora()
             self.adapter = None
-        if adapter == "baseline":  # research/baseline_train_step.py
+        if adapter == "baseline":  # ../shared/research/baseline_train_step.py
             from peft import LoraConfig
 
             transformer.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, init_lora_weights=True,
@@ -459,7 +460,7 @@ def random_text_batch(sizes: Sizes, example: TrainExample, caption_channels: int
 
 def baseline_step(sizes: Sizes, transformer: Any, params: list[torch.nn.Parameter], shape: Shape,
                   audio: bool) -> Callable[[], torch.Tensor]:
-    """research/baseline_train_step.py's `make_inputs` and step, unchanged in substance."""
+    """../shared/research/baseline_train_step.py's `make_inputs` and step, unchanged in substance."""
     device, dtype, config = sizes.device, sizes.dtype, transformer.config
     frames, height, width = shape.latent_dims
     audio_len, text_len = (shape.audio_tokens if audio else 1), sizes.text_max_length

@@ -1,7 +1,7 @@
 r"""Validate-stage benchmark: one validation sample at 768x512x121, 30 steps, on the full-size LTX-2.0 model.
 
 Full size: the LTX-2.0 transformer and text connectors (configs of bench/train_bench.py), video VAE, audio VAE,
-vocoder and scheduler (research/diffusers_ltx2_peers.md, A2) with RANDOM bf16 weights built straight on the GPU
+vocoder and scheduler (../shared/research/diffusers_ltx2_peers.md, A2) with RANDOM bf16 weights built straight on the GPU
 (nothing downloaded: times and memory are real, the videos are noise). The prompt and the negative prompt are
 random cached features ([200, 3840] and [20, 3840] bf16, what the text_embeds table holds). The components are
 assembled into a `Sampler` here the way `load_sampler` assembles loaded ones (pass-through connectors, no text

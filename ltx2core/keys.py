@@ -30,7 +30,10 @@ if TYPE_CHECKING:
     from ltx2core.config.train import TrainConfig
     from ltx2core.models.source import ModelSource
     from ltx2core.models.vae_options import VaeOptions
+    from ltx2core.training.assemble import ModelSettings
     from ltx2core.training.data import BucketBatches
+    from ltx2core.training.loop import TrainSettings
+    from ltx2core.validation.settings import MemoryOptions, ValidationSettings
 
 
 # ---- samples: filter and bucket
@@ -166,6 +169,65 @@ def max_steps(config: TrainConfig, batches: BucketBatches, processes: int) -> in
     return max(1, config.num_train_epochs * batches.steps_per_epoch(processes * config.gradient_accumulation_steps))
 
 
+def validation_settings(config: TrainConfig) -> ValidationSettings:
+    """The config's validation_* keys; validation_seed unset means `seed`."""
+    from ltx2core.validation.settings import ValidationSettings
+
+    seed = config.validation_seed if config.validation_seed is not None else config.seed
+    return ValidationSettings(
+        guidance=config.validation_guidance, steps=config.validation_num_inference_steps, seed=seed,
+        resolutions=tuple(tuple(r) for r in config.validation_resolution),
+        num_frames=config.validation_num_video_frames, frame_rate=config.frame_rate)
+
+
+def sampling_memory(config: TrainConfig) -> MemoryOptions:
+    """Where a stand-alone validation run keeps the sampler's models: group offload, and the VAE's decode options
+    (temporal roll is an encoder option: decoding has no use for it)."""
+    from ltx2core.models.vae_options import VaeOptions
+    from ltx2core.validation.settings import MemoryOptions
+
+    return MemoryOptions(
+        group_offload=config.enable_group_offload, offload_type=config.group_offload_type,
+        blocks_per_group=config.group_offload_blocks_per_group, use_stream=config.group_offload_use_stream,
+        vae=VaeOptions(tiling=config.vae_enable_tiling, slicing=config.vae_enable_slicing,
+                       patch_conv=config.vae_enable_patch_conv))
+
+
 def has_validation_prompts(config: TrainConfig) -> bool:
     """Whether the validate stage has anything to sample: a prompt, a prompt library or the eval dataset."""
     return bool(config.validation_prompt or config.validation_prompt_library or config.validation_using_datasets)
+
+
+def model_settings(config: TrainConfig, *, num_blocks: int, with_audio: bool, world_size: int) -> ModelSettings:
+    """What assembling the training model takes from the config (ltx2core/training/assemble.py)."""
+    from ltx2core.training.assemble import ModelSettings
+    from ltx2core.training.lora import LoraSpec, target_modules
+    from ltx2core.training.offload import SWAP_KEYS, swap_plan
+
+    return ModelSettings(
+        lora=LoraSpec(rank=config.lora_rank, alpha=config.lora_alpha or config.lora_rank, dropout=config.lora_dropout,
+                      targets=tuple(target_modules(config.peft_lora_target_modules, with_audio=with_audio))),
+        seed=config.seed, base_precision=config.base_model_precision, with_audio=with_audio,
+        # block swap: musubi_blocks_to_swap, or enable_group_offload mapped onto it with a warning
+        swap=swap_plan(num_blocks=num_blocks, **config.model_dump(include=set(SWAP_KEYS))),
+        fsdp=config.fsdp_enable and world_size > 1, reshard_after_forward=config.fsdp_reshard_after_forward)
+
+
+def train_settings(config: TrainConfig, *, max_steps: int, model: str, text_max_length: int, num_blocks: int,
+                   shift: Any, device: str) -> TrainSettings:
+    """The loop's settings from the config (ltx2core/training/loop.py); `shift` is the scheduler's DynamicShift."""
+    from ltx2core.training.loop import TrainSettings
+    from ltx2core.training.tread import resolve_routes
+
+    return TrainSettings(
+        output_dir=Path(config.output_dir), max_steps=max_steps, text_max_length=text_max_length, model=model,
+        learning_rate=config.learning_rate, lr_scheduler=config.lr_scheduler, lr_warmup_steps=config.lr_warmup_steps,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, max_grad_norm=config.max_grad_norm,
+        optimizer=config.optimizer, seed=config.seed, mixed_precision=config.mixed_precision,
+        gradient_checkpointing=config.gradient_checkpointing, recompute=config.gradient_checkpointing_policy,
+        selective_blocks=config.selective_checkpointing_blocks, compile_blocks=config.compile_blocks,
+        first_frame_p=config.ltx2_first_frame_conditioning_probability,
+        checkpointing_steps=config.checkpointing_steps, checkpoints_total_limit=config.checkpoints_total_limit,
+        validation_steps=config.validation_steps,
+        tread_routes=resolve_routes(config.tread_config.routes, num_blocks) if config.tread_config else (),
+        device=device, shift=shift)

@@ -1,8 +1,8 @@
 """The train stage's run, built the same way in one process and in every rank of a several-GPU run.
 
-`plan_run` decides what to train from the store and the config (no model loaded); `run_training` loads the
-transformer and connectors, adds the LoRA, places the model (fp8, block swap, FSDP2), trains
-(ltx2core.training.loop) and, on rank 0, writes each checkpoint's row into `checkpoints` and the final LoRA
+`plan_run` decides what to train from the store and the config (no model loaded); `run_training` has the
+model assembled (ltx2core/training/assemble.py: LoRA, fp8/int8, block swap, FSDP2; its settings from
+ltx2core/keys.py), trains (ltx2core.training.loop) and, on rank 0, writes each checkpoint's row into `checkpoints` and the final LoRA
 files and loss curve. tasks/train.py calls both in its own process for one GPU or the CPU; for several it
 writes a job file and launches
 
@@ -32,22 +32,18 @@ import torch
 from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
 from ltx2core.data.tensors import from_record
-from ltx2core.keys import has_validation_prompts, run_id, train_batches
-from ltx2core.models.loading import load_connectors, load_scheduler, load_transformer
+from ltx2core.keys import has_validation_prompts, model_settings, run_id, train_batches, train_settings
+from ltx2core.models.loading import load_scheduler
 from ltx2core.models.runtime import compute_dtype, pick_device
 from ltx2core.models.source import ModelSource, component_config, resolve_source
-from ltx2core.training.audio_stream import park_audio_stream
+from ltx2core.training.assemble import assemble_training_model
 from ltx2core.training.checkpoint import latest_checkpoint
 from ltx2core.training.data import ExpandedCaption, TrainExample, expand_captions
-from ltx2core.training.distributed import World, join_world, leave_world, rank_device, shard_base, wait_for_main
+from ltx2core.training.distributed import World, join_world, leave_world, rank_device, wait_for_main
 from ltx2core.training.flow_matching import DynamicShift
-from ltx2core.training.fp8 import apply_fp8_base
-from ltx2core.training.int8 import apply_int8_base
-from ltx2core.training.loop import TrainSettings, train
-from ltx2core.training.lora import LoraSpec, add_lora, save_lora, target_modules
-from ltx2core.training.offload import SWAP_KEYS, swap_plan
+from ltx2core.training.loop import train
+from ltx2core.training.lora import save_lora
 from ltx2core.training.sinks import HistorySink, MetricSink
-from ltx2core.training.tread import resolve_routes
 from storage.sql import sql_in
 from storage.store import Store
 from tasks.pending import train_total, training_refs
@@ -138,48 +134,22 @@ def run_training(
     log.info("train %s: %d samples in %d buckets, steps %d..%d on %s with %s%s", plan.scope, len(plan.refs),
              len(plan.buckets), plan.done + 1, plan.total, _where(world, device), source.label,
              ", FSDP2" if fsdp else "")
-    # Block swap: musubi_blocks_to_swap, or enable_group_offload mapped onto it with a warning.
-    swap = swap_plan(num_blocks=component_config(source, "transformer")["num_layers"],
-                     **config.model_dump(include=set(SWAP_KEYS)))
-    # Loaded on the host, so that what the GPU never needs (the parked audio stream, swapped blocks, bf16 copies of
-    # fp8 weights) never lands there; then placed: by the swapper, or block by block.
-    transformer = load_transformer(source, dtype=dtype, device="cpu")
-    connectors = load_connectors(source, dtype=dtype, device=device)
-    parked = None if with_audio else park_audio_stream(transformer)  # video-only data: exact (audio_stream.py)
-    spec = LoraSpec(rank=config.lora_rank, alpha=config.lora_alpha or config.lora_rank, dropout=config.lora_dropout,
-                    targets=tuple(target_modules(config.peft_lora_target_modules, with_audio=with_audio)))
-    add_lora(transformer, spec, seed=config.seed)
-    if config.base_model_precision == "fp8-e4m3fn":  # after add_lora: PEFT must see plain Linear layers
-        saved = apply_fp8_base(transformer, device=None if swap else device)
-        log.info("train %s: fp8 base weights save %.1f GiB", plan.scope, saved / 2**30)
-        if device.type == "cuda" and not config.compile_blocks:
-            log.warning("train %s: fp8 base weights without compile_blocks: quantizing each layer's input is not "
-                        "fused, and steps are slower than bf16 (1.17x on an H100; with compile_blocks 0.80x, "
-                        "BENCHMARKS.md)", plan.scope)
-    if config.base_model_precision == "int8-torchao":  # after add_lora, like fp8
-        saved = apply_int8_base(transformer, device=device)
-        log.info("train %s: int8 base weights (torchao) save %.1f GiB", plan.scope, saved / 2**30)
-    if swap:
-        swap.attach(transformer, device)
-    else:
-        transformer.to(device)
-    if fsdp:
-        shard_base(transformer, reshard_after_forward=config.fsdp_reshard_after_forward)
-    settings = TrainSettings(
-        output_dir=output_dir, max_steps=plan.total, text_max_length=source.flavour.text_max_length,
-        model=source.label, learning_rate=config.learning_rate, lr_scheduler=config.lr_scheduler,
-        lr_warmup_steps=config.lr_warmup_steps, gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_grad_norm=config.max_grad_norm, optimizer=config.optimizer, seed=config.seed,
-        mixed_precision=config.mixed_precision, gradient_checkpointing=config.gradient_checkpointing,
-        recompute=config.gradient_checkpointing_policy, selective_blocks=config.selective_checkpointing_blocks,
-        compile_blocks=config.compile_blocks,
-        first_frame_p=config.ltx2_first_frame_conditioning_probability,
-        checkpointing_steps=config.checkpointing_steps, checkpoints_total_limit=config.checkpoints_total_limit,
-        validation_steps=config.validation_steps,
-        tread_routes=resolve_routes(config.tread_config.routes, len(transformer.transformer_blocks))
-        if config.tread_config else (),
-        device=str(device), shift=DynamicShift.from_scheduler_config(load_scheduler(source).config),
-    )
+    num_blocks = component_config(source, "transformer")["num_layers"]
+    assembled = assemble_training_model(
+        source, model_settings(config, num_blocks=num_blocks, with_audio=with_audio, world_size=world.size),
+        device=device, dtype=dtype)
+    transformer, connectors, parked = assembled.transformer, assembled.connectors, assembled.parked
+    if assembled.base_bytes_saved:
+        log.info("train %s: %s base weights save %.1f GiB", plan.scope, config.base_model_precision,
+                 assembled.base_bytes_saved / 2**30)
+    if config.base_model_precision == "fp8-e4m3fn" and device.type == "cuda" and not config.compile_blocks:
+        log.warning("train %s: fp8 base weights without compile_blocks: quantizing each layer's input is not "
+                    "fused, and steps are slower than bf16 (1.17x on an H100; with compile_blocks 0.80x, "
+                    "BENCHMARKS.md)", plan.scope)
+    settings = train_settings(config, max_steps=plan.total, model=source.label,
+                              text_max_length=source.flavour.text_max_length, num_blocks=num_blocks,
+                              shift=DynamicShift.from_scheduler_config(load_scheduler(source).config),
+                              device=str(device))
     history = HistorySink(output_dir / "loss.csv")  # written by rank 0 only
     sinks = [history, progress, *_trackers(config, output_dir)] if world.main else []
 

@@ -23,7 +23,7 @@ from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
 from ltx2core.data.fingerprint import fingerprint
 from ltx2core.data.tensors import from_record, to_record
-from ltx2core.keys import run_id, text_model
+from ltx2core.keys import run_id, sampling_memory, text_model, validation_settings
 from ltx2core.models.runtime import compute_dtype, pick_device
 from ltx2core.models.source import ModelSource, resolve_source
 from ltx2core.validation.contact_sheet import contact_sheet
@@ -118,10 +118,10 @@ def run_validation(store: Store, config: TrainConfig, datasets: list[VideoDatase
     """
     device = pick_device()
     dtype = compute_dtype(config.mixed_precision, device)
-    settings = ValidationSettings.from_config(config)
+    settings = validation_settings(config)
     texts, clips, prompts = validation_prompts(store, config, datasets, source, device, dtype)
     t2v_prompts, i2v_prompts, negative = prompts[:len(texts)], prompts[len(texts):-1], prompts[-1]
-    memory = MemoryOptions() if transformer is not None else MemoryOptions.from_config(config)
+    memory = MemoryOptions() if transformer is not None else sampling_memory(config)
     sampler = load_sampler(source, device=device, dtype=dtype, memory=memory, transformer=transformer)
     samples = sample_t2v(sampler, t2v_prompts, negative, settings, lora=lora) if t2v_prompts else []
     if clips:

@@ -1,4 +1,5 @@
-"""What a validation run samples and how it fits in memory: plain data, checked once when built."""
+"""What a validation run samples and how it fits in memory: plain data, checked once when built (from the config:
+ltx2core/keys.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from ltx2core.models.scale import LTX2
 from ltx2core.models.vae_options import VaeOptions
 
 if TYPE_CHECKING:
-    from ltx2core.config.train import TrainConfig
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +53,6 @@ class ValidationSettings:
                 "there (SimpleTuner's quickstart keeps 5.0)", self.guidance, low, high,
             )
 
-    @classmethod
-    def from_config(cls, config: TrainConfig) -> ValidationSettings:
-        """The config's validation_* keys; validation_seed unset means `seed`."""
-        seed = config.validation_seed if config.validation_seed is not None else config.seed
-        return cls(
-            guidance=config.validation_guidance, steps=config.validation_num_inference_steps,
-            seed=seed, resolutions=tuple(tuple(r) for r in config.validation_resolution),
-            num_frames=config.validation_num_video_frames, frame_rate=config.frame_rate,
-        )
-
 
 @dataclass(frozen=True)
 class MemoryOptions:
@@ -76,14 +67,3 @@ class MemoryOptions:
     def __post_init__(self) -> None:
         if self.blocks_per_group < 1:
             raise ValueError(f"group_offload_blocks_per_group {self.blocks_per_group} must be at least 1")
-
-    @classmethod
-    def from_config(cls, config: TrainConfig) -> MemoryOptions:
-        return cls(
-            group_offload=config.enable_group_offload, offload_type=config.group_offload_type,
-            blocks_per_group=config.group_offload_blocks_per_group, use_stream=config.group_offload_use_stream,
-            vae=VaeOptions.from_config(
-                vae_enable_tiling=config.vae_enable_tiling, vae_enable_slicing=config.vae_enable_slicing,
-                vae_enable_patch_conv=config.vae_enable_patch_conv,
-            ),
-        )

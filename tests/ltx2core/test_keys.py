@@ -111,3 +111,19 @@ def test_null_seed_is_the_schema_default_and_validation_needs_a_prompt() -> None
     assert not keys.has_validation_prompts(config())
     assert keys.has_validation_prompts(config(validation_prompt="a cat"))
     assert keys.has_validation_prompts(config(validation_using_datasets=True, eval_dataset_id="clips"))
+
+
+def test_the_model_and_loop_settings_come_from_the_config_in_one_place() -> None:
+    c = config(lora_rank=8, lora_alpha=4, base_model_precision="fp8-e4m3fn", musubi_blocks_to_swap=2,
+               max_train_steps=9, learning_rate=3e-4, gradient_accumulation_steps=2, validation_steps=5,
+               checkpointing_steps=3)
+    model = keys.model_settings(c, num_blocks=4, with_audio=False, world_size=1)
+    assert (model.lora.rank, model.lora.alpha, model.base_precision, model.seed) == (8, 4, "fp8-e4m3fn", 42)
+    assert model.swap is not None and not model.with_audio and not model.fsdp
+    sharded = config(fsdp_enable=True)
+    assert not keys.model_settings(sharded, num_blocks=4, with_audio=True, world_size=1).fsdp  # one rank: nothing
+    assert keys.model_settings(sharded, num_blocks=4, with_audio=True, world_size=2).fsdp
+    loop = keys.train_settings(c, max_steps=9, model="tiny", text_max_length=64, num_blocks=4, shift=None,
+                               device="cpu")
+    assert (loop.max_steps, loop.learning_rate, loop.gradient_accumulation_steps, loop.seed) == (9, 3e-4, 2, 42)
+    assert (loop.validation_steps, loop.checkpointing_steps, str(loop.output_dir)) == (5, 3, "/runs/a")

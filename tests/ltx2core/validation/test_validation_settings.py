@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from ltx2core import keys
 from ltx2core.config.train import TrainConfig
 from ltx2core.validation.settings import ValidationSettings
 
@@ -41,7 +42,7 @@ def test_guidance_outside_two_to_six_warns(guidance: float, warned: bool, caplog
 def test_config_keys_map_to_settings_and_an_unset_validation_seed_is_the_seed() -> None:
     config = TrainConfig(validation_resolution="64x64,96x64", validation_num_video_frames=9, seed=7,
                          validation_guidance=4.0, validation_num_inference_steps=3, frame_rate=24)
-    assert ValidationSettings.from_config(config) == ValidationSettings(
+    assert keys.validation_settings(config) == ValidationSettings(
         guidance=4.0, steps=3, seed=7, resolutions=((64, 64), (96, 64)), num_frames=9, frame_rate=24.0
     )
-    assert ValidationSettings.from_config(config.model_copy(update={"validation_seed": 5})).seed == 5
+    assert keys.validation_settings(config.model_copy(update={"validation_seed": 5})).seed == 5
