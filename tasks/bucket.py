@@ -6,7 +6,6 @@ plan each clip (ltx2core.data.buckets) -> write the bucket columns of `samples`.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import asdict
 
@@ -17,46 +16,40 @@ from ltx2core.config.databackend import VideoDataset
 from ltx2core.data.buckets import plan_bucket
 from ltx2core.keys import bucket_spec
 from storage.sql import sql_in
-from storage.store import Store
 from tasks.datasets import batches, samples_of
 from tasks.pending import BUCKET_COLUMNS, bucket_work
 from tasks.progress import sink
-from tasks.report import StageReport
+from tasks.report import StageReport, reporting
 
 BATCH_SIZE = 2048
 
 
 @task(name="bucket", cache_policy=NO_CACHE)
 def bucket_dataset(store_uri: str, dataset: VideoDataset, force: bool = False) -> StageReport:
-    t0 = time.perf_counter()
-    store = Store.open(store_uri)
-    report = StageReport("bucket", scope=dataset.id)
-    spec = bucket_spec(dataset)
-    work = bucket_work(store, dataset, force)
-    kept, stale, dropped = work.kept, work.stale, work.dropped
-    report.skipped = len(kept) - len(stale)
-    sink().start(f"bucket {dataset.id}", len(stale))
-    if dropped:  # a sample the filter now rejects has no bucket
-        store.update("samples", [{"sample_id": r["sample_id"]} | dict.fromkeys(BUCKET_COLUMNS) for r in dropped])
-        report.done += len(dropped)
+    with reporting(store_uri, "bucket", dataset.id, tables=["samples"], verb="planned") as (store, report):
+        spec = bucket_spec(dataset)
+        work = bucket_work(store, dataset, force)
+        kept, stale, dropped = work.kept, work.stale, work.dropped
+        report.skipped = len(kept) - len(stale)
+        sink().start(f"bucket {dataset.id}", len(stale))
+        if dropped:  # a sample the filter now rejects has no bucket
+            store.update("samples", [{"sample_id": r["sample_id"]} | dict.fromkeys(BUCKET_COLUMNS) for r in dropped])
+            report.done += len(dropped)
 
-    sizes = {r["video_id"]: (r["width"], r["height"]) for r in store.read(
-        "videos", ["video_id", "width", "height"], where=sql_in("video_id", [r["video_id"] for r in stale])
-    ).to_pylist()} if stale else {}
-    for chunk in batches(stale, BATCH_SIZE):
-        for row in chunk:
-            width, height = sizes[row["video_id"]]
-            row.update(asdict(plan_bucket(width, height, row["frames_at_rate"], spec)), bucket_fp=spec.fingerprint)
-        store.update("samples", chunk)
-        report.done += len(chunk)
-        sink().advance(f"bucket {dataset.id}", len(chunk))
+        sizes = {r["video_id"]: (r["width"], r["height"]) for r in store.read(
+            "videos", ["video_id", "width", "height"], where=sql_in("video_id", [r["video_id"] for r in stale])
+        ).to_pylist()} if stale else {}
+        for chunk in batches(stale, BATCH_SIZE):
+            for row in chunk:
+                width, height = sizes[row["video_id"]]
+                row.update(asdict(plan_bucket(width, height, row["frames_at_rate"], spec)), bucket_fp=spec.fingerprint)
+            store.update("samples", chunk)
+            report.done += len(chunk)
+            sink().advance(f"bucket {dataset.id}", len(chunk))
 
-    # Clips per bucket; `repeats` shows each one 1 + repeats times an epoch, which the train stage counts.
-    buckets = Counter(r["bucket"] for r in samples_of(store, dataset.id, ["bucket"], kept_only=True))
-    report.counts = dict(sorted(buckets.items()))
-    report.versions = store.versions(["samples"])
-    report.seconds = time.perf_counter() - t0
-    sink().finish(f"bucket {dataset.id}", "up to date" if report.up_to_date else f"{report.done} planned")
+        # Clips per bucket; `repeats` shows each one 1 + repeats times an epoch, which the train stage counts.
+        buckets = Counter(r["bucket"] for r in samples_of(store, dataset.id, ["bucket"], kept_only=True))
+        report.counts = dict(sorted(buckets.items()))
     get_run_logger().info("bucket %s: clips per bucket: %s", dataset.id,
                           ", ".join(f"{b}: {n}" for b, n in report.counts.items()))
     return report

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 
 import torch
 from prefect import get_run_logger, task
@@ -28,7 +27,7 @@ from storage.store import Store
 from tasks.datasets import clip_plan
 from tasks.pending import latent_work
 from tasks.progress import sink
-from tasks.report import StageReport
+from tasks.report import StageReport, reporting
 
 SHARD_SIZE = 256  # most clips per Prefect task (one VAE load each)
 COMMIT_EVERY = 16  # clips per commit: a killed stage loses at most this much work
@@ -99,32 +98,27 @@ def latents_shard(store_uri: str, config: TrainConfig, dataset: VideoDataset, ke
 def run(store_uri: str, config: TrainConfig, dataset: VideoDataset, force: bool = False,
         min_shards: int = 1) -> StageReport:
     """Encode the dataset's missing latents in at least `min_shards` shards (one per worker share of a cluster)."""
-    t0 = time.perf_counter()
     log = get_run_logger()
-    store = Store.open(store_uri)
-    report = StageReport("latents", scope=dataset.id)
-    source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
-    model = latent_model(source, vae_options(config))
-    work = latent_work(store, dataset, model, force)
-    report.skipped = len(work.wanted) - len(work.todo)
-    sink().start(f"latents {dataset.id}", len(work.todo))
-    items = list(work.todo.items())
-    size = min(SHARD_SIZE, math.ceil(len(items) / min_shards)) or 1
-    shards = [items[i:i + size] for i in range(0, len(items), size)]
-    if shards:
-        log.info("latents %s: encoding %d clips with %s", dataset.id, len(items), source.label)
-    for future in [latents_shard.submit(store_uri, config, dataset, shard, model) for shard in shards]:
-        out = future.result()
-        report.done += out["encoded"] + out["errors"]
-        if out["errors"]:
-            report.reasons["clip could not be decoded"] = report.reasons.get("clip could not be decoded", 0) + out[
-                "errors"]
-            report.failed += out["errors"]
-    stats = store.stats("latents")
-    report.counts = {"clips": len(work.wanted), "table_bytes": stats["bytes"] or 0}
-    report.versions = store.versions(["latents"])
-    report.seconds = time.perf_counter() - t0
-    sink().finish(f"latents {dataset.id}", "up to date" if report.up_to_date else f"{report.done} encoded")
+    with reporting(store_uri, "latents", dataset.id, tables=["latents"], verb="encoded") as (store, report):
+        source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
+        model = latent_model(source, vae_options(config))
+        work = latent_work(store, dataset, model, force)
+        report.skipped = len(work.wanted) - len(work.todo)
+        sink().start(f"latents {dataset.id}", len(work.todo))
+        items = list(work.todo.items())
+        size = min(SHARD_SIZE, math.ceil(len(items) / min_shards)) or 1
+        shards = [items[i:i + size] for i in range(0, len(items), size)]
+        if shards:
+            log.info("latents %s: encoding %d clips with %s", dataset.id, len(items), source.label)
+        for future in [latents_shard.submit(store_uri, config, dataset, shard, model) for shard in shards]:
+            out = future.result()
+            report.done += out["encoded"] + out["errors"]
+            if out["errors"]:
+                report.reasons["clip could not be decoded"] = report.reasons.get("clip could not be decoded", 0) + out[
+                    "errors"]
+                report.failed += out["errors"]
+        stats = store.stats("latents")
+        report.counts = {"clips": len(work.wanted), "table_bytes": stats["bytes"] or 0}
     log.info("latents %s: %d clips, %s", dataset.id, len(work.wanted),
              "up to date" if report.up_to_date else f"{report.done} encoded ({report.failed} failed)")
     return report

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
@@ -22,7 +21,7 @@ from ltx2core.media.pool import ProbePool, examine
 from storage.store import Store
 from tasks.pending import probe_work
 from tasks.progress import sink
-from tasks.report import StageReport, reason_kind
+from tasks.report import StageReport, reason_kind, reporting
 
 SHARD_SIZE = 2048  # most files per Prefect task: enough that orchestration stays a few percent
 # Files per commit: a killed stage loses at most this much work (~1 s). Every commit adds a fragment that later
@@ -73,24 +72,20 @@ def _examiner() -> Iterator[Callable[[Iterable[str]], Iterator[tuple[str | None,
 
 def run(store_uri: str, folders: list[str], force: bool = False, min_shards: int = 1) -> StageReport:
     """Probe new and changed files in at least `min_shards` shards (one per worker share of a cluster)."""
-    t0 = time.perf_counter()
-    store = Store.open(store_uri)
-    work = probe_work(store, folders, force)
-    report = StageReport("probe", skipped=work.current)
-    sink().start("probe", len(work.todo))
-    if work.gone:
-        store.delete("files", work.gone)
-    size = min(SHARD_SIZE, math.ceil(len(work.todo) / min_shards)) or 1
-    shards = [work.todo[i:i + size] for i in range(0, len(work.todo), size)]
-    for result in [probe_shard.submit(store_uri, shard, force) for shard in shards]:
-        out = result.result()
-        report.done += out["hashed"]
-        report.counts["probed"] = report.counts.get("probed", 0) + out["probed"]
-    _summarise(store, folders, report)
-    report.counts["removed"] = len(work.gone)
-    report.versions = store.versions(["files", "videos"])
-    report.seconds = time.perf_counter() - t0
-    sink().finish("probe", "up to date" if report.up_to_date else f"{report.done} files examined")
+    with reporting(store_uri, "probe", tables=["files", "videos"], verb="files examined") as (store, report):
+        work = probe_work(store, folders, force)
+        report.skipped = work.current
+        sink().start("probe", len(work.todo))
+        if work.gone:
+            store.delete("files", work.gone)
+        size = min(SHARD_SIZE, math.ceil(len(work.todo) / min_shards)) or 1
+        shards = [work.todo[i:i + size] for i in range(0, len(work.todo), size)]
+        for result in [probe_shard.submit(store_uri, shard, force) for shard in shards]:
+            out = result.result()
+            report.done += out["hashed"]
+            report.counts["probed"] = report.counts.get("probed", 0) + out["probed"]
+        _summarise(store, folders, report)
+        report.counts["removed"] = len(work.gone)
     get_run_logger().info("probe: %s", _describe(report))
     return report
 

@@ -1,8 +1,15 @@
-"""The small, typed result every stage returns (never tensors or long lists through Prefect)."""
+"""The small, typed result every stage returns (never tensors or long lists through Prefect), and the bookkeeping
+every stage does around its work."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+
+from storage.store import Store
+from tasks.progress import sink
 
 
 @dataclass
@@ -44,3 +51,18 @@ def reason_kind(reason: str) -> str:
     if "not UTF-8" in reason:
         return "caption not UTF-8"
     return reason
+
+
+@contextmanager
+def reporting(store_uri: str, stage: str, scope: str = "*", *, tables: list[str],
+              verb: str) -> Iterator[tuple[Store, StageReport]]:
+    """The store and an empty report for the block; after it, the tables' versions, the seconds, and the progress
+    bar's last word ("up to date", or "<done> <verb>")."""
+    t0 = time.perf_counter()
+    store = Store.open(store_uri)
+    report = StageReport(stage, scope=scope)
+    yield store, report
+    report.versions = store.versions(tables)
+    report.seconds = time.perf_counter() - t0
+    sink().finish(stage if scope == "*" else f"{stage} {scope}",
+                  "up to date" if report.up_to_date else f"{report.done} {verb}")

@@ -9,7 +9,6 @@ finish.
 from __future__ import annotations
 
 import math
-import time
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -26,7 +25,7 @@ from ltx2core.models.text import ENCODE_BATCH, ENCODE_TOKENS, encode_captions
 from storage.store import Store
 from tasks.pending import text_embed_work, wanted_captions
 from tasks.progress import sink
-from tasks.report import StageReport
+from tasks.report import StageReport, reporting
 
 COMMIT_EVERY = 256  # captions per commit (1.5 MB each at full size)
 
@@ -70,24 +69,19 @@ def cache_text_embeds(store_uri: str, config: TrainConfig, datasets: list[VideoD
                       min_shards: int = 1) -> StageReport:
     """Encode the missing captions in `min_shards` shards: one locally (the encoder loads once), one per
     worker share of a cluster."""
-    t0 = time.perf_counter()
     log = get_run_logger()
-    store = Store.open(store_uri)
-    report = StageReport("text-embeds")
-    source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
-    model = text_model(source)
-    work = text_embed_work(store, wanted_captions(store, datasets), model, force)
-    report.skipped = len(work.wanted) - len(work.todo)
-    sink().start("text-embeds", len(work.todo))
-    items = list(work.todo.items())
-    size = math.ceil(len(items) / min_shards) or 1
-    shards = [items[i:i + size] for i in range(0, len(items), size)]
-    for future in [text_embeds_shard.submit(store_uri, config, shard, model) for shard in shards]:
-        report.done += future.result()
-    report.counts = {"captions": len(work.wanted), "bytes": store.stats("text_embeds").get("bytes") or 0}
-    report.versions = store.versions(["text_embeds"])
-    report.seconds = time.perf_counter() - t0
-    sink().finish("text-embeds", "up to date" if report.up_to_date else f"{report.done} encoded")
+    with reporting(store_uri, "text-embeds", tables=["text_embeds"], verb="encoded") as (store, report):
+        source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
+        model = text_model(source)
+        work = text_embed_work(store, wanted_captions(store, datasets), model, force)
+        report.skipped = len(work.wanted) - len(work.todo)
+        sink().start("text-embeds", len(work.todo))
+        items = list(work.todo.items())
+        size = math.ceil(len(items) / min_shards) or 1
+        shards = [items[i:i + size] for i in range(0, len(items), size)]
+        for future in [text_embeds_shard.submit(store_uri, config, shard, model) for shard in shards]:
+            report.done += future.result()
+        report.counts = {"captions": len(work.wanted), "bytes": store.stats("text_embeds").get("bytes") or 0}
     log.info("text-embeds: %d distinct captions, %s", len(work.wanted),
              "up to date" if report.up_to_date else f"{report.done} encoded")
     return report
