@@ -140,7 +140,7 @@ def beyond_loopback() -> tuple[str, str]:
     else every interface reached on loopback. Either way the server listens beyond loopback."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
-            s.connect(("192.0.2.255", 9))  # a UDP "connect" sends nothing: it only picks the outgoing address
+            s.connect(("10.254.254.254", 9))  # a UDP "connect" sends nothing: it only picks the outgoing address
             address = s.getsockname()[0]
         except OSError:
             address = "127.0.0.1"
