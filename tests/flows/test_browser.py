@@ -84,8 +84,9 @@ def _flow_run(server: LocalServer, name: str) -> dict | None:
 
 def _submit(page: Page, server: LocalServer, calls: list[Request]) -> dict:
     """Press Submit and wait for the flow run to exist. On a busy machine a press was seen to validate the form
-    (`/ui/schemas/validate`, 200) and then ask for no run; it is pressed again only while no `create_flow_run`
-    request has left the page, so a run is never made twice. Creating one can take minutes there."""
+    (`/ui/schemas/validate`, 200) and ask for no run for minutes; it is pressed again only while no
+    `create_flow_run` request has left the page. A late first press can still make a second run: the store's
+    lease must refuse it (`_wait_finished` checks)."""
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while time.monotonic() < deadline:
         if not any(r.url.endswith("/create_flow_run") for r in calls):
@@ -130,11 +131,17 @@ def _logged_in_after(page: Page, auth: str, load: Callable[[], object]) -> None:
 
 
 def _wait_finished(server: LocalServer, name: str) -> dict:
+    """The completed run named `name`, once every run of that name has ended. A Submit that the busy UI took
+    twice makes two runs on one store: the second must be refused by the store's lease, and nothing else."""
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while time.monotonic() < deadline:
-        run = _flow_run(server, name)
-        if run and run["state_type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
-            return run
+        runs = server.http.post("/flow_runs/filter", json={"flow_runs": {"name": {"any_": [name]}}}).json()
+        if runs and all(r["state_type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} for r in runs):
+            done = [r for r in runs if r["state_type"] == "COMPLETED"]
+            refused = [r for r in runs if r not in done]
+            assert len(done) == 1, [(r["state_name"], r["state"]["message"]) for r in runs]
+            assert all("LeaseHeld" in (r["state"]["message"] or "") for r in refused), refused
+            return done[0]
         time.sleep(1)
     pytest.fail(f"flow run {name} did not finish within {RUN_TIMEOUT_S} s: {_flow_run(server, name)}\n"
                 f"{server.log.read_text(errors='replace')[-4000:]}")
@@ -166,13 +173,10 @@ def test_custom_run_from_the_ui_runs_on_the_worker_with_the_typed_parameters(ser
     page.set_viewport_size({"width": 1280, "height": page.evaluate("document.documentElement.scrollHeight")})
     page.screenshot(path=shots / "custom-run-form.png", animations="disabled")
     page.set_viewport_size({"width": 1280, "height": 900})
-    submitted = _submit(page, server, calls)
-    _logged_in_after(page, server.auth, lambda: page.goto(f"{server.url}/v2/runs/flow-run/{submitted['id']}"))
-    page.wait_for_url(re.compile(r"/runs/flow-run/"))
-
+    _submit(page, server, calls)
     run = _wait_finished(server, RUN_NAME)
-    assert run["state_type"] == "COMPLETED", f"{run['state_name']}: {run['state']['message']}"
-    _logged_in_after(page, server.auth, page.reload)
+    _logged_in_after(page, server.auth, lambda: page.goto(f"{server.url}/v2/runs/flow-run/{run['id']}"))
+    page.wait_for_url(re.compile(r"/runs/flow-run/"))
     expect(page.get_by_text("Completed", exact=True).first).to_be_visible()
     expect(page.get_by_text(f"overrides for this run: num_frames={NUM_FRAMES}")).to_be_visible()
     page.get_by_role("tab", name="Parameters", exact=True).click()
