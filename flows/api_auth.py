@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flows.network import is_loopback
+from flows.new_file import write_new
 
 SERVER_VARIABLE = "PREFECT_SERVER_API_AUTH_STRING"
 CLIENT_VARIABLE = "PREFECT_API_AUTH_STRING"
@@ -54,7 +55,8 @@ def server_auth(host: str, home: Path, environ: Mapping[str, str] = os.environ) 
         return None
     path = home / AUTH_FILE
     if not path.exists():
-        _write_private(path, f"{USER}:{secrets.token_urlsafe(24)}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_new(path, f"{USER}:{secrets.token_urlsafe(24)}\n".encode())
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise ApiAccessError(f"{path} is readable by other users (mode {mode:o}): chmod 600 {path}")
@@ -62,13 +64,6 @@ def server_auth(host: str, home: Path, environ: Mapping[str, str] = os.environ) 
     if not secret:
         raise ApiAccessError(f"{path} is empty: delete it and a new string is made at the next start")
     return ServerAuth(secret, path)
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never a moment readable by others
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text + "\n")
 
 
 def check_client(api_url: str, timeout_s: float = 10) -> None:

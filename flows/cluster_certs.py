@@ -10,10 +10,11 @@ does all the cryptography: ECDSA P-256 keys, SHA-256 signatures.
 from __future__ import annotations
 
 import datetime
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+
+from flows.new_file import write_new
 
 ROLES = ("scheduler", "worker", "client")
 CA_DAYS = 3650
@@ -66,7 +67,7 @@ def make_certs(folder: Path) -> list[Path]:
                .add_extension(_key_usage(x509, ca=True), critical=True)
                .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
                .sign(ca_key, hashes.SHA256()))
-    written = [_write(folder / "ca.pem", ca_cert.public_bytes(serialization.Encoding.PEM)),
+    written = [write_new(folder / "ca.pem", ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644),
                _write_key(folder / "ca-key.pem", ca_key, serialization)]
     for role in ROLES:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -84,7 +85,7 @@ def make_certs(folder: Path) -> list[Path]:
                                critical=False)
                 .sign(ca_key, hashes.SHA256()))
         files = role_files(folder, role)
-        written += [_write(files.cert, cert.public_bytes(serialization.Encoding.PEM)),
+        written += [write_new(files.cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644),
                     _write_key(files.key, key, serialization)]
     return written
 
@@ -95,13 +96,6 @@ def _key_usage(x509, *, ca: bool):
                          decipher_only=False)
 
 
-def _write(path: Path, data: bytes, mode: int = 0o644) -> Path:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(data)
-    return path
-
-
 def _write_key(path: Path, key, serialization) -> Path:
-    return _write(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()), mode=0o600)
+    return write_new(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()))
