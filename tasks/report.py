@@ -23,6 +23,7 @@ class StageReport:
     counts: dict[str, int] = field(default_factory=dict)  # stage-specific figures (buckets, duplicates, ...)
     versions: dict[str, int | None] = field(default_factory=dict)  # table -> version after the stage
     seconds: float = 0.0
+    note: str = ""  # the progress bar's last word, when the stage has a better one than its count (train's loss)
 
     @property
     def up_to_date(self) -> bool:
@@ -57,12 +58,12 @@ def reason_kind(reason: str) -> str:
 def reporting(store_uri: str, stage: str, scope: str = "*", *, tables: list[str],
               verb: str) -> Iterator[tuple[Store, StageReport]]:
     """The store and an empty report for the block; after it, the tables' versions, the seconds, and the progress
-    bar's last word ("up to date", or "<done> <verb>")."""
+    bar's last word (the report's note, else "up to date" or "<done> <verb>")."""
     t0 = time.perf_counter()
     store = Store.open(store_uri)
     report = StageReport(stage, scope=scope)
     yield store, report
     report.versions = store.versions(tables)
     report.seconds = time.perf_counter() - t0
-    sink().finish(stage if scope == "*" else f"{stage} {scope}",
-                  "up to date" if report.up_to_date else f"{report.done} {verb}")
+    counted = "up to date" if report.up_to_date else f"{report.done} {verb}"
+    sink().finish(stage if scope == "*" else f"{stage} {scope}", report.note or counted)

@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -32,10 +31,9 @@ from ltx2core.keys import run_id
 from ltx2core.models.runtime import pick_device
 from ltx2core.process import die_with_parent
 from ltx2core.training.distributed import SINGLE, process_count
-from storage.store import Store
 from tasks.artifacts import artifact_key
 from tasks.progress import sink
-from tasks.report import StageReport
+from tasks.report import StageReport, reporting
 from tasks.train_ranks import STEP_LINE, RunSummary, plan_run, run_training
 
 STOP_GRACE_S = 30  # after SIGTERM, torchrun and its ranks get this long before SIGKILL
@@ -44,8 +42,11 @@ STOP_GRACE_S = 30  # after SIGTERM, torchrun and its ranks get this long before 
 class StageProgress:
     """Steps into the stage's progress bar (the CLI's), with the loss and speed."""
 
+    def __init__(self, bar: str) -> None:
+        self.bar = bar
+
     def log(self, step: int, metrics) -> None:
-        sink().advance("train", 1, note=_note(step, metrics))
+        sink().advance(self.bar, 1, note=_note(step, metrics))
 
     def close(self) -> None:
         pass
@@ -53,35 +54,35 @@ class StageProgress:
 
 @task(name="train", cache_policy=NO_CACHE)
 def train_lora(store_uri: str, config: TrainConfig, datasets: list[VideoDataset], force: bool = False) -> StageReport:
-    t0 = time.perf_counter()
     log = get_run_logger()
-    store = Store.open(store_uri)
-    report = StageReport("train", scope=run_id(config))
-    plan = plan_run(store, config, datasets, force=force)
-    output_dir = Path(config.output_dir)
-    report.skipped = plan.done
-    if plan.done >= plan.total:
-        log.info("train %s: up to date (step %d of %d in %s)", report.scope, plan.done, plan.total, output_dir)
-        return _finish(report, store, t0)
+    run = run_id(config)
+    bar = f"train {run}"
+    with reporting(store_uri, "train", run, tables=["checkpoints"], verb="steps") as (store, report):
+        plan = plan_run(store, config, datasets, force=force)
+        output_dir = Path(config.output_dir)
+        report.skipped = plan.done
+        sink().start(bar, plan.total - plan.done)
+        if plan.done >= plan.total:
+            log.info("train %s: up to date (step %d of %d in %s)", run, plan.done, plan.total, output_dir)
+            return report
 
-    device = pick_device()
-    processes = process_count(config.num_processes, device)
-    sink().start("train", plan.total - plan.done)
-    if processes > 1:
-        summary = _train_on_ranks(store_uri, config, datasets, force, processes, log)
-    else:
-        summary = run_training(store, config, datasets, plan, world=SINGLE, device=device, progress=StageProgress(),
-                               log=log)
-    report.done = summary.steps_run
-    report.counts = {"step": summary.step, "samples": len(plan.refs), "buckets": len(plan.buckets)}
-    _artifact(report.scope, summary, plan.source.label, output_dir, output_dir / "loss.png")
-    log.info("train %s: %d steps to step %d; LoRA in %s", report.scope, summary.steps_run, summary.step, output_dir)
-    sink().finish("train", f"step {summary.step}  loss {summary.last.get('loss', float('nan')):.4f}")
-    return _finish(report, store, t0)
+        device = pick_device()
+        processes = process_count(config.num_processes, device)
+        if processes > 1:
+            summary = _train_on_ranks(store_uri, config, datasets, force, processes, bar, log)
+        else:
+            summary = run_training(store, config, datasets, plan, world=SINGLE, device=device,
+                                   progress=StageProgress(bar), log=log)
+        report.done = summary.steps_run
+        report.counts = {"step": summary.step, "samples": len(plan.refs), "buckets": len(plan.buckets)}
+        report.note = f"step {summary.step}  loss {summary.last.get('loss', float('nan')):.4f}"
+        _artifact(run, summary, plan.source.label, output_dir, output_dir / "loss.png")
+        log.info("train %s: %d steps to step %d; LoRA in %s", run, summary.steps_run, summary.step, output_dir)
+    return report
 
 
 def _train_on_ranks(store_uri: str, config: TrainConfig, datasets: list[VideoDataset], force: bool, processes: int,
-                    log) -> RunSummary:
+                    bar: str, log) -> RunSummary:
     """torchrun with `processes` ranks of tasks.train_ranks (module docstring); returns rank 0's summary."""
     with tempfile.TemporaryDirectory(prefix="ltx2-train-") as folder:
         job, result, failures = Path(folder) / "job.json", Path(folder) / "result.json", Path(folder) / "failures"
@@ -100,7 +101,7 @@ def _train_on_ranks(store_uri: str, config: TrainConfig, datasets: list[VideoDat
                                  stderr=subprocess.STDOUT, text=True, bufsize=1, preexec_fn=die_with_parent)
         try:
             for line in ranks.stdout:
-                _relay(line.rstrip("\n"), log)
+                _relay(line.rstrip("\n"), bar, log)
             code = ranks.wait()
         except BaseException:  # this task is being stopped (timeout, signal): stop torchrun, which stops its ranks
             ranks.terminate()
@@ -114,11 +115,11 @@ def _train_on_ranks(store_uri: str, config: TrainConfig, datasets: list[VideoDat
         return RunSummary(**json.loads(result.read_text()))
 
 
-def _relay(line: str, log) -> None:
+def _relay(line: str, bar: str, log) -> None:
     """A line of the ranks' output: rank 0's step lines advance the progress bar, the rest are logged."""
     if line.startswith(STEP_LINE):
         fields = json.loads(line.removeprefix(STEP_LINE))
-        sink().advance("train", 1, note=_note(fields["step"], fields))
+        sink().advance(bar, 1, note=_note(fields["step"], fields))
     elif line.strip():
         log.info(line)
 
@@ -133,12 +134,6 @@ def _failure(failures: Path, code: int) -> str:
 
 def _note(step: int, metrics) -> str:
     return f"step {step}  loss {metrics['loss']:.4f}  {metrics['s_per_step']:.2f} s/step"
-
-
-def _finish(report: StageReport, store: Store, t0: float) -> StageReport:
-    report.versions = store.versions(["checkpoints"])
-    report.seconds = time.perf_counter() - t0
-    return report
 
 
 def _artifact(run: str, summary: RunSummary, label: str, output_dir: Path, curve: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
 from ltx2core.data.fingerprint import fingerprint
 from ltx2core.data.tensors import from_record, to_record
-from ltx2core.keys import run_id, sampling_memory, text_model, validation_settings
+from ltx2core.keys import has_validation_prompts, run_id, sampling_memory, text_model, validation_settings
 from ltx2core.models.runtime import compute_dtype, pick_device
 from ltx2core.models.source import ModelSource, resolve_source
 from ltx2core.validation.contact_sheet import contact_sheet
@@ -41,7 +40,8 @@ from storage.sql import sql_eq, sql_in
 from storage.store import Store
 from tasks.artifacts import artifact_key
 from tasks.datasets import clip_plan, samples_of
-from tasks.report import StageReport
+from tasks.progress import sink
+from tasks.report import StageReport, reporting
 
 I2V_CLIPS = 2  # eval clips sampled per validation
 
@@ -179,28 +179,27 @@ def checkpoint_lora(store: Store, config: TrainConfig, step: int | None) -> tupl
 @task(name="validate", cache_policy=NO_CACHE)
 def validate(store_uri: str, config: TrainConfig, datasets: list[VideoDataset], checkpoint: int | None = None,
              force: bool = False) -> StageReport:
-    t0 = time.perf_counter()
     log = get_run_logger()
-    store = Store.open(store_uri)
-    report = StageReport("validate", scope=run_id(config))
-    if not (prompt_texts(config) or config.validation_using_datasets):
-        log.warning("validate %s: nothing to validate: set validation_prompt (or validation_prompt_library), or "
-                    "validation_using_datasets with eval_dataset_id", report.scope)
-        return report
-    source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
-    step, lora = checkpoint_lora(store, config, checkpoint)
-    done = store.count("validations", where=sql_eq("run_id", report.scope) + f" AND step = {step} AND lora")
-    if done and not force:
-        report.skipped = done
-        log.info("validate %s: step %d already has %d samples", report.scope, step, done)
-    else:
+    run = run_id(config)
+    with reporting(store_uri, "validate", run, tables=["validations"], verb="samples") as (store, report):
+        sink().start(f"validate {run}", 0)
+        if not has_validation_prompts(config):
+            report.note = "nothing to validate"
+            log.warning("validate %s: nothing to validate: set validation_prompt (or validation_prompt_library), "
+                        "or validation_using_datasets with eval_dataset_id", run)
+            return report
+        source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
+        step, lora = checkpoint_lora(store, config, checkpoint)
+        done = store.count("validations", where=sql_eq("run_id", run) + f" AND step = {step} AND lora")
+        if done and not force:
+            report.skipped = done
+            log.info("validate %s: step %d already has %d samples", run, step, done)
+            return report
         rows = run_validation(store, config, datasets, source, step=step, lora=lora)
         if config.validation_base_model:
             rows += run_validation(store, config, datasets, source, step=0, lora=None)
         report.done = len(rows)
         for r in rows:
-            log.info("validate %s: %s sample at step %d: %s", report.scope, r["mode"], r["step"], r["video_path"])
+            log.info("validate %s: %s sample at step %d: %s", run, r["mode"], r["step"], r["video_path"])
         report.counts = {"step": step, "samples": len(rows)}
-    report.versions = store.versions(["validations"])
-    report.seconds = time.perf_counter() - t0
     return report
