@@ -203,11 +203,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_make_tiny_model(args: argparse.Namespace) -> int:
+    from ltx2core.models.flavours import canonical
     from ltx2core.models.tiny import make_tiny_model
 
-    folder = make_tiny_model(Path(args.folder))
-    print(f"wrote the tiny LTX-2 (random weights: UNTRAINED) to {folder}; "
-          f'use it with "pretrained_model_name_or_path": "{folder}"')
+    flavour = canonical(args.flavour)
+    folder = make_tiny_model(Path(args.folder), flavour)
+    print(f"wrote the tiny LTX-{flavour} (random weights: UNTRAINED) to {folder}; use it with "
+          f'"pretrained_model_name_or_path": "{folder}", "model_flavour": "{flavour}"')
     return 0
 
 
@@ -288,8 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--failed", action="store_true", help="list the files that failed or were rejected, and why")
     status.set_defaults(fn=cmd_status)
 
-    tiny = sub.add_parser("make-tiny-model", help="write the tiny random LTX-2 (diffusers layout) to a folder")
+    tiny = sub.add_parser("make-tiny-model", help="write a tiny random LTX-2 (diffusers layout) to a folder")
     tiny.add_argument("folder")
+    tiny.add_argument("--flavour", default="2.0", help="2.0 (default), 2.3, 2.3-distilled, 2.5 (its folder also "
+                      "serves 2.5-distilled, as LTX-2.5-Diffusers does)")
     tiny.set_defaults(fn=cmd_make_tiny_model)
 
     demo = sub.add_parser("demo-data", help="write the generated sample clips and captions",

@@ -109,7 +109,7 @@ def text_model(source: ModelSource) -> TextModel:
     from ltx2core.models.fingerprint import component_fingerprint
 
     parts = [component_fingerprint(source, c) for c in ("tokenizer", "text_encoder", "connectors")]
-    return TextModel(encoder_fp=fingerprint(*parts), max_length=source.flavour.text_max_length)
+    return TextModel(encoder_fp=fingerprint(*parts), max_length=source.text_max_length)
 
 
 # ---- latents
@@ -170,12 +170,23 @@ def max_steps(config: TrainConfig, batches: BucketBatches, processes: int) -> in
 
 
 def validation_settings(config: TrainConfig) -> ValidationSettings:
-    """The config's validation_* keys; validation_seed unset means `seed`."""
+    """The config's validation_* keys over the flavour's recipe (flavours.py): an unset guidance or step count is
+    the flavour's; 2.0's audio guidance follows its video guidance; validation_seed unset means `seed`."""
+    from ltx2core.models.flavours import FLAVOURS
     from ltx2core.validation.settings import ValidationSettings
 
+    recipe = FLAVOURS[config.model_flavour].validation
+    guidance = recipe.guidance if config.validation_guidance is None else config.validation_guidance
+    if config.ltx2_validation_audio_guidance is not None:
+        audio_guidance = config.ltx2_validation_audio_guidance
+    else:
+        audio_guidance = guidance if config.model_flavour == "2.0" else recipe.audio_guidance
+    steps = config.validation_num_inference_steps or recipe.steps
     seed = config.validation_seed if config.validation_seed is not None else config.seed
     return ValidationSettings(
-        guidance=config.validation_guidance, steps=config.validation_num_inference_steps, seed=seed,
+        guidance=guidance, audio_guidance=audio_guidance, steps=len(recipe.sigmas) if recipe.sigmas else steps,
+        stg_scale=recipe.stg_scale, stg_blocks=recipe.stg_blocks, modality_scale=recipe.modality_scale,
+        guidance_rescale=recipe.guidance_rescale, sigmas=recipe.sigmas, seed=seed,
         resolutions=tuple(tuple(r) for r in config.validation_resolution),
         num_frames=config.validation_num_video_frames, frame_rate=config.frame_rate)
 
@@ -213,14 +224,18 @@ def model_settings(config: TrainConfig, *, num_blocks: int, with_audio: bool, wo
         fsdp=config.fsdp_enable and world_size > 1, reshard_after_forward=config.fsdp_reshard_after_forward)
 
 
-def train_settings(config: TrainConfig, *, max_steps: int, model: str, text_max_length: int, num_blocks: int,
-                   shift: Any, device: str) -> TrainSettings:
-    """The loop's settings from the config (ltx2core/training/loop.py); `shift` is the scheduler's DynamicShift."""
+def train_settings(config: TrainConfig, source: ModelSource, *, max_steps: int, num_blocks: int,
+                   scheduler_config: Any, device: str) -> TrainSettings:
+    """The loop's settings from the config (ltx2core/training/loop.py) and the flavour: its noise levels (from
+    `scheduler_config`, the flavour's corrected scheduler) and how its transformer is called. The model's label
+    joins the resume fingerprint, so a run is never resumed on another flavour or model."""
+    from ltx2core.training.flow_matching import sigma_sampler
     from ltx2core.training.loop import TrainSettings
     from ltx2core.training.tread import resolve_routes
 
     return TrainSettings(
-        output_dir=Path(config.output_dir), max_steps=max_steps, text_max_length=text_max_length, model=model,
+        output_dir=Path(config.output_dir), max_steps=max_steps, text_max_length=source.text_max_length,
+        model=source.label, flavour=source.flavour.name,
         learning_rate=config.learning_rate, lr_scheduler=config.lr_scheduler, lr_warmup_steps=config.lr_warmup_steps,
         gradient_accumulation_steps=config.gradient_accumulation_steps, max_grad_norm=config.max_grad_norm,
         optimizer=config.optimizer, seed=config.seed, mixed_precision=config.mixed_precision,
@@ -230,4 +245,5 @@ def train_settings(config: TrainConfig, *, max_steps: int, model: str, text_max_
         checkpointing_steps=config.checkpointing_steps, checkpoints_total_limit=config.checkpoints_total_limit,
         validation_steps=config.validation_steps,
         tread_routes=resolve_routes(config.tread_config.routes, num_blocks) if config.tread_config else (),
-        device=device, shift=shift)
+        device=device, sigmas=sigma_sampler(source.flavour.distilled, scheduler_config),
+        cross_timestep=source.flavour.use_cross_timestep)

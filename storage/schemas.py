@@ -195,6 +195,8 @@ CHECKPOINTS = _spec(
     pa.field("lora_path", pa.string(), nullable=False),  # the checkpoint folder on the training machine
     pa.field("loss", pa.float64()),  # mean loss of the step that ended at this checkpoint
     pa.field("created_at", UTC_TIMESTAMP, nullable=False),
+    # Last: tables from before it get it appended (Store._add_missing_columns).
+    pa.field("flavour", pa.string()),  # model_flavour trained on; null in rows from before 2.3 (all 2.0)
 )
 
 # One validation sample: keyed by hash(run, step, mode, prompt, resolution, seed, settings).

@@ -40,7 +40,6 @@ from ltx2core.training.assemble import assemble_training_model
 from ltx2core.training.checkpoint import latest_checkpoint
 from ltx2core.training.data import ExpandedCaption, TrainExample, expand_captions
 from ltx2core.training.distributed import World, join_world, leave_world, rank_device, wait_for_main
-from ltx2core.training.flow_matching import DynamicShift
 from ltx2core.training.loop import train
 from ltx2core.training.lora import save_lora
 from ltx2core.training.sinks import HistorySink, MetricSink
@@ -146,10 +145,8 @@ def run_training(
         log.warning("train %s: fp8 base weights without compile_blocks: quantizing each layer's input is not "
                     "fused, and steps are slower than bf16 (1.17x on an H100; with compile_blocks 0.80x, "
                     "BENCHMARKS.md)", plan.scope)
-    settings = train_settings(config, max_steps=plan.total, model=source.label,
-                              text_max_length=source.flavour.text_max_length, num_blocks=num_blocks,
-                              shift=DynamicShift.from_scheduler_config(load_scheduler(source).config),
-                              device=str(device))
+    settings = train_settings(config, source, max_steps=plan.total, num_blocks=num_blocks,
+                              scheduler_config=load_scheduler(source).config, device=str(device))
     history = HistorySink(output_dir / "loss.csv")  # written by rank 0 only
     sinks = [history, progress, *_trackers(config, output_dir)] if world.main else []
 
@@ -158,6 +155,7 @@ def run_training(
         last = history.rows[-1]["loss"] if history.rows else None
         store.upsert("checkpoints", [{"key": f"{plan.scope}/{step:06d}", "run_id": plan.scope, "step": step,
                                       "lora": lora, "lora_path": str(folder), "loss": last,
+                                      "flavour": source.flavour.name,
                                       "created_at": datetime.now(UTC)}])
 
     def on_validate(step: int) -> None:  # with the training transformer: no second copy of the model
@@ -177,12 +175,12 @@ def run_training(
             validation_prompts(store, config, datasets, source, device, dtype)
         wait_for_main(world)
     source_of_examples = StoreSource(store, plan.refs)
-    if _captions_fit(len({ref[1] for ref in plan.refs.values()}), connectors, source.flavour.text_max_length):
+    if _captions_fit(len({ref[1] for ref in plan.refs.values()}), connectors, source.text_max_length):
         # The connectors' output per caption, once, on the host; then the connectors leave the GPU (2.7 GiB at
         # full size) instead of expanding the same captions every step.
         source_of_examples.captions = expand_captions(
             source_of_examples.text_features(), connectors=connectors,
-            text_max_length=source.flavour.text_max_length, device=device, dtype=dtype)
+            text_max_length=source.text_max_length, device=device, dtype=dtype)
         connectors.to("cpu")
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -195,7 +193,7 @@ def run_training(
         for sink in sinks:
             sink.close()
     if world.main:
-        save_lora(transformer, output_dir)
+        save_lora(transformer, output_dir, flavour=source.flavour.name)
         history.write_png(output_dir / "loss.png")
     return RunSummary(step=result.step, steps_run=result.steps_run,
                       last=dict(result.history[-1]) if result.history else {})

@@ -137,7 +137,9 @@ def _store_sample(store: Store, config: TrainConfig, source: ModelSource, s: Sam
                   settings: ValidationSettings, with_lora: bool) -> dict:
     run = run_id(config)
     w, h = s.resolution
-    details = {"guidance": settings.guidance, "steps": settings.steps, "num_frames": settings.num_frames,
+    details = {"guidance": settings.guidance, "audio_guidance": settings.audio_guidance, "steps": settings.steps,
+               "stg_scale": settings.stg_scale, "modality_scale": settings.modality_scale,
+               "guidance_rescale": settings.guidance_rescale, "num_frames": settings.num_frames,
                "frame_rate": s.frame_rate, "model": source.label,
                "negative_prompt": config.validation_negative_prompt or ""}
     key = fingerprint("validation", run, step, s.mode, s.prompt, w, h, s.seed, with_lora, details)
@@ -154,7 +156,8 @@ def _store_sample(store: Store, config: TrainConfig, source: ModelSource, s: Sam
         key=artifact_key("validation", run, key[:8]),
         markdown=(f"# {s.mode.upper()} validation, run `{run}` step {step}{untrained}\n\n**Prompt:** {s.prompt}\n\n"
                   f"{w}x{h}, {settings.num_frames} frames at {s.frame_rate:g} fps, seed {s.seed}, guidance "
-                  f"{settings.guidance}, {settings.steps} steps, LoRA: {'yes' if with_lora else 'no (base model)'}\n\n"
+                  f"{settings.guidance} video / {settings.audio_guidance} audio, {settings.steps} steps, model "
+                  f"{source.label}, LoRA: {'yes' if with_lora else 'no (base model)'}\n\n"
                   f"![frames](data:image/png;base64,{sheet})\n\nVideo: `{path}`\n"),
         description=f"{s.mode} sample, step {step}: {s.prompt[:60]}")
     return {k: v for k, v in row.items() if k != "video"}
@@ -164,13 +167,18 @@ def checkpoint_lora(store: Store, config: TrainConfig, step: int | None) -> tupl
     """(step, a folder holding its pytorch_lora_weights.safetensors): from the checkpoints table, so any
     machine that reads the store can validate."""
     run = run_id(config)
-    rows = store.read("checkpoints", ["step", "lora"], where=sql_eq("run_id", run)
+    rows = store.read("checkpoints", ["step", "lora", "flavour"], where=sql_eq("run_id", run)
                       + ("" if step is None else f" AND step = {int(step)}")).to_pylist()
     if not rows:
         which = "any checkpoint" if step is None else f"a checkpoint at step {step}"
         raise ValueError(f"run {run!r} has no {which} in the store: run the train stage first "
                          "(`ltx2 status` lists the steps done)")
     row = max(rows, key=lambda r: r["step"])
+    trained_on = row["flavour"] or "2.0"  # rows from before 2.3 have none: 2.0 was the only flavour
+    if trained_on != config.model_flavour:
+        raise ValueError(f"run {run!r} step {row['step']} is a LoRA of LTX-{trained_on}, but model_flavour is "
+                         f"{config.model_flavour!r}: validate it with model_flavour {trained_on!r}, or train the "
+                         f"{config.model_flavour} LoRA into another output_dir")
     folder = Path(tempfile.mkdtemp(prefix=f"ltx2-lora-{run}-{row['step']}-"))
     (folder / "pytorch_lora_weights.safetensors").write_bytes(row["lora"])
     return row["step"], folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,3 +46,11 @@ def tiny(ltx2_home: Path):
     from ltx2core.models.source import resolve_source
 
     return resolve_source("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_of(ltx2_home: Path):
+    """The tiny random model of a flavour, e.g. `tiny_of("2.3")`, built once per session like `tiny` (2.0)."""
+    from ltx2core.models.source import resolve_source
+
+    return functools.cache(lambda flavour: resolve_source("tiny", flavour))

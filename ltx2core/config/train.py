@@ -14,10 +14,11 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from ltx2core.config.fields import StrictModel, check_frames, resolve_path, rule_error
+from ltx2core.models.flavours import canonical
 from ltx2core.models.scale import LTX2
 
 TINY_MODEL = "tiny"  # pretrained_model_name_or_path naming the project's tiny random LTX-2 (tests, demo)
-FLAVOUR_ALIASES = {"2.0": "2.0", "2": "2.0", "dev": "2.0"}  # SimpleTuner's names for the LTX-2 19B dev weights
+Flavour = Literal["2.0", "2.3", "2.3-distilled", "2.5", "2.5-distilled"]  # ltx2core/models/flavours.py
 
 
 class TreadRoute(StrictModel):
@@ -37,11 +38,14 @@ class TrainConfig(StrictModel):
 
     # ---- model
     model_family: Literal["ltxvideo2"] = Field("ltxvideo2", description="Only LTX-2 is trained here")
-    model_flavour: Literal["2.0"] = Field("2.0", description="2.0 = Lightricks/LTX-2 19B dev (aliases: dev, 2)")
+    model_flavour: Flavour = Field(
+        "2.0", description="The LTX-2 release and its transformer: 2.0 (aliases dev, 2), 2.3, 2.5 (full models; "
+        "aliases 2.3-dev, 2.5-dev), 2.3-distilled, 2.5-distilled (the distilled transformers)")
     model_type: Literal["lora"] = Field("lora", description="Only LoRA training")
     lora_type: Literal["standard"] = Field("standard", description="PEFT LoRA (LyCORIS is not supported)")
-    pretrained_model_name_or_path: str = Field(
-        "Lightricks/LTX-2", description=f"Hub id or folder of diffusers weights; '{TINY_MODEL}' = tiny random model"
+    pretrained_model_name_or_path: str | None = Field(
+        None, description=f"Hub id or folder of diffusers weights; '{TINY_MODEL}' = the flavour's tiny random model; "
+        "null = the flavour's diffusers repository (config/README.md)"
     )
     base_model_precision: Literal["no_change", "fp8-e4m3fn", "int8-torchao"] = Field(
         "no_change", description="no_change: frozen weights as loaded; fp8-e4m3fn: transformer block Linear weights "
@@ -119,8 +123,13 @@ class TrainConfig(StrictModel):
     )
     validation_base_model: bool = Field(False, description="Also sample the base model (no LoRA) at step 0")
     validation_negative_prompt: str | None = None
-    validation_guidance: float = Field(5.0, ge=0, description="CFG scale (5.0 is LTX-2's usual; 7.5 in SimpleTuner)")
-    validation_num_inference_steps: int = Field(30, ge=1)
+    validation_guidance: float | None = Field(
+        None, ge=0, description="CFG scale on video; null = the flavour's (2.0: 5.0, 2.3/2.5: 3.0, distilled: 1.0)")
+    ltx2_validation_audio_guidance: float | None = Field(
+        None, ge=0, description="CFG scale on audio; null = the flavour's (2.0: validation_guidance, 2.3/2.5: 7.0, "
+        "distilled: 1.0)")
+    validation_num_inference_steps: int | None = Field(
+        None, ge=1, description="null = the flavour's (30; distilled flavours sample their fixed 8-sigma schedule)")
     validation_seed: int | None = Field(None, description="Unset = seed")
     validation_resolution: list[tuple[int, int]] = Field(
         [(768, 512)], description="'WxH' or 'WxH,WxH' (or one number for a square); multiples of 32"
@@ -186,13 +195,10 @@ class TrainConfig(StrictModel):
     @field_validator("model_flavour", mode="before")
     @classmethod
     def _flavour(cls, value: Any) -> Any:
-        name = str(value)
-        if name not in FLAVOUR_ALIASES:
-            raise rule_error(
-                ("model_flavour", f"model_flavour {name!r} is not supported: supported flavours: 2.0 "
-                 f"(aliases: {', '.join(k for k in FLAVOUR_ALIASES if k != '2.0')})")
-            )
-        return FLAVOUR_ALIASES[name]
+        try:
+            return canonical(str(value))
+        except ValueError as error:
+            raise rule_error(("model_flavour", str(error))) from None
 
     @field_validator("train_text_encoder")
     @classmethod

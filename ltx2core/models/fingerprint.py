@@ -19,7 +19,7 @@ from ltx2core.models.source import COMPONENTS, Component, ModelSource
 
 log = logging.getLogger(__name__)
 
-SCHEME = "ltx2-fingerprint-v1"  # bump if what goes into the hash changes
+SCHEME = "ltx2-fingerprint-v1"  # bump if what goes into the hash changes (2.0 keys are unchanged since 2.3 came)
 HASHED_FILE_BYTES = 64 * 2**20  # files up to this size are hashed whole (configs, tokenizers, the tiny model)
 
 
@@ -33,9 +33,12 @@ def component_fingerprint(source: ModelSource, component: Component) -> str:
     """
     if component not in COMPONENTS:
         raise ValueError(f"unknown component {component!r}: use one of {', '.join(COMPONENTS)}")
-    digest = hashlib.sha256(f"{SCHEME}\0{source.flavour.name}\0{component}\0".encode())
+    # The release, not the flavour: a release's dev and distilled flavours share one repo's text encoder and VAE
+    # (LTX-2.5-Diffusers), and what they share is then cached once. The transformer's folder tells them apart.
+    folder_name = source.subfolder.get(component, component)
+    digest = hashlib.sha256(f"{SCHEME}\0{source.flavour.release}\0{folder_name}\0".encode())
     if source.is_local:
-        folder = Path(source.name_or_path) / component
+        folder = Path(source.name_or_path) / folder_name
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} is missing: {source.name_or_path} is not a complete LTX-2 model")
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):

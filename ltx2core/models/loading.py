@@ -15,7 +15,8 @@ import torch
 from huggingface_hub import constants as hf_constants
 
 from ltx2core.models.scale import LTX2, ScaleFactors
-from ltx2core.models.source import ModelSource, component_config
+from ltx2core.models.flavours import release_of
+from ltx2core.models.source import ModelSource, check_release, component_config
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +25,11 @@ ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
 
 def load_transformer(source: ModelSource, *, dtype: torch.dtype, device: Device = "cpu") -> Any:
-    """`LTX2VideoTransformer3DModel`."""
+    """`LTX2VideoTransformer3DModel` of the flavour (2.5: `transformer_full/` for the full model), refused when its
+    config is another release's (a hub id is first checked here)."""
     from diffusers import LTX2VideoTransformer3DModel
 
+    check_release(source, release_of(component_config(source, "transformer")))
     return _load_model(LTX2VideoTransformer3DModel, source, "transformer", dtype, device)
 
 
@@ -65,17 +68,23 @@ def load_connectors(source: ModelSource, *, dtype: torch.dtype, device: Device =
 
 
 def load_vocoder(source: ModelSource, *, dtype: torch.dtype, device: Device = "cpu") -> Any:
-    """`LTX2Vocoder` (mel spectrogram -> waveform)."""
-    from diffusers.pipelines.ltx2 import LTX2Vocoder
+    """`LTX2Vocoder` (mel spectrogram -> waveform; 2.0, 24 kHz) or `LTX2VocoderWithBWE` (2.3+: a bandwidth
+    extension to 48 kHz), as vocoder/config.json names it."""
+    from diffusers.pipelines.ltx2 import LTX2Vocoder, LTX2VocoderWithBWE
 
-    return _load_model(LTX2Vocoder, source, "vocoder", dtype, device)
+    name = component_config(source, "vocoder").get("_class_name")
+    return _load_model(LTX2VocoderWithBWE if name == "LTX2VocoderWithBWE" else LTX2Vocoder, source, "vocoder", dtype,
+                       device)
 
 
 def load_text_encoder(source: ModelSource, *, dtype: torch.dtype, device: Device = "cpu") -> Any:
-    """`Gemma3ForConditionalGeneration` (Gemma-3-12B for 2.0)."""
-    from transformers import Gemma3ForConditionalGeneration
+    """Gemma-3-12B (`Gemma3ForConditionalGeneration`, 2.0 and 2.3) or LTX-2.5's Gemma-4 fine-tune
+    (`Gemma4UnifiedForConditionalGeneration`)."""
+    from transformers import Gemma3ForConditionalGeneration, Gemma4UnifiedForConditionalGeneration
 
-    model = Gemma3ForConditionalGeneration.from_pretrained(
+    cls = Gemma4UnifiedForConditionalGeneration if source.flavour.text_encoder == "gemma4" else (
+        Gemma3ForConditionalGeneration)
+    model = cls.from_pretrained(
         source.name_or_path, subfolder="text_encoder", dtype=dtype, device_map={"": torch.device(device)},
         **_hub_kwargs(source),
     )
@@ -95,19 +104,22 @@ def load_tokenizer(source: ModelSource) -> Any:
 
 
 def load_scheduler(source: ModelSource) -> Any:
-    """`FlowMatchEulerDiscreteScheduler` with the checkpoint's shift settings."""
+    """`FlowMatchEulerDiscreteScheduler` with the checkpoint's shift settings, corrected where the flavour's model
+    is sampled otherwise than its repo's scheduler says (LTX-2.5-Diffusers ships the distilled one)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    return FlowMatchEulerDiscreteScheduler.from_pretrained(
+    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(
         source.name_or_path, subfolder="scheduler", **_hub_kwargs(source)
     )
+    overrides = dict(source.flavour.scheduler_overrides)
+    return FlowMatchEulerDiscreteScheduler.from_config(scheduler.config, **overrides) if overrides else scheduler
 
 
 def _load_model(cls: type[ModelT], source: ModelSource, subfolder: str, dtype: torch.dtype, device: Device) -> ModelT:
     # device_map puts the weights straight on the device: no full copy in host memory first.
     try:
         model = cls.from_pretrained(
-            source.name_or_path, subfolder=subfolder, torch_dtype=dtype, device_map={"": torch.device(device)},
+            source.name_or_path, subfolder=source.subfolder.get(subfolder, subfolder), torch_dtype=dtype, device_map={"": torch.device(device)},
             **_hub_kwargs(source),
         )
     except OSError as error:  # diffusers names the parent folder and a file it guessed, not the fix
@@ -119,11 +131,11 @@ class ModelLoadError(OSError):
     """A component's files are missing or unreadable; says which and how to get them."""
 
     def __init__(self, source: ModelSource, subfolder: str, cause: OSError) -> None:
-        if source.flavour.untrained:
+        if source.untrained:
             fix = f"{source.name_or_path}/{subfolder} is incomplete: rebuild the tiny model with `ltx2 make-tiny-model DIR`"
         elif source.is_local:
             fix = (f"{source.name_or_path}/{subfolder} is incomplete: copy it from a complete snapshot (e.g. "
-                   f"`huggingface-cli download Lightricks/LTX-2 --include '{subfolder}/*' --local-dir "
+                   f"`huggingface-cli download {source.flavour.repo} --include '{subfolder}/*' --local-dir "
                    f"{source.name_or_path}`) or point pretrained_model_name_or_path at a complete model")
         else:
             fix = ("the hub snapshot is not in the local cache: download it on a machine with network access, or "

@@ -1,7 +1,8 @@
 """Where the LTX-2 components come from: a hub id, a local diffusers folder, or the tiny random model.
 
 `resolve_source` turns the config's `pretrained_model_name_or_path` + `model_flavour` into a `ModelSource`
-once; the loaders and the fingerprints take that, so every stage reads the same folder or repo.
+once; the loaders and the fingerprints take that, so every stage reads the same folder or repo. A folder of
+another release than the flavour says is refused here, naming both (the hub's are checked when they load).
 """
 
 from __future__ import annotations
@@ -13,24 +14,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ltx2core.models import tiny
+from ltx2core.models.flavours import FLAVOURS, Flavour, canonical, release_of
 
 
-@dataclass(frozen=True)
-class Flavour:
-    name: str
-    text_max_length: int  # tokens every caption is padded to; the connectors' sequence length
-    untrained: bool  # random weights: whatever it produces is a smoke test, never a model
-
-
-FLAVOURS: dict[str, Flavour] = {
-    # LTX-2.0 (19B transformer, Gemma-3-12B text encoder) in diffusers layout, e.g. Lightricks/LTX-2.
-    "2.0": Flavour(name="2.0", text_max_length=1024, untrained=False),
-    # Random weights with LTX-2.0's layout and shape rules, small enough for a CPU (see tiny.py).
-    "tiny": Flavour(name="tiny", text_max_length=tiny.TEXT_MAX_LENGTH, untrained=True),
-}
-# 2.3 / 2.5 are not offered: their connectors normalise per token and project per modality, so the
-# compact text cache (one shared post-projection feature per token, text.py) does not describe them.
-UNSUPPORTED_FLAVOURS = ("2.3", "2.5")
+TEXT_MAX_LENGTH = 1024  # tokens every caption is padded to, for every release (the connectors' sequence length)
 
 TINY_NAME = "tiny"
 Component = Literal[
@@ -47,67 +34,84 @@ class ModelSource:
     name_or_path: str  # what `from_pretrained` takes: a local folder or a hub repo id
     flavour: Flavour
     is_local: bool
+    untrained: bool = False  # the tiny random model: whatever it produces is a smoke test, never a model
     cache_dir: Path | None = None  # hub cache; None: huggingface_hub's default (HF_HOME / HF_HUB_CACHE)
 
     @property
-    def untrained(self) -> bool:
-        return self.flavour.untrained
+    def text_max_length(self) -> int:
+        return tiny.TEXT_MAX_LENGTH if self.untrained else TEXT_MAX_LENGTH
+
+    @property
+    def subfolder(self) -> dict[str, str]:
+        """Component -> its folder, where the flavour's transformer is not `transformer/` (2.5's full model)."""
+        return {"transformer": self.flavour.transformer_subfolder}
 
     @property
     def label(self) -> str:
-        """How results made with this model should be labelled."""
-        suffix = ", random weights: UNTRAINED" if self.untrained else ""
+        """How results made with this model should be labelled (and what a checkpoint records it was trained on:
+        the format predates 2.3, so that 2.0 runs still resume)."""
+        suffix = ", tiny random weights: UNTRAINED" if self.untrained else ""
         return f"{self.name_or_path} (LTX-2 flavour {self.flavour.name}{suffix})"
 
 
 def resolve_source(
-    pretrained_model_name_or_path: str, model_flavour: str = "2.0", *, cache_dir: Path | None = None
+    pretrained_model_name_or_path: str | None, model_flavour: str = "2.0", *, cache_dir: Path | None = None
 ) -> ModelSource:
-    """Resolve `tiny`, a local diffusers folder or a hub id (the hub is only contacted when a component loads).
+    """Resolve `tiny`, a local diffusers folder or a hub id (the hub is only contacted when a component loads);
+    None means the flavour's own repository.
 
-    `tiny` builds the tiny model once into $LTX2_HOME (default ~/.cache/ltx2). A folder written by
-    `make_tiny_model` is recognised as tiny from its model_index.json, whatever `model_flavour` says.
+    `tiny` builds the flavour's tiny model once into $LTX2_HOME (default ~/.cache/ltx2). A folder written by
+    `make_tiny_model` is recognised as tiny from its model_index.json.
     """
-    if model_flavour not in FLAVOURS:
-        unsupported = model_flavour in UNSUPPORTED_FLAVOURS
-        why = " (its text connectors differ from 2.0's; not supported yet)" if unsupported else ""
-        raise ValueError(f"model_flavour {model_flavour!r}{why}: use one of {', '.join(FLAVOURS)}")
-    if pretrained_model_name_or_path == TINY_NAME:
-        return ModelSource(str(tiny.tiny_model_dir()), FLAVOURS["tiny"], is_local=True)
+    flavour = FLAVOURS[canonical(model_flavour)]
+    name = pretrained_model_name_or_path or flavour.repo
+    if name == TINY_NAME:
+        return ModelSource(str(tiny.tiny_model_dir(flavour.name)), flavour, is_local=True, untrained=True)
 
-    folder = Path(pretrained_model_name_or_path).expanduser()
+    folder = Path(name).expanduser()
     if folder.is_dir():
         index = folder / "model_index.json"
         if not index.is_file():
             raise FileNotFoundError(
                 f"pretrained_model_name_or_path {folder} has no model_index.json: point it at a diffusers-layout "
-                "folder (e.g. a Lightricks/LTX-2 snapshot) or one written by `ltx2 make-tiny-model DIR`"
+                f"folder (e.g. a {flavour.repo} snapshot) or one written by `ltx2 make-tiny-model DIR`"
             )
-        if tiny.is_tiny_index(json.loads(index.read_text())):
-            return ModelSource(str(folder), FLAVOURS["tiny"], is_local=True)
-        if model_flavour == "tiny":
-            raise ValueError(
-                f"model_flavour tiny but {folder} is not a tiny model: set pretrained_model_name_or_path: tiny"
-            )
-        return ModelSource(str(folder), FLAVOURS[model_flavour], is_local=True)
+        model_index = json.loads(index.read_text())
+        untrained = tiny.is_tiny_index(model_index)
+        source = ModelSource(str(folder), flavour, is_local=True, untrained=untrained)
+        found = tiny.release_of_index(model_index) if untrained else release_of(
+            component_config(source, "transformer"))
+        check_release(source, found)
+        return source
 
-    if model_flavour == "tiny":
-        raise ValueError("model_flavour tiny needs pretrained_model_name_or_path: tiny (or a make-tiny-model folder)")
-    if not _HUB_ID.match(pretrained_model_name_or_path):
+    if not _HUB_ID.match(name):
         raise FileNotFoundError(
-            f"pretrained_model_name_or_path {pretrained_model_name_or_path!r} is neither an existing folder nor a "
-            "hub id like Lightricks/LTX-2"
+            f"pretrained_model_name_or_path {name!r} is neither an existing folder nor a hub id like {flavour.repo}"
         )
-    return ModelSource(pretrained_model_name_or_path, FLAVOURS[model_flavour], is_local=False, cache_dir=cache_dir)
+    return ModelSource(name, flavour, is_local=False, cache_dir=cache_dir)
+
+
+def check_release(source: ModelSource, found: str) -> None:
+    """Refuse a model of another release than `model_flavour` says, naming both."""
+    if found != source.flavour.release:
+        raise ValueError(
+            f"{source.name_or_path} is an LTX-{found} model but model_flavour is {source.flavour.name!r}: set "
+            f"model_flavour to {found!r} (or its distilled flavour), or point pretrained_model_name_or_path at an "
+            f"LTX-{source.flavour.release} model (e.g. {source.flavour.repo})"
+        )
 
 
 def component_config(source: ModelSource, component: Component) -> dict[str, Any]:
     """`<component>/config.json` alone (no weights, no torch): enough for cache keys and shape rules."""
+    folder = source.subfolder.get(component, component)
     if source.is_local:
-        path = Path(source.name_or_path) / component / "config.json"
+        path = Path(source.name_or_path) / folder / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: {source.name_or_path} is not a complete LTX-{source.flavour.release} "
+                                    f"model in diffusers layout (the {source.flavour.name} flavour reads {folder}/)")
     else:
         from huggingface_hub import hf_hub_download  # honours HF_HUB_OFFLINE and the HF cache
 
-        path = Path(hf_hub_download(source.name_or_path, "config.json", subfolder=component,
+        path = Path(hf_hub_download(source.name_or_path, "config.json", subfolder=folder,
                                     cache_dir=source.cache_dir))
     return json.loads(path.read_text())

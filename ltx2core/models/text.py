@@ -1,22 +1,29 @@
-"""Caption embeddings for LTX-2.0: Gemma-3 features cached compactly, expanded for the transformer at train time.
+"""Caption embeddings: Gemma features cached compactly, expanded for the transformer at train time.
 
 What LTX2Pipeline does with a prompt (diffusers 0.42.1, `_get_gemma_prompt_embeds` + `LTX2TextConnectors`):
-  tokens, LEFT-padded to 1024  ->  Gemma-3: all 49 hidden states stacked      [B, 1024, 3840, 49]
-  ->  per-layer masked mean/range norm (padding rows set to 0)  ->  text_proj_in (Linear 188160 -> 3840, no bias)
+  tokens, LEFT-padded to 1024  ->  Gemma: all 49 hidden states stacked      [B, 1024, 3840, 49]
+  2.0:  per-layer masked mean/range norm (padding rows 0)  ->  text_proj_in (Linear 188160 -> 3840, no bias),
+        the same rows for video and audio
+  2.3+: per-token RMS norm of each layer (padding rows 0)  ->  video_text_proj_in (-> 4096) and
+        audio_text_proj_in (-> 2048), each with a bias and its own scale
   ->  video and audio connector transformers (padding slots replaced by learned registers)  ->  the DiT.
-The per-layer norm reads only the caption's real tokens, and text_proj_in maps the zeroed padding rows to 0,
-so the text_proj_in output of the real tokens is all a caption contributes. That is what we cache:
-(num_tokens, 3840) per caption; 200 tokens in bf16 = 200*3840*2 B = 1.5 MB, against 75 MB for the raw
-stack of the same tokens and 15.7 MB for the padded connector outputs. At train time `expand_for_transformer`
-puts the rows back LEFT-padded with zeros and runs the two connector transformers; tests/ltx2core/models
-prove it matches LTX2Pipeline.encode_prompt + connectors on the tiny model.
+Both norms read only a caption's own real tokens, and the projections map the zeroed padding rows to their
+bias, so the projections' output on the real tokens is all a caption contributes. That is what we cache, per
+caption: (num_tokens, 3840) for 2.0, (num_tokens, 4096 + 2048) for 2.3+ (video then audio, as Lightricks'
+trainer caches them); 200 tokens of 2.0 in bf16 = 1.5 MB, against 75 MB for the raw stack of the same tokens
+and 15.7 MB for the padded connector outputs. At train time `expand_for_transformer` puts the rows back
+LEFT-padded with the bias and runs the two connector transformers; tests/ltx2core/models prove it matches
+LTX2Pipeline.encode_prompt + connectors on the tiny model of each release.
 
-Caching before the connector transformers keeps connector LoRAs possible, but not LoRAs on text_proj_in.
+Nothing is shared between releases: 2.3's rows are normed and projected otherwise than 2.0's, 2.5's come from
+another text encoder (the cache keys carry the release: ltx2core/keys.py). Caching before the connector
+transformers keeps connector LoRAs possible, but not LoRAs on the projections.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +41,7 @@ NORM_TOKENS = 2048  # padded tokens per chunk of the per-layer norm: ~0.8 GiB of
 
 @dataclass(frozen=True)
 class CaptionEmbedding:
-    features: torch.Tensor  # [num_tokens, caption_channels]: text_proj_in output of the real tokens, in order
+    features: torch.Tensor  # [num_tokens, channels]: the text projections' output on the real tokens, in order
 
     @property
     def num_tokens(self) -> int:
@@ -63,7 +70,6 @@ def encode_captions(
     `max_batch_tokens` also caps batch size x longest caption, which is what the stacked hidden states'
     memory follows (64 captions of ~200 tokens peaked at 43 GiB above Gemma-3-12B's weights on an H200).
     """
-    _require_shared_projection(connectors)
     if batch_size < 1:
         raise ValueError(f"batch_size {batch_size} must be at least 1")
     token_ids = tokenizer(
@@ -149,19 +155,23 @@ def _project(
     ).hidden_states
     if layer_major is None:
         layer_major = torch.device(device).type == "cuda"
-    weight = connectors.text_proj_in.weight
-    if layer_major:
-        weight = _layer_major(weight, len(hidden_states))
+    projections = _projections(connectors)
+    weights = [_layer_major(w, len(hidden_states)) if layer_major else w for w, _, _ in projections]
     # The norm is per caption, so a few rows at a time give the same features: its float32 temporaries are
     # ~6 copies of the stack, 30 GiB for 64 captions of 200 tokens at once.
     rows_per_chunk = max(1, norm_tokens // length)
     features = []
     for start in range(0, len(token_ids), rows_per_chunk):
         rows = slice(start, start + rows_per_chunk)
-        stacked = torch.stack([h[rows] for h in hidden_states], dim=2 if layer_major else 3).to(weight.dtype)
-        normed = per_layer_norm(stacked, lengths[rows], hidden_dim=3 if layer_major else 2)
+        stacked = torch.stack([h[rows] for h in hidden_states], dim=2 if layer_major else 3).to(weights[0].dtype)
+        hidden_dim = 3 if layer_major else 2
+        if connectors.config.per_modality_projections:
+            normed = per_token_norm(stacked, lengths[rows], hidden_dim=hidden_dim)
+        else:
+            normed = per_layer_norm(stacked, lengths[rows], hidden_dim=hidden_dim)
         del stacked
-        projected = torch.nn.functional.linear(normed, weight, connectors.text_proj_in.bias)  # [rows, L, channels]
+        projected = torch.cat([torch.nn.functional.linear(normed * scale if scale != 1 else normed, weight, bias)
+                               for weight, (_, bias, scale) in zip(weights, projections, strict=True)], dim=-1)
         features += [projected[row, length - n :] for row, n in enumerate(lengths[rows].tolist())]
     return features
 
@@ -171,6 +181,25 @@ def _layer_major(weight: torch.Tensor, layers: int) -> torch.Tensor:
     [out, layers * hidden] (input index layer * hidden + hidden_i)."""
     out, width = weight.shape
     return weight.view(out, width // layers, layers).transpose(1, 2).reshape(out, width)
+
+
+def _projections(connectors: Any) -> list[tuple[torch.Tensor, torch.Tensor | None, float]]:
+    """(weight, bias, input scale) of each text projection: 2.0's shared text_proj_in, or 2.3+'s video then audio
+    projections, each fed the normed states times sqrt(its width / Gemma's), as LTX2TextConnectors does."""
+    if not connectors.config.per_modality_projections:
+        return [(connectors.text_proj_in.weight, connectors.text_proj_in.bias, 1.0)]
+    hidden = connectors.config.caption_channels
+    return [(layer.weight, layer.bias, math.sqrt(layer.out_features / hidden))
+            for layer in (connectors.video_text_proj_in, connectors.audio_text_proj_in)]
+
+
+def per_token_norm(stacked: torch.Tensor, lengths: torch.Tensor, hidden_dim: int, eps: float = 1e-6) -> torch.Tensor:
+    """LTX-2.3's per-token RMS norm of each layer's hidden state (`per_token_rms_norm`, in the states' dtype) of
+    LEFT-padded states stacked as for `per_layer_norm` -> [B, L, hidden * layers], padding rows 0."""
+    length = stacked.shape[1]
+    mask = torch.arange(length, device=stacked.device) >= length - lengths[:, None]  # [B, L]
+    normed = stacked * torch.rsqrt(torch.mean(stacked**2, dim=hidden_dim, keepdim=True) + eps)
+    return torch.where(mask[..., None], normed.flatten(2), torch.zeros((), dtype=normed.dtype, device=normed.device))
 
 
 def per_layer_norm(stacked: torch.Tensor, lengths: torch.Tensor, hidden_dim: int, eps: float = 1e-6) -> torch.Tensor:
@@ -203,38 +232,32 @@ def expand_for_transformer(
     transformer's `encoder_hidden_states`, `audio_encoder_hidden_states` and `encoder_attention_mask`.
     Runs with autograd as the caller has it, so connector LoRAs can train through it.
     """
-    _require_shared_projection(connectors)
     rows = [f.features if isinstance(f, CaptionEmbedding) else f for f in features_list]
-    width = connectors.config.caption_channels
-    padded = torch.zeros(len(rows), max_length, width, device=device, dtype=dtype)
-    bias = connectors.text_proj_in.bias
-    if bias is not None:  # the pipeline's padding rows are text_proj_in(0) = its bias
-        padded[:] = bias.to(device, dtype)
+    projections = _projections(connectors)
+    widths = [weight.shape[0] for weight, _, _ in projections]
+    # The pipeline's padding rows are each projection of 0: its bias.
+    padded = torch.cat([(bias.to(device, dtype) if bias is not None else torch.zeros(width, device=device, dtype=dtype))
+                        .expand(len(rows), max_length, width) for width, (_, bias, _) in zip(widths, projections)],
+                       dim=-1).clone()
     mask = torch.zeros(len(rows), max_length, dtype=torch.long, device=device)
     for b, features in enumerate(rows):
         count, channels = features.shape
-        if channels != width or count > max_length:
+        if channels != sum(widths) or count > max_length:
             raise ValueError(
                 f"caption {b}: cached features are {count}x{channels}, the connectors take at most "
-                f"{max_length}x{width}: the text embeddings were made with another model or max length"
+                f"{max_length}x{sum(widths)}: the text embeddings were made with another model or max length"
             )
         if count:
             padded[b, max_length - count :] = features.to(device, dtype)
             mask[b, max_length - count :] = 1
+    video_in, audio_in = (padded, padded) if len(widths) == 1 else padded.split(widths, dim=-1)
 
     # From here on, LTX2TextConnectors.forward after its text_proj_in.
     additive_mask = ((mask - 1).to(dtype) * torch.finfo(dtype).max).reshape(len(rows), 1, 1, max_length)
-    video, video_mask = connectors.video_connector(padded, additive_mask)
+    video, video_mask = connectors.video_connector(video_in, additive_mask)
     # With learned registers every slot is filled, so the returned mask is all ones (as in the pipeline).
     keep = (video_mask < 1e-6).to(torch.long).reshape(len(rows), max_length, 1)
     video = video * keep
-    audio, _ = connectors.audio_connector(padded, additive_mask)
+    audio, _ = connectors.audio_connector(audio_in, additive_mask)
     return video, audio, keep.squeeze(-1)
 
-
-def _require_shared_projection(connectors: Any) -> None:
-    if connectors.config.per_modality_projections:
-        raise ValueError(
-            "these connectors project video and audio text separately (LTX-2.3 or later): the compact text cache "
-            "supports LTX-2.0 only; set model_flavour: 2.0 with an LTX-2.0 model"
-        )

@@ -69,6 +69,7 @@ def save_checkpoint(
     step: int,
     lora_state: dict[str, torch.Tensor],
     lora_spec: LoraSpec,
+    flavour: str,
     optimizer: torch.optim.Optimizer,
     lr_scheduler: Any,
     data_position: Mapping[str, int],
@@ -83,7 +84,7 @@ def save_checkpoint(
     staging = root / f"{_STAGING_PREFIX}{step:06d}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
-        write_lora_files(staging, lora_state, lora_spec, comfy=True)
+        write_lora_files(staging, lora_state, lora_spec, flavour=flavour, comfy=True)
         state = {
             "step": step,
             "optimizer": optimizer.state_dict(),

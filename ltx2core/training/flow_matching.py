@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from ltx2core.models.flavours import DISTILLED_SIGMAS
+
 TIMESTEP_SCALE = 1000  # LTX2VideoTransformer3DModel.config.timestep_scale_multiplier for LTX-2.0
 
 
@@ -51,8 +53,8 @@ class DynamicShift:
         get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
         if not get("use_dynamic_shifting", False):
             raise ValueError(
-                "scheduler/scheduler_config.json has use_dynamic_shifting false (a distilled checkpoint?): "
-                "the training sigma shift follows the dynamic shift of the non-distilled LTX-2.0 scheduler"
+                "scheduler/scheduler_config.json has use_dynamic_shifting false (a distilled checkpoint?): set "
+                "model_flavour to the release's distilled flavour (e.g. 2.3-distilled) to train the distilled model"
             )
         if get("time_shift_type", "exponential") != "exponential":
             raise ValueError(
@@ -77,22 +79,33 @@ class DynamicShift:
         return exp_mu / (exp_mu + (1 / sigmas - 1))
 
 
-LTX2_SHIFT = DynamicShift()  # LTX-2.0's non-distilled scheduler
+    def sample(self, batch_size: int, num_tokens: int, generator: torch.Generator) -> torch.Tensor:
+        """[batch_size] sigmas in (0, 1]: logit-normal(0, 1), shifted for `num_tokens` video tokens; drawn on the
+        generator's device, in float32."""
+        z = torch.randn(batch_size, generator=generator, device=generator.device, dtype=torch.float32)
+        return self.apply(torch.sigmoid(z), num_tokens)
 
 
-def sample_sigmas(
-    batch_size: int,
-    num_tokens: int,
-    generator: torch.Generator,
-    *,
-    shift: DynamicShift = LTX2_SHIFT,
-) -> torch.Tensor:
-    """[batch_size] sigmas in (0, 1]: logit-normal(0, 1), shifted for `num_tokens` video tokens.
+@dataclass(frozen=True)
+class DistilledSigmas:
+    """A distilled model's noise levels: it is only ever sampled at the fixed sigmas of its schedule (8 for LTX-2.3
+    and 2.5 distilled), so its LoRA trains at those, each as often, whatever the clip size."""
 
-    Drawn on the generator's device, in float32.
-    """
-    z = torch.randn(batch_size, generator=generator, device=generator.device, dtype=torch.float32)
-    return shift.apply(torch.sigmoid(z), num_tokens)
+    sigmas: tuple[float, ...] = DISTILLED_SIGMAS
+
+    def sample(self, batch_size: int, num_tokens: int, generator: torch.Generator) -> torch.Tensor:
+        index = torch.randint(len(self.sigmas), (batch_size,), generator=generator, device=generator.device)
+        return torch.tensor(self.sigmas, dtype=torch.float32, device=generator.device)[index]
+
+
+SigmaSampler = DynamicShift | DistilledSigmas
+LTX2_SHIFT = DynamicShift()  # the non-distilled scheduler of every release
+
+
+def sigma_sampler(distilled: bool, scheduler_config: Any) -> SigmaSampler:
+    """The training noise levels of a flavour: its sampler's fixed sigmas when distilled, else the dynamic shift
+    of its (corrected: loading.load_scheduler) scheduler config."""
+    return DistilledSigmas() if distilled else DynamicShift.from_scheduler_config(scheduler_config)
 
 
 def noisy_and_target(

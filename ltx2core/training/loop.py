@@ -48,7 +48,7 @@ from ltx2core.training.checkpoint import (
 from ltx2core.training.crepa import Crepa
 from ltx2core.training.data import BucketBatches, SampleSource, collate
 from ltx2core.training.distributed import SINGLE, World, is_sharded, sum_gradients, sum_values, wait_for_main
-from ltx2core.training.flow_matching import LTX2_SHIFT, DynamicShift
+from ltx2core.training.flow_matching import LTX2_SHIFT, SigmaSampler
 from ltx2core.training.lora import load_lora_state, lora_spec_of, lora_state_dict
 from ltx2core.training.optim import make_lr_scheduler, make_optimizer
 from ltx2core.training.recompute import Recompute, configure_blocks
@@ -72,6 +72,7 @@ class TrainSettings:
     max_steps: int  # optimizer steps in total (a resumed run counts from its checkpoint)
     text_max_length: int  # tokens the connectors pad captions to (the model flavour's)
     model: str = ""  # what the LoRA is trained on (ModelSource.label): part of the resume fingerprint
+    flavour: str = "2.0"  # model_flavour, recorded in the LoRA files (the label above carries it for resuming)
     learning_rate: float = 1e-4
     lr_scheduler: str = "constant"
     lr_warmup_steps: int = 0
@@ -89,7 +90,8 @@ class TrainSettings:
     checkpoints_total_limit: int | None = None
     validation_steps: int = 0  # 0 = never
     device: str = "cpu"
-    shift: DynamicShift = LTX2_SHIFT  # the validation scheduler's (DynamicShift.from_scheduler_config)
+    sigmas: SigmaSampler = LTX2_SHIFT  # the flavour's training noise levels (flow_matching.sigma_sampler)
+    cross_timestep: bool = False  # the flavour's use_cross_timestep (2.3+)
     tread_routes: tuple[Route, ...] = ()  # resolved spans (tread.resolve_routes); () = no TREAD
 
     def __post_init__(self) -> None:
@@ -109,7 +111,9 @@ class TrainSettings:
         keys = ("model", "learning_rate", "lr_scheduler", "lr_warmup_steps", "gradient_accumulation_steps",
                 "max_grad_norm", "optimizer", "seed", "mixed_precision", "first_frame_p", "text_max_length")
         values = {key: getattr(self, key) for key in keys}
-        values["shift"] = asdict(self.shift)
+        values["shift"] = asdict(self.sigmas)  # the key's name from when only the dynamic shift existed
+        if self.cross_timestep:  # absent for 2.0, whose checkpoints predate it
+            values["cross_timestep"] = True
         values["tread_routes"] = [asdict(route) for route in self.tread_routes]
         if self.lr_scheduler not in CONSTANT_SCHEDULES:  # a decaying schedule is drawn over max_steps
             values["max_steps"] = self.max_steps
@@ -228,7 +232,7 @@ def train(
                 with autocast:
                     output = training_step(
                         transformer, batch, generator=generator, first_frame_p=settings.first_frame_p,
-                        shift=settings.shift,
+                        sigmas=settings.sigmas, cross_timestep=settings.cross_timestep,
                     )
                     crepa_loss = crepa.loss(batch.latents) if crepa else None  # reads this forward's hidden states
                 total = output.loss if crepa_loss is None else output.loss + crepa_loss
@@ -299,7 +303,7 @@ def _checkpoint(
 ) -> Path:
     folder = save_checkpoint(
         settings.output_dir, step=step, lora_state=lora_state_dict(transformer), lora_spec=lora_spec_of(transformer),
-        optimizer=optimizer, lr_scheduler=scheduler,
+        flavour=settings.flavour, optimizer=optimizer, lr_scheduler=scheduler,
         data_position=batches.position, config_fingerprint=fingerprint,
         extra_state={"crepa_projector": crepa.regularizer.state_dict()} if crepa else None,
     )

@@ -19,6 +19,7 @@ lora_B @ lora_A * alpha/rank in both loaders for any alpha. Key names are checke
 diffusers' own converter (`_convert_non_diffusers_ltx2_lora_to_diffusers`), so what is written is what
 it maps back.
 
+Both headers record the flavour trained on (`ltx2_flavour`): a LoRA fits only its release's transformer.
 The diffusers file's header records `lora_dropout` 0 whatever the training used: diffusers builds the
 adapter from that record, with its dropout modules in training mode that nothing switches off, so a
 recorded 0.1 made two calls with one seed differ (measured: 6e-3 in the latents). Dropout is a training
@@ -48,6 +49,7 @@ ADAPTER = "default"  # the adapter name PEFT gives the one LoRA we train
 DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"  # diffusers' LORA_WEIGHT_NAME_SAFE
 COMFY_FILE = "lora_comfyui.safetensors"
 COMFY_PREFIX = "diffusion_model."
+FLAVOUR_METADATA = "ltx2_flavour"  # safetensors header key: the model_flavour the LoRA was trained on
 
 PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
 VIDEO_ATTENTIONS = ("attn1", "attn2")  # video self-attention, video <- text
@@ -154,16 +156,18 @@ def lora_spec_of(transformer: Any) -> LoraSpec:
     )
 
 
-def save_lora(transformer: Any, folder: Path, *, comfy: bool = True) -> list[Path]:
+def save_lora(transformer: Any, folder: Path, *, flavour: str, comfy: bool = True) -> list[Path]:
     """Write the adapter of `transformer` to `folder` (see the module docstring); returns the files."""
-    return write_lora_files(folder, lora_state_dict(transformer), lora_spec_of(transformer), comfy=comfy)
+    return write_lora_files(folder, lora_state_dict(transformer), lora_spec_of(transformer), flavour=flavour,
+                            comfy=comfy)
 
 
 def write_lora_files(
-    folder: Path, state: dict[str, torch.Tensor], spec: LoraSpec, *, comfy: bool = True
+    folder: Path, state: dict[str, torch.Tensor], spec: LoraSpec, *, flavour: str, comfy: bool = True
 ) -> list[Path]:
     """`save_lora` from weights already taken out of the model. Each file lands whole (temp name, fsync,
-    rename); `folder` is created if needed."""
+    rename); `folder` is created if needed. Both files record the flavour they were trained on in their header
+    (`ltx2_flavour`), which `lora_flavour` reads back."""
     from diffusers import LTX2Pipeline
 
     folder = Path(folder)
@@ -177,11 +181,30 @@ def write_lora_files(
         LTX2Pipeline.save_lora_weights(
             staging, transformer_lora_layers=state, transformer_lora_adapter_metadata=metadata
         )
+        _add_header(Path(staging) / DIFFUSERS_FILE, {FLAVOUR_METADATA: flavour})
         written.append(publish(Path(staging) / DIFFUSERS_FILE, folder / DIFFUSERS_FILE))
         if comfy:
-            save_file(comfy_state_dict(state, spec), Path(staging) / COMFY_FILE)
+            save_file(comfy_state_dict(state, spec), Path(staging) / COMFY_FILE, metadata={FLAVOUR_METADATA: flavour})
             written.append(publish(Path(staging) / COMFY_FILE, folder / COMFY_FILE))
     return written
+
+
+def lora_flavour(file: Path) -> str | None:
+    """The flavour a LoRA file was trained on, as this trainer records it; None for other trainers' files."""
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as f:
+        return (f.metadata() or {}).get(FLAVOUR_METADATA)
+
+
+def _add_header(file: Path, extra: dict[str, str]) -> None:
+    """Rewrite a small safetensors file with `extra` added to its header metadata."""
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as f:
+        metadata = (f.metadata() or {}) | extra
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    save_file(tensors, file, metadata=metadata)
 
 
 def comfy_state_dict(state: dict[str, torch.Tensor], spec: LoraSpec) -> dict[str, torch.Tensor]:

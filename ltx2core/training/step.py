@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ltx2core.training.data import TrainBatch
-from ltx2core.training.flow_matching import LTX2_SHIFT, TIMESTEP_SCALE, DynamicShift, noisy_and_target, sample_sigmas
+from ltx2core.training.flow_matching import LTX2_SHIFT, TIMESTEP_SCALE, SigmaSampler, noisy_and_target
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,12 @@ def training_step(
     *,
     generator: torch.Generator,
     first_frame_p: float = 0.0,
-    shift: DynamicShift = LTX2_SHIFT,
+    sigmas: SigmaSampler = LTX2_SHIFT,
+    cross_timestep: bool = False,
 ) -> StepOutput:
     """Forward and loss for one batch; the caller does backward, clipping and the optimizer step."""
-    inputs = model_inputs(transformer, batch, generator=generator, first_frame_p=first_frame_p, shift=shift)
+    inputs = model_inputs(transformer, batch, generator=generator, first_frame_p=first_frame_p, sigmas=sigmas,
+                          cross_timestep=cross_timestep)
     video_pred, audio_pred = transformer(**inputs.kwargs)  # [B, N, C], [B, T_a, C_a]
     video_loss = masked_mse(video_pred.float(), inputs.video_target, inputs.loss_mask)
     audio_loss = None
@@ -69,9 +71,13 @@ def model_inputs(
     *,
     generator: torch.Generator,
     first_frame_p: float = 0.0,
-    shift: DynamicShift = LTX2_SHIFT,
+    sigmas: SigmaSampler = LTX2_SHIFT,
+    cross_timestep: bool = False,
 ) -> ModelInputs:
-    """Noise the batch and build the transformer's keyword arguments (the step without the forward)."""
+    """Noise the batch and build the transformer's keyword arguments (the step without the forward).
+
+    `sigmas`: the flavour's training noise levels (flow_matching.sigma_sampler); `cross_timestep`: the flavour's
+    `use_cross_timestep` (2.3+), as its pipeline calls the transformer."""
     _require_unit_patches(transformer)
     device, dtype = batch.latents.device, transformer.dtype
     size, _, frames, height, width = batch.latents.shape
@@ -79,7 +85,7 @@ def model_inputs(
     x0 = batch.latents.float().permute(0, 2, 3, 4, 1).reshape(size, frames * height * width, -1)
     num_tokens = x0.shape[1]
 
-    sigma = sample_sigmas(size, num_tokens, generator, shift=shift).to(device)  # [B]
+    sigma = sigmas.sample(size, num_tokens, generator).to(device)  # [B]
     noise = _randn(x0.shape, generator, device)
     # x_t = (1 - sigma) * x0 + sigma * noise; target = noise - x0
     noisy, video_target = noisy_and_target(x0, noise, sigma)
@@ -110,14 +116,14 @@ def model_inputs(
         audio_encoder_attention_mask=batch.text_mask,
         timestep=video_timestep,
         audio_timestep=timestep,
-        sigma=timestep,  # read by LTX-2.3 only; the pipeline passes the scaled timestep too
+        sigma=timestep,  # prompt AdaLN of 2.3+ (ignored by 2.0); the pipelines pass the scaled timestep too
         num_frames=frames,
         height=height,
         width=width,
         audio_num_frames=audio_in.shape[1],
         video_coords=video_coords,
         isolate_modalities=batch.audio_latents is None,
-        use_cross_timestep=False,  # LTX-2.0 behaviour
+        use_cross_timestep=cross_timestep,
         return_dict=False,
     )
     return ModelInputs(

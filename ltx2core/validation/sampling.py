@@ -10,9 +10,12 @@ outputs through: prompt_embeds = [video | audio] connector outputs side by side 
 back by the stand-in. The pipelines never see a text encoder; the video and audio equal those of
 LTX2Pipeline's own prompt path (bit-identical on the tiny model in float32, tests/ltx2core/validation).
 
-Guidance is plain classifier-free guidance on video and audio (LTX-2.0's recipe): diffusers 0.42.1's
-defaults add LTX-2.3's STG at block 28, modality isolation and rescaling, two more transformer passes per
-step. use_cross_timestep=False is LTX-2.0's timestep conditioning (the pipelines default to 2.3's).
+Guidance and the schedule are the flavour's recipe (ltx2core/models/flavours.py, through ValidationSettings):
+2.0 plain classifier-free guidance on video and audio (SimpleTuner's 5.0); 2.3/2.5 full models Lightricks'
+CFG 3 video / 7 audio with STG at block 28, modality guidance 3 and rescale 0.7 (two more transformer passes
+per step); distilled models unguided on their fixed 8 sigmas. STG blocks beyond a smaller model's depth (the
+tiny one's) are clamped to its last block, so the path runs there too. use_cross_timestep is the flavour's
+(False for 2.0; the pipelines default to 2.3's True), and so is the H.264 CRF of the I2V frame (33; 2.5: 18).
 
 Memory: the text encoder is never loaded by the sampler (`encode_prompts`, for prompts missing from the
 cache, loads and frees it before). The VAE, audio VAE and vocoder (~2.7 GB in bf16 for LTX-2.0) live on the
@@ -34,12 +37,13 @@ import torch
 from PIL import Image, ImageOps
 
 from ltx2core.models import loading
+from ltx2core.models.flavours import Flavour
 from ltx2core.models.placement import on_device
 from ltx2core.models.source import ModelSource
 from ltx2core.models.text import CaptionEmbedding, encode_captions, expand_for_transformer
 from ltx2core.models.vae import decode_video
 from ltx2core.models.vae_options import VaeOptions
-from ltx2core.training.lora import COMFY_FILE, DIFFUSERS_FILE
+from ltx2core.training.lora import COMFY_FILE, DIFFUSERS_FILE, lora_flavour
 from ltx2core.validation.settings import MemoryOptions, ValidationSettings
 from ltx2core.validation.video_io import h264_roundtrip
 
@@ -47,13 +51,6 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["t2v", "i2v"]
 LORA_ADAPTER = "validation"
-IMAGE_CRF = 33  # the H.264 CRF of LTX-2.0's I2V conditioning image (diffusers' DEFAULT_IMAGE_CRF)
-USE_CROSS_TIMESTEP = False  # LTX-2.0; 2.3 checkpoints would need True (not supported by this project)
-# LTX-2.3's extra guidance terms, switched off (module docstring).
-_PLAIN_CFG: dict[str, Any] = dict(
-    stg_scale=0.0, audio_stg_scale=0.0, spatio_temporal_guidance_blocks=None,
-    modality_scale=1.0, audio_modality_scale=1.0, guidance_rescale=0.0, audio_guidance_rescale=0.0,
-)
 
 
 @dataclass(frozen=True)
@@ -83,6 +80,7 @@ class Sampler:
     i2v: Any  # LTX2ImageToVideoPipeline sharing t2v's components
     connectors: Any  # the real LTX2TextConnectors, on the CPU between calls
     text_max_length: int  # prompts are padded to this many tokens, as in training
+    flavour: Flavour
     device: torch.device
     dtype: torch.dtype
     vae_options: VaeOptions
@@ -143,7 +141,8 @@ def load_sampler(
         pipe.set_progress_bar_config(disable=True)  # library code: progress goes to the log, per sample
     return Sampler(
         t2v=t2v, i2v=i2v, connectors=loading.load_connectors(source, dtype=dtype, device="cpu"),
-        text_max_length=source.flavour.text_max_length, device=device, dtype=dtype, vae_options=memory.vae,
+        text_max_length=source.text_max_length, flavour=source.flavour, device=device, dtype=dtype,
+        vae_options=memory.vae,
     )
 
 
@@ -159,7 +158,7 @@ def encode_prompts(
         features = encode_captions(
             texts, tokenizer=loading.load_tokenizer(source), text_encoder=text_encoder,
             connectors=loading.load_connectors(source, dtype=dtype, device=device),
-            max_length=source.flavour.text_max_length, device=device, dtype=dtype,
+            max_length=source.text_max_length, device=device, dtype=dtype,
         )
     finally:
         del text_encoder
@@ -192,9 +191,9 @@ def sample_i2v(
 ) -> list[Sample]:
     """Image-to-video: `images[i]` (PIL, or uint8 [H, W, 3]) is the first frame of the videos of `prompts[i]`.
 
-    Each image is scaled and centre-cropped to each resolution (no stretching) and re-compressed as H.264 (CRF
-    33, what LTX-2 was trained against; `h264_roundtrip`); the pipeline encodes it and keeps its latent frame
-    clean while denoising the rest.
+    Each image is scaled and centre-cropped to each resolution (no stretching) and re-compressed as H.264 (the
+    flavour's CRF, what it was trained against; `h264_roundtrip`); the pipeline encodes it and keeps its latent
+    frame clean while denoising the rest.
     """
     if len(images) != len(prompts):
         raise ValueError(f"sample_i2v: {len(images)} images for {len(prompts)} prompts: give one first frame each")
@@ -209,12 +208,12 @@ def _sample(
     settings: ValidationSettings,
     lora: str | Path | None,
 ) -> list[Sample]:
-    guided = settings.guidance > 1
-    if guided and negative is None:
+    if settings.guided and negative is None:
         raise ValueError(
-            f"validation_guidance {settings.guidance} > 1 needs the negative prompt's features (the empty string's "
-            "when validation_negative_prompt is unset)"
+            f"validation_guidance {settings.guidance} / audio {settings.audio_guidance} > 1 needs the negative "
+            "prompt's features (the empty string's when validation_negative_prompt is unset)"
         )
+    recipe = _recipe(sampler, settings)
     embeds, masks = _connector_outputs(sampler, [*prompts, *([negative] if negative is not None else [])])
     lora_file = _lora_file(Path(lora)) if lora is not None else None
     samples = []
@@ -226,7 +225,8 @@ def _sample(
                          height, f" with {lora_file}" if lora_file else "", prompt.text)
                 pipe = sampler.t2v if image is None else sampler.i2v
                 extra = {} if image is None else {  # re-compressed here, deterministically (video_io)
-                    "image": h264_roundtrip(ImageOps.fit(image, (width, height), Image.LANCZOS), IMAGE_CRF),
+                    "image": h264_roundtrip(ImageOps.fit(image, (width, height), Image.LANCZOS),
+                                            sampler.flavour.image_crf),
                     "image_crf": 0}
                 with _global_rng(settings.seed, sampler.device):
                     video_latents, audio_latents = pipe(
@@ -234,8 +234,7 @@ def _sample(
                         negative_prompt_embeds=embeds[-1:] if negative is not None else None,
                         negative_prompt_attention_mask=masks[-1:] if negative is not None else None,
                         width=width, height=height, num_frames=settings.num_frames, frame_rate=settings.frame_rate,
-                        num_inference_steps=settings.steps, guidance_scale=settings.guidance,
-                        audio_guidance_scale=settings.guidance, **_PLAIN_CFG, use_cross_timestep=USE_CROSS_TIMESTEP,
+                        **recipe,
                         generator=torch.Generator("cpu").manual_seed(settings.seed),  # same noise on any device
                         output_type="latent", return_dict=False, **extra,
                     )
@@ -246,6 +245,20 @@ def _sample(
                     prompt=prompt.text, resolution=(width, height), seed=settings.seed, mode=mode, lora=lora_file,
                 ))
     return samples
+
+
+def _recipe(sampler: Sampler, settings: ValidationSettings) -> dict[str, Any]:
+    """The pipeline's schedule and guidance arguments for the settings (module docstring)."""
+    last_block = len(sampler.t2v.transformer.transformer_blocks) - 1
+    stg_blocks = sorted({min(block, last_block) for block in settings.stg_blocks}) or None
+    return dict(
+        num_inference_steps=settings.steps, sigmas=list(settings.sigmas) if settings.sigmas else None,
+        guidance_scale=settings.guidance, audio_guidance_scale=settings.audio_guidance,
+        stg_scale=settings.stg_scale, audio_stg_scale=settings.stg_scale, spatio_temporal_guidance_blocks=stg_blocks,
+        modality_scale=settings.modality_scale, audio_modality_scale=settings.modality_scale,
+        guidance_rescale=settings.guidance_rescale, audio_guidance_rescale=settings.guidance_rescale,
+        use_cross_timestep=sampler.flavour.use_cross_timestep,
+    )
 
 
 @contextmanager
@@ -316,6 +329,10 @@ def _lora_applied(sampler: Sampler, file: Path | None) -> Iterator[None]:
     if file is None:
         yield
         return
+    trained_on = lora_flavour(file)
+    if trained_on is not None and trained_on != sampler.flavour.name:
+        raise ValueError(f"LoRA {file} was trained on LTX-{trained_on}; this sampler runs LTX-{sampler.flavour.name}: "
+                         f"sample it with model_flavour {trained_on!r} (a LoRA fits only the model it was trained on)")
     state = sampler.t2v.lora_state_dict(str(file))
     if any(key.startswith("connectors.") for key in state):
         raise ValueError(

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from ltx2core.models.scale import LTX2
 from ltx2core.models.vae_options import VaeOptions
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +18,24 @@ GUIDANCE_RANGE = (2.0, 6.0)
 
 @dataclass(frozen=True)
 class ValidationSettings:
-    guidance: float = 5.0  # classifier-free guidance, video and audio; <= 1 samples without the negative prompt
+    guidance: float = 5.0  # classifier-free guidance on video; <= 1 (with audio_guidance) samples without negative
     steps: int = 30
     seed: int = 42  # every sample starts from this seed's noise, so prompts and checkpoints compare
     resolutions: tuple[tuple[int, int], ...] = ((768, 512),)  # (width, height): one video per prompt and size
     num_frames: int = 121  # 8k+1
     frame_rate: float = 25.0  # what the model is told (RoPE time, audio length) and the mp4's rate
+    # The rest of the flavour's recipe (ltx2core/models/flavours.py: ValidationRecipe); defaults are 2.0's.
+    audio_guidance: float = 5.0  # classifier-free guidance on audio
+    stg_scale: float = 0.0  # spatio-temporal guidance, at `stg_blocks`
+    stg_blocks: tuple[int, ...] = ()
+    modality_scale: float = 1.0  # modality-isolation guidance (1 = off)
+    guidance_rescale: float = 0.0
+    sigmas: tuple[float, ...] | None = None  # a distilled model's fixed schedule (`steps` is then its length)
+
+    @property
+    def guided(self) -> bool:
+        """Whether sampling needs the negative prompt (classifier-free guidance on either modality)."""
+        return self.guidance > 1 or self.audio_guidance > 1
 
     def __post_init__(self) -> None:
         problems = [LTX2.frames_error("validation_num_video_frames", self.num_frames)]
@@ -47,7 +56,7 @@ class ValidationSettings:
         if problems:
             raise ValueError("; ".join(problems))
         low, high = GUIDANCE_RANGE
-        if not low <= self.guidance <= high:
+        if self.sigmas is None and not low <= self.guidance <= high:
             log.warning(
                 "validation_guidance %g is outside %g-%g: LTX-2 validation videos tend to come out black or noisy "
                 "there (SimpleTuner's quickstart keeps 5.0)", self.guidance, low, high,

@@ -10,7 +10,12 @@ import pytest
 from ltx2core import keys
 from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
+from ltx2core.models.flavours import FLAVOURS
 from ltx2core.models.source import ModelSource
+
+SOURCE_20 = ModelSource("Lightricks/LTX-2", FLAVOURS["2.0"], is_local=False)
+DEV_SCHEDULER = {"use_dynamic_shifting": True, "base_shift": 0.95, "max_shift": 2.05, "base_image_seq_len": 1024,
+                 "max_image_seq_len": 4096}
 
 SAMPLE = {"video_id": "v" * 24, "bucket": "512x768x49"}
 CAPTION = "a red square moves right"
@@ -123,7 +128,44 @@ def test_the_model_and_loop_settings_come_from_the_config_in_one_place() -> None
     sharded = config(fsdp_enable=True)
     assert not keys.model_settings(sharded, num_blocks=4, with_audio=True, world_size=1).fsdp  # one rank: nothing
     assert keys.model_settings(sharded, num_blocks=4, with_audio=True, world_size=2).fsdp
-    loop = keys.train_settings(c, max_steps=9, model="tiny", text_max_length=64, num_blocks=4, shift=None,
+    loop = keys.train_settings(c, SOURCE_20, max_steps=9, num_blocks=4, scheduler_config=DEV_SCHEDULER,
                                device="cpu")
     assert (loop.max_steps, loop.learning_rate, loop.gradient_accumulation_steps, loop.seed) == (9, 3e-4, 2, 42)
     assert (loop.validation_steps, loop.checkpointing_steps, str(loop.output_dir)) == (5, 3, "/runs/a")
+
+
+MODEL_KEYS = {"latents", "text"}
+
+
+def test_switching_the_flavour_changes_exactly_the_model_keys_and_switching_back_none(tiny, tiny_of) -> None:
+    base = all_keys(tiny, dataset(), config())
+    for flavour in ("2.3", "2.5"):
+        assert changed(base, all_keys(tiny_of(flavour), dataset(), config(model_flavour=flavour))) == MODEL_KEYS
+    assert changed(base, all_keys(tiny_of("2.0"), dataset(), config())) == set()
+    assert changed(all_keys(tiny_of("2.3"), dataset(), config()),
+                   all_keys(tiny_of("2.5"), dataset(), config())) == MODEL_KEYS
+
+
+def test_a_release_dev_and_distilled_share_its_repo_s_text_and_latents_not_the_transformer(tiny_of) -> None:
+    from ltx2core.models.fingerprint import component_fingerprint
+
+    dev, distilled = tiny_of("2.5"), tiny_of("2.5-distilled")
+    assert dev.name_or_path == distilled.name_or_path  # one folder, as LTX-2.5-Diffusers is one repo
+    assert changed(all_keys(dev, dataset(), config()), all_keys(distilled, dataset(), config())) == set()
+    assert component_fingerprint(dev, "transformer") != component_fingerprint(distilled, "transformer")
+
+
+def test_the_flavour_decides_the_training_noise_levels_and_how_the_transformer_is_called() -> None:
+    from ltx2core.training.flow_matching import DistilledSigmas, DynamicShift
+
+    def loop(flavour: str, scheduler: dict):
+        source = ModelSource(FLAVOURS[flavour].repo, FLAVOURS[flavour], is_local=False)
+        return keys.train_settings(config(), source, max_steps=1, num_blocks=4, scheduler_config=scheduler,
+                                   device="cpu")
+
+    assert isinstance(loop("2.0", DEV_SCHEDULER).sigmas, DynamicShift) and not loop("2.0", DEV_SCHEDULER).cross_timestep
+    assert loop("2.3", DEV_SCHEDULER).cross_timestep
+    distilled = loop("2.3-distilled", {"use_dynamic_shifting": False})
+    assert isinstance(distilled.sigmas, DistilledSigmas) and distilled.cross_timestep
+    fingerprints = {f: loop(f, DEV_SCHEDULER if "distilled" not in f else {}).fingerprint() for f in FLAVOURS}
+    assert len({repr(sorted(f.items())) for f in fingerprints.values()}) == len(FLAVOURS)  # never resumed across

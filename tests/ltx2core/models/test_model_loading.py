@@ -39,12 +39,13 @@ FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 def test_tiny_is_written_once_in_diffusers_layout_and_labelled_untrained(tiny: ModelSource, ltx2_home: Path) -> None:
     folder = Path(tiny.name_or_path)
-    assert folder == ltx2_home / f"tiny-v{tiny_model.VERSION}"
+    assert folder == ltx2_home / f"tiny-2.0-v{tiny_model.VERSION}"
     assert SUBFOLDERS <= {p.name for p in folder.iterdir() if p.is_dir()}
-    assert [p.name for p in ltx2_home.iterdir()] == [folder.name]  # no staging folder left behind
+    assert not [p.name for p in ltx2_home.iterdir() if p.name.startswith(".")]  # no staging folder left behind
     index = json.loads((folder / "model_index.json").read_text())
     assert index["_class_name"] == "LTX2Pipeline" and index["_ltx2_untrained"] is True
-    assert tiny.untrained and "UNTRAINED" in tiny.label and tiny.flavour.name == "tiny"
+    assert index["_ltx2_release"] == "2.0"
+    assert tiny.untrained and "UNTRAINED" in tiny.label and tiny.flavour.name == "2.0"
 
     written = (folder / "model_index.json").stat().st_mtime_ns
     assert resolve_source("tiny") == tiny
@@ -115,8 +116,8 @@ def test_hub_id_loads_offline_from_the_hf_cache(
 @pytest.mark.parametrize(
     ("name", "flavour", "error", "hint"),
     [
-        ("Lightricks/LTX-2", "2.3", ValueError, "use one of 2.0, tiny"),
-        ("Lightricks/LTX-2", "tiny", ValueError, "pretrained_model_name_or_path: tiny"),
+        ("Lightricks/LTX-2", "3.0", ValueError, "use one of 2.0, 2.3, 2.3-distilled, 2.5, 2.5-distilled"),
+        ("Lightricks/LTX-2", "tiny", ValueError, "not supported"),
         ("./no/such/folder", "2.0", FileNotFoundError, "neither an existing folder nor a hub id"),
     ],
 )
@@ -139,7 +140,7 @@ def test_make_tiny_model_folder_is_tiny_and_identical_to_the_cached_one(tiny: Mo
     folder = tmp_path / "tiny"
     folder.mkdir()  # an empty folder is fine, as `ltx2 make-tiny-model DIR` may get one
     tiny_model.make_tiny_model(folder)
-    source = resolve_source(str(folder), "2.0")  # the folder says it is tiny, whatever the flavour key says
-    assert source.flavour.name == "tiny" and source.untrained
+    source = resolve_source(str(folder), "2.0")  # the folder says it is tiny
+    assert source.flavour.name == "2.0" and source.untrained
     # Fixed seed: a second build has the same files as the first, so the same fingerprints.
     assert all(component_fingerprint(source, c) == component_fingerprint(tiny, c) for c in COMPONENTS)

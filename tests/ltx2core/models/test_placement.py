@@ -47,7 +47,7 @@ def test_text_encoder_and_vae_are_never_on_the_gpu_together(
     with on_device(text_encoder, "cuda"), on_device(tiny_text["connectors"], "cuda"):
         assert _device_types(text_encoder) == {"cuda"} and _device_types(vae) == {"cpu"}
         cached = encode_captions(
-            ["a cat"], max_length=tiny.flavour.text_max_length, device="cuda", dtype=torch.float32, **tiny_text
+            ["a cat"], max_length=tiny.text_max_length, device="cuda", dtype=torch.float32, **tiny_text
         )
     assert _device_types(text_encoder) == {"cpu"}
     with on_device(vae, "cuda"):

@@ -31,7 +31,7 @@ BUCKETED_TOLERANCE = 2e-6
 
 @pytest.fixture(scope="module")
 def max_length(tiny: ModelSource) -> int:
-    return tiny.flavour.text_max_length
+    return tiny.text_max_length
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ def connectors(tiny: ModelSource) -> Any:
 
 @pytest.fixture(scope="session")
 def text_max_length(tiny: ModelSource) -> int:
-    return tiny.flavour.text_max_length
+    return tiny.text_max_length
 
 
 @pytest.fixture

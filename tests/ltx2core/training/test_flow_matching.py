@@ -10,7 +10,7 @@ from diffusers.pipelines.ltx2.pipeline_ltx2 import calculate_shift
 
 from ltx2core.models import loading
 from ltx2core.models.source import ModelSource
-from ltx2core.training.flow_matching import DynamicShift, noisy_and_target, sample_sigmas
+from ltx2core.training.flow_matching import DynamicShift, noisy_and_target
 
 TOKEN_COUNTS = (8, 1024, 1792, 4096, 6144, 14080)  # tiny clip, the shift's anchors, real clip sizes
 SAMPLES = 100_000
@@ -33,7 +33,7 @@ def _pipeline_mu(scheduler: FlowMatchEulerDiscreteScheduler, num_tokens: int) ->
 
 def _medians(shift: DynamicShift) -> list[float]:
     generator = torch.Generator().manual_seed(0)
-    return [sample_sigmas(SAMPLES, n, generator, shift=shift).median().item() for n in TOKEN_COUNTS]
+    return [shift.sample(SAMPLES, n, generator).median().item() for n in TOKEN_COUNTS]
 
 
 def test_median_training_sigma_is_the_schedulers_image_of_one_half(scheduler: FlowMatchEulerDiscreteScheduler) -> None:

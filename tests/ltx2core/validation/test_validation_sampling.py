@@ -49,7 +49,7 @@ def test_cached_features_give_the_video_and_audio_of_the_pipelines_own_text_path
     pipe = LTX2Pipeline.from_pretrained(tiny.name_or_path, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     reference = pipe(
-        prompt=PROMPTS[0], negative_prompt=NEGATIVE, max_sequence_length=tiny.flavour.text_max_length,
+        prompt=PROMPTS[0], negative_prompt=NEGATIVE, max_sequence_length=tiny.text_max_length,
         width=SIZE, height=SIZE, num_frames=FRAMES, frame_rate=SETTINGS.frame_rate,
         num_inference_steps=SETTINGS.steps, guidance_scale=SETTINGS.guidance, audio_guidance_scale=SETTINGS.guidance,
         stg_scale=0.0, audio_stg_scale=0.0, spatio_temporal_guidance_blocks=None, modality_scale=1.0,
