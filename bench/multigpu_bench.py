@@ -88,7 +88,7 @@ def build(tiny: bool, device: torch.device) -> tuple[Any, Any, int]:
     from diffusers.pipelines.ltx2 import LTX2TextConnectors
 
     from bench.train_bench import CONNECTORS_2_0, TRANSFORMER_2_0
-    from ltx2core.models.source import FLAVOURS
+    from ltx2core.models.source import TEXT_MAX_LENGTH as TEXT_MAX_LENGTH_1024
 
     torch.manual_seed(0)
     saved = torch.get_default_dtype()
@@ -100,7 +100,7 @@ def build(tiny: bool, device: torch.device) -> tuple[Any, Any, int]:
     finally:
         torch.set_default_dtype(saved)
     transformer.requires_grad_(False)
-    return transformer, connectors.eval().requires_grad_(False), FLAVOURS["2.0"].text_max_length
+    return transformer, connectors.eval().requires_grad_(False), TEXT_MAX_LENGTH_1024
 
 
 def clip(transformer: Any, connectors: Any, tiny: bool) -> TrainExample:

@@ -90,7 +90,7 @@ sys.path.insert(0, str(ROOT))
 
 from ltx2core.models.runtime import compute_dtype  # noqa: E402
 from ltx2core.models.scale import LTX2  # noqa: E402
-from ltx2core.models.source import FLAVOURS  # noqa: E402
+from ltx2core.models.source import TEXT_MAX_LENGTH as TEXT_MAX_LENGTH_1024  # noqa: E402
 from ltx2core.training.data import TrainBatch, TrainExample, collate  # noqa: E402
 from ltx2core.training.lora import LoraSpec, add_lora, target_modules  # noqa: E402
 from ltx2core.training.optim import make_optimizer  # noqa: E402
@@ -750,7 +750,7 @@ def main() -> None:
     sizes = Sizes(
         tiny=args.tiny, device=device, dtype=compute_dtype("bf16", device),
         shapes=TINY_SHAPES if args.tiny else FULL_SHAPES, caption_tokens=20 if args.tiny else 200,
-        text_max_length=TEXT_MAX_LENGTH if args.tiny else FLAVOURS["2.0"].text_max_length,
+        text_max_length=TEXT_MAX_LENGTH if args.tiny else TEXT_MAX_LENGTH_1024,
         compile_backend="eager" if args.tiny else "inductor",
     )
 

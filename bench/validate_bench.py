@@ -60,7 +60,7 @@ from bench.train_bench import (  # noqa: E402
     _sync,
     device_slug,
 )
-from ltx2core.models.source import FLAVOURS  # noqa: E402
+from ltx2core.models.source import TEXT_MAX_LENGTH as TEXT_MAX_LENGTH_1024  # noqa: E402
 from ltx2core.validation.sampling import Sampler, ValidationPrompt, _ConnectorOutputs, sample_t2v  # noqa: E402
 from ltx2core.validation.settings import MemoryOptions, ValidationSettings  # noqa: E402
 
@@ -96,7 +96,7 @@ def make_sizes(tiny: bool, steps: int | None) -> Sizes:
         settings = ValidationSettings(guidance=5.0, steps=30, resolutions=((768, 512),), num_frames=121,
                                       frame_rate=25.0, seed=42)
         sizes = Sizes(False, torch.device("cuda"), torch.bfloat16, settings, PROMPT_TOKENS, NEGATIVE_TOKENS,
-                      FLAVOURS["2.0"].text_max_length)
+                      TEXT_MAX_LENGTH_1024)
     return sizes if steps is None else replace(sizes, settings=replace(sizes.settings, steps=steps))
 
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from ltx2core.config.fields import StrictModel, check_frames, resolve_path, rule_error
-from ltx2core.models.flavours import canonical
+from ltx2core.models.flavours import FLAVOURS, canonical
 from ltx2core.models.scale import LTX2
 
 TINY_MODEL = "tiny"  # pretrained_model_name_or_path naming the project's tiny random LTX-2 (tests, demo)
@@ -281,6 +281,12 @@ class TrainConfig(StrictModel):
     @classmethod
     def _validation_frames(cls, value: int) -> int:
         return check_frames("validation_num_video_frames", value)
+
+    @model_validator(mode="after")
+    def _flavour_repo(self) -> TrainConfig:
+        if self.pretrained_model_name_or_path is None:
+            self.pretrained_model_name_or_path = FLAVOURS[self.model_flavour].repo
+        return self
 
     @model_validator(mode="after")
     def _check_combinations(self) -> TrainConfig:

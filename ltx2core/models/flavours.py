@@ -87,7 +87,9 @@ def canonical(name: str) -> str:
     """`model_flavour` as written -> a FLAVOURS name; raises naming the supported ones."""
     name = ALIASES.get(str(name), str(name))
     if name not in FLAVOURS:
-        raise ValueError(f"model_flavour {name!r} is not supported: use one of {', '.join(FLAVOURS)} "
+        quantised = (" (pre-quantised weights are not loaded: train the bf16 model with base_model_precision "
+                     "fp8-e4m3fn or int8-torchao)") if any(q in name for q in ("fp8", "fp4", "int8")) else ""
+        raise ValueError(f"model_flavour {name!r} is not supported{quantised}: use one of {', '.join(FLAVOURS)} "
                          f"(aliases: {', '.join(ALIASES)})")
     return name
 

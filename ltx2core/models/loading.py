@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 import torch
 from huggingface_hub import constants as hf_constants
 
-from ltx2core.models.scale import LTX2, ScaleFactors
 from ltx2core.models.flavours import release_of
+from ltx2core.models.scale import LTX2, ScaleFactors
 from ltx2core.models.source import ModelSource, check_release, component_config
 
 log = logging.getLogger(__name__)

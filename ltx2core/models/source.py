@@ -16,7 +16,6 @@ from typing import Any, Literal
 from ltx2core.models import tiny
 from ltx2core.models.flavours import FLAVOURS, Flavour, canonical, release_of
 
-
 TEXT_MAX_LENGTH = 1024  # tokens every caption is padded to, for every release (the connectors' sequence length)
 
 TINY_NAME = "tiny"

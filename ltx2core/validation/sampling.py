@@ -87,17 +87,18 @@ class Sampler:
 
 
 class _ConnectorOutputs(torch.nn.Module):
-    """Stands in for LTX2TextConnectors: its `prompt_embeds` already are [video | audio] connector outputs."""
+    """Stands in for LTX2TextConnectors: its `prompt_embeds` already are [video | audio] connector outputs (2.3+:
+    of different widths, 4096 and 2048)."""
 
-    def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, device: torch.device, dtype: torch.dtype, video_width: int) -> None:
         super().__init__()
         # The pipeline asks every component for .device / .dtype to decide where to compute.
-        self.device, self.dtype = device, dtype
+        self.device, self.dtype, self.video_width = device, dtype, video_width
 
     def forward(
         self, prompt_embeds: torch.Tensor, attention_mask: torch.Tensor, padding_side: str = "left"
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        video, audio = prompt_embeds.chunk(2, dim=-1)
+        video, audio = prompt_embeds[..., : self.video_width], prompt_embeds[..., self.video_width :]
         return video, audio, attention_mask
 
 
@@ -126,13 +127,15 @@ def load_sampler(
             num_blocks_per_group=memory.blocks_per_group if memory.offload_type == "block_level" else None,
             use_stream=memory.use_stream,
         )
+    connectors = loading.load_connectors(source, dtype=dtype, device="cpu")
     components = dict(
         transformer=transformer,
         vae=loading.load_vae(source, dtype=dtype, device=device),
         audio_vae=loading.load_audio_vae(source, dtype=dtype, device=device),
         vocoder=loading.load_vocoder(source, dtype=dtype, device=device),
         scheduler=loading.load_scheduler(source),
-        connectors=_ConnectorOutputs(device, dtype),
+        connectors=_ConnectorOutputs(device, dtype, video_width=connectors.config.video_hidden_dim
+                                     if connectors.config.per_modality_projections else connectors.config.caption_channels),
         text_encoder=None,
         tokenizer=None,
     )
@@ -140,7 +143,7 @@ def load_sampler(
     for pipe in (t2v, i2v):
         pipe.set_progress_bar_config(disable=True)  # library code: progress goes to the log, per sample
     return Sampler(
-        t2v=t2v, i2v=i2v, connectors=loading.load_connectors(source, dtype=dtype, device="cpu"),
+        t2v=t2v, i2v=i2v, connectors=connectors,
         text_max_length=source.text_max_length, flavour=source.flavour, device=device, dtype=dtype,
         vae_options=memory.vae,
     )

@@ -72,11 +72,25 @@ def test_flavour_aliases_mean_ltx2_dev(workdir: Path, flavour: Any) -> None:
     assert load(model_flavour=flavour).config.model_flavour == "2.0"
 
 
+@pytest.mark.parametrize(("flavour", "name", "repo"), [
+    ("2.3", "2.3", "diffusers/LTX-2.3-Diffusers"), ("2.3-dev", "2.3", "diffusers/LTX-2.3-Diffusers"),
+    ("2.3-distilled", "2.3-distilled", "dg845/LTX-2.3-Distilled-Diffusers"),
+    ("2.5", "2.5", "Lightricks/LTX-2.5-Diffusers"), ("2.5-dev", "2.5", "Lightricks/LTX-2.5-Diffusers"),
+    ("2.5-distilled", "2.5-distilled", "Lightricks/LTX-2.5-Diffusers"),
+])
+def test_each_flavour_defaults_to_its_release_s_diffusers_repo(workdir: Path, flavour: str, name: str,
+                                                                repo: str) -> None:
+    config = load_train_config(write_json(FILE, {"model_family": "ltxvideo2", "model_flavour": flavour}))[0]
+    assert (config.model_flavour, config.pretrained_model_name_or_path) == (name, repo)
+    assert load(model_flavour=flavour)[0].pretrained_model_name_or_path == "tiny"  # a path given stays
+
+
 @pytest.mark.parametrize(
     ("changes", "line"),
     [
-        ({"model_flavour": "2.3-dev"},
-         "model_flavour '2.3-dev' is not supported: supported flavours: 2.0 (aliases: 2, dev)"),
+        ({"model_flavour": "3.0"},
+         "model_flavour '3.0' is not supported: use one of 2.0, 2.3, 2.3-distilled, 2.5, 2.5-distilled (aliases: "
+         "2, dev, 2.0-dev, 2.3-dev, 2.5-dev)"),
         ({"model_family": "flux"}, "model_family 'flux' is not supported: this trainer trains LTX-2 only; "
          "set model_family to 'ltxvideo2'"),
         ({"validation_num_video_frames": 61}, "validation_num_video_frames 61 is not 8k+1: use 57 or 65"),
@@ -162,7 +176,9 @@ def test_project_reports_both_files_together(workdir: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_project(write_json(FILE, {**TRAIN_CONFIG, "model_flavour": "dev-fp8"}))
     assert caught.value.problems == [
-        f"{FILE}: model_flavour 'dev-fp8' is not supported: supported flavours: 2.0 (aliases: 2, dev)",
+        f"{FILE}: model_flavour 'dev-fp8' is not supported (pre-quantised weights are not loaded: train the bf16 "
+        "model with base_model_precision fp8-e4m3fn or int8-torchao): use one of 2.0, 2.3, 2.3-distilled, 2.5, "
+        "2.5-distilled (aliases: 2, dev, 2.0-dev, 2.3-dev, 2.5-dev)",
         "config/multidatabackend.json: dataset 'my-video-dataset': video.num_frames 61 is not 8k+1: use 57 or 65",
     ]
     assert "2 problems in the config:\n  - config/config.json: model_flavour" in str(caught.value)

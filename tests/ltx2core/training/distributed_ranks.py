@@ -46,7 +46,7 @@ from tests.ltx2core.training.helpers import CAPTION_CHANNELS, LATENT_CHANNELS, M
 STEPS, RESUME_AT = 4, 2
 RANKS = 2
 WIDE = (LATENT_CHANNELS, 2, 2, 4)  # a second bucket: 128x64 pixels
-VALIDATION = ValidationSettings(guidance=1.0, steps=2, resolutions=((64, 64),), num_frames=9)
+VALIDATION = ValidationSettings(guidance=1.0, audio_guidance=1.0, steps=2, resolutions=((64, 64),), num_frames=9)
 
 
 def examples() -> dict[str, TrainExample]:
@@ -70,8 +70,8 @@ def batches() -> BucketBatches:
 
 def settings(output_dir: Path, max_steps: int, *, accumulation: int, device: str = "cpu") -> TrainSettings:
     # Dropout, I2V conditioning and audio make every random stream matter; lr is large so 4 steps move the LoRA.
-    return TrainSettings(output_dir=output_dir, max_steps=max_steps, text_max_length=resolve_source("tiny").flavour.
-                         text_max_length, model="tiny", learning_rate=1e-2, seed=5, first_frame_p=0.5,
+    return TrainSettings(output_dir=output_dir, max_steps=max_steps,
+                         text_max_length=resolve_source("tiny").text_max_length, model="tiny", learning_rate=1e-2, seed=5, first_frame_p=0.5,
                          gradient_accumulation_steps=accumulation, checkpointing_steps=RESUME_AT, mixed_precision="no",
                          validation_steps=STEPS, device=device)
 

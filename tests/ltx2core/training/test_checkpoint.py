@@ -42,7 +42,7 @@ def _save(root: Path, step: int, state: dict[str, Any], fingerprint: dict[str, A
     transformer = state["transformer"]
     return save_checkpoint(
         root, step=step, lora_state=lora_state_dict(transformer), lora_spec=lora_spec_of(transformer),
-        optimizer=state["optimizer"], lr_scheduler=state["scheduler"],
+        flavour="2.0", optimizer=state["optimizer"], lr_scheduler=state["scheduler"],
         data_position={"epoch": 0, "index": step}, config_fingerprint=fingerprint,
     )
 

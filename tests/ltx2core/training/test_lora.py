@@ -108,7 +108,7 @@ def test_both_files_load_into_ltx2pipeline_with_the_trained_weights(
 ) -> None:
     trained = lora_transformer()
     _randomise(trained)
-    files = save_lora(trained, tmp_path)
+    files = save_lora(trained, tmp_path, flavour="2.0")
     assert [f.name for f in files] == [DIFFUSERS_FILE, COMFY_FILE]
     comfy_keys = load_file(str(tmp_path / COMFY_FILE)).keys()
     assert all(k.startswith("diffusion_model.transformer_blocks.") and ".lora_" in k for k in comfy_keys)
@@ -128,7 +128,7 @@ def test_alpha_other_than_rank_gives_the_same_model_from_both_files(
 ) -> None:
     trained = lora_transformer(alpha=2 * LORA_RANK)  # scale 2: a power of two, so folding it in is exact
     _randomise(trained)
-    save_lora(trained, tmp_path)
+    save_lora(trained, tmp_path, flavour="2.0")
     expected = lora_state_dict(trained)
     reference = _video_prediction(trained, connectors, text_max_length)
 
@@ -149,10 +149,46 @@ def test_a_lora_trained_with_dropout_loads_for_inference_from_both_files(
 ) -> None:
     trained = lora_transformer(dropout=0.1)  # the config's default
     _randomise(trained)
-    save_lora(trained, tmp_path)
+    save_lora(trained, tmp_path, flavour="2.0")
     reference = _video_prediction(trained.eval(), connectors, text_max_length)
     for kwargs in ({}, {"weight_name": COMFY_FILE}):
         loaded = _loaded(tiny, tmp_path, **kwargs)
         assert loaded.peft_config["loaded"].lora_dropout == 0
         first, second = (_video_prediction(loaded, connectors, text_max_length) for _ in range(2))
         assert torch.equal(first, second) and torch.equal(first, reference), kwargs
+
+
+@pytest.mark.parametrize("flavour", ["2.3", "2.5"])
+def test_a_2_3_or_2_5_lora_records_its_flavour_and_both_files_load_into_that_release_s_pipeline(
+    tiny_of: Callable[[str], ModelSource], flavour: str, tmp_path: Path
+) -> None:
+    """Default targets leave 2.3's gate logits out; the ComfyUI file's keys go through diffusers' converter for
+    original-format LoRAs into the release's transformer (2.5: transformer_full, the trained one)."""
+    from ltx2core.training.lora import lora_flavour
+
+    source = tiny_of(flavour)
+    trained = loading.load_transformer(source, dtype=torch.float32)
+    spec = LoraSpec(rank=LORA_RANK, alpha=LORA_RANK, dropout=0.0,
+                    targets=tuple(target_modules(None, with_audio=True, feed_forward=True)))
+    add_lora(trained, spec, seed=0)
+    assert _adapted(trained) and not [name for name in _adapted(trained) if "gate" in name]
+    _randomise(trained)
+    save_lora(trained, tmp_path, flavour=flavour)
+    assert lora_flavour(tmp_path / DIFFUSERS_FILE) == lora_flavour(tmp_path / COMFY_FILE) == flavour
+
+    expected = lora_state_dict(trained)
+    for kwargs in ({}, {"weight_name": COMFY_FILE}):
+        pipe = LTX2Pipeline.from_pretrained(source.name_or_path, dtype=torch.float32,
+                                            transformer=loading.load_transformer(source, dtype=torch.float32))
+        pipe.load_lora_weights(tmp_path, adapter_name="loaded", **kwargs)
+        weights = get_peft_model_state_dict(pipe.transformer, adapter_name="loaded")
+        assert weights.keys() == expected.keys(), kwargs
+        assert all(torch.equal(weights[k], expected[k]) for k in expected), kwargs
+
+
+def test_gate_logits_train_when_asked(tiny_of: Callable[[str], ModelSource], tmp_path: Path) -> None:
+    trained = loading.load_transformer(tiny_of("2.3"), dtype=torch.float32)
+    add_lora(trained, LoraSpec(rank=2, alpha=2, dropout=0.0, targets=("attn1.to_q", "attn1.to_gate_logits")), seed=0)
+    assert [name for name in _adapted(trained) if name.endswith("to_gate_logits")]
+    save_lora(trained, tmp_path, flavour="2.3")  # inside transformer_blocks: the ComfyUI export takes them
+    assert any("to_gate_logits" in k for k in load_file(str(tmp_path / COMFY_FILE)))

@@ -22,8 +22,8 @@ NEGATIVE = "blurry, jittery"
 SIZE = 64
 FRAMES = 9
 # Small enough for a CPU: 2 steps of 64x64x9 take well under a second per sample.
-SETTINGS = ValidationSettings(guidance=4.0, steps=2, seed=3, resolutions=((SIZE, SIZE),), num_frames=FRAMES,
-                              frame_rate=25.0)
+SETTINGS = ValidationSettings(guidance=4.0, audio_guidance=4.0, steps=2, seed=3, resolutions=((SIZE, SIZE),),
+                              num_frames=FRAMES, frame_rate=25.0)
 LORA_RANK = 4
 LORA_ALPHA = 8.0  # scale 2: the diffusers file carries it in its header, the ComfyUI file folds it into lora_B
 
@@ -58,5 +58,5 @@ def lora_folder(tiny: ModelSource, tmp_path_factory: pytest.TempPathFactory) -> 
     for param in add_lora(transformer, spec, seed=0):
         param.data = torch.randn(param.shape, generator=generator) * 0.5
     folder = tmp_path_factory.mktemp("lora")
-    save_lora(transformer, folder)
+    save_lora(transformer, folder, flavour="2.0")
     return folder

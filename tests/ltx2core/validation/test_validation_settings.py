@@ -43,6 +43,27 @@ def test_config_keys_map_to_settings_and_an_unset_validation_seed_is_the_seed() 
     config = TrainConfig(validation_resolution="64x64,96x64", validation_num_video_frames=9, seed=7,
                          validation_guidance=4.0, validation_num_inference_steps=3, frame_rate=24)
     assert keys.validation_settings(config) == ValidationSettings(
-        guidance=4.0, steps=3, seed=7, resolutions=((64, 64), (96, 64)), num_frames=9, frame_rate=24.0
+        guidance=4.0, audio_guidance=4.0, steps=3, seed=7, resolutions=((64, 64), (96, 64)), num_frames=9,
+        frame_rate=24.0
     )
     assert keys.validation_settings(config.model_copy(update={"validation_seed": 5})).seed == 5
+
+
+def test_each_flavour_validates_with_its_documented_recipe_unless_the_config_says_otherwise() -> None:
+    from ltx2core.models.flavours import DISTILLED_SIGMAS
+
+    def settings(**keys_: object) -> ValidationSettings:
+        return keys.validation_settings(TrainConfig(validation_num_video_frames=9, **keys_))
+
+    plain = settings()  # 2.0: SimpleTuner's plain CFG 5 on both, 30 steps
+    assert (plain.guidance, plain.audio_guidance, plain.steps, plain.stg_scale, plain.sigmas) == (5.0, 5.0, 30, 0, None)
+    dev = settings(model_flavour="2.3")  # Lightricks: CFG 3 video / 7 audio, STG at block 28, modality 3
+    assert (dev.guidance, dev.audio_guidance, dev.steps, dev.stg_scale, dev.stg_blocks) == (3.0, 7.0, 30, 1.0, (28,))
+    assert (dev.modality_scale, dev.guidance_rescale) == (3.0, 0.7)
+    assert settings(model_flavour="2.5") == dev
+    distilled = settings(model_flavour="2.5-distilled")
+    assert (distilled.guidance, distilled.audio_guidance, distilled.steps) == (1.0, 1.0, 8)
+    assert distilled.sigmas == DISTILLED_SIGMAS and not distilled.guided
+    mine = settings(model_flavour="2.3", validation_guidance=4.0, ltx2_validation_audio_guidance=6.0,
+                    validation_num_inference_steps=12)
+    assert (mine.guidance, mine.audio_guidance, mine.steps) == (4.0, 6.0, 12)
