@@ -88,6 +88,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ltx2core.models.flavours import FLAVOURS, Flavour  # noqa: E402
 from ltx2core.models.runtime import compute_dtype  # noqa: E402
 from ltx2core.models.scale import LTX2  # noqa: E402
 from ltx2core.models.source import TEXT_MAX_LENGTH as TEXT_MAX_LENGTH_1024  # noqa: E402
@@ -127,6 +128,17 @@ CONNECTORS_2_0 = dict(  # LTX-2.0 LTX2TextConnectors (../shared/research/diffuse
     audio_connector_num_attention_heads=30, audio_connector_attention_head_dim=128, audio_connector_num_layers=2,
     audio_connector_num_learnable_registers=128, connector_rope_base_seq_len=4096, rope_type="split",
 )
+# What 2.3 and 2.5 change (diffusers' convert_ltx2_to_diffusers.py, ../shared/research/ltx2_flavours.md section 2)
+TRANSFORMER_DELTA = {
+    "2.3": dict(gated_attn=True, audio_gated_attn=True, cross_attn_mod=True, audio_cross_attn_mod=True,
+                use_prompt_embeddings=False, perturbed_attn=True),
+}
+TRANSFORMER_DELTA["2.5"] = TRANSFORMER_DELTA["2.3"] | dict(ff_bias=False, use_keyframes_abs_pos_embedding=True)
+CONNECTORS_2_3 = CONNECTORS_2_0 | dict(  # per-modality projections to 4096/2048, 8 gated layers each
+    video_connector_num_attention_heads=32, video_connector_num_layers=8, video_gated_attn=True,
+    audio_connector_num_attention_heads=32, audio_connector_attention_head_dim=64, audio_connector_num_layers=8,
+    audio_gated_attn=True, per_modality_projections=True, video_hidden_dim=4096, audio_hidden_dim=2048, proj_bias=True,
+)
 
 
 # ---- sizes and rows
@@ -164,6 +176,7 @@ class Sizes:
     caption_tokens: int  # real tokens of the cached caption features
     text_max_length: int  # what the connectors pad captions to
     compile_backend: str
+    flavour: Flavour
 
 
 FULL_SHAPES = {"768": Shape("768x512x121", 768, 512, 121), "512": Shape("512x512x49", 512, 512, 49)}
@@ -385,13 +398,14 @@ def build_transformer(sizes: Sizes) -> Any:
         from ltx2core.models.loading import load_transformer
         from ltx2core.models.source import resolve_source
 
-        transformer = load_transformer(resolve_source("tiny"), dtype=sizes.dtype)
+        transformer = load_transformer(resolve_source("tiny", sizes.flavour.name), dtype=sizes.dtype)
     else:
         from diffusers import LTX2VideoTransformer3DModel
 
         torch.manual_seed(0)
+        config = TRANSFORMER_2_0 | TRANSFORMER_DELTA.get(sizes.flavour.release, {})
         with _default_dtype(sizes.dtype), torch.device(sizes.device):  # random init straight on the GPU
-            transformer = LTX2VideoTransformer3DModel.from_config(TRANSFORMER_2_0)
+            transformer = LTX2VideoTransformer3DModel.from_config(config)
     transformer.requires_grad_(False)
     transformer.enable_gradient_checkpointing()
     transformer.train()
@@ -403,11 +417,11 @@ def build_connectors(sizes: Sizes) -> Any:
         from ltx2core.models.loading import load_connectors
         from ltx2core.models.source import resolve_source
 
-        return load_connectors(resolve_source("tiny"), dtype=sizes.dtype)
+        return load_connectors(resolve_source("tiny", sizes.flavour.name), dtype=sizes.dtype)
     from diffusers.pipelines.ltx2 import LTX2TextConnectors
 
     with _default_dtype(sizes.dtype), torch.device(sizes.device):
-        connectors = LTX2TextConnectors(**CONNECTORS_2_0)
+        connectors = LTX2TextConnectors(**(CONNECTORS_2_3 if sizes.flavour.per_modality_text else CONNECTORS_2_0))
     return connectors.eval().requires_grad_(False)
 
 
@@ -428,6 +442,20 @@ def _bytes(module: torch.nn.Module) -> int:
 # ---- inputs and steps
 
 
+def feature_width(connectors: Any) -> int:
+    """Channels of a cached caption feature: 2.0's shared projection, or 2.3+'s video and audio ones side by side."""
+    config = connectors.config
+    return config.video_hidden_dim + config.audio_hidden_dim if config.per_modality_projections else (
+        config.caption_channels)
+
+
+def context_widths(transformer_config: Any) -> tuple[int, int]:
+    """(video, audio) widths of the text the transformer takes: 2.0 projects its 3840-wide captions itself."""
+    if transformer_config.use_prompt_embeddings:
+        return transformer_config.caption_channels, transformer_config.caption_channels
+    return transformer_config.cross_attention_dim, transformer_config.audio_cross_attention_dim
+
+
 def make_example(sizes: Sizes, shape: Shape, transformer_config: Any, caption_channels: int,
                  audio: bool) -> TrainExample:
     """One clip as the train stage's source hands it over: float32 tensors on the host."""
@@ -443,16 +471,17 @@ def make_example(sizes: Sizes, shape: Shape, transformer_config: Any, caption_ch
     )
 
 
-def random_text_batch(sizes: Sizes, example: TrainExample, caption_channels: int) -> TrainBatch:
+def random_text_batch(sizes: Sizes, example: TrainExample, widths: tuple[int, int]) -> TrainBatch:
     """`example` collated with random connector-shaped embeddings in place of the connectors' output."""
     device, dtype, length = sizes.device, sizes.dtype, sizes.text_max_length
 
-    def embeds() -> torch.Tensor:
-        return torch.randn(1, length, caption_channels, device=device, dtype=dtype)
+    def embeds(width: int) -> torch.Tensor:
+        return torch.randn(1, length, width, device=device, dtype=dtype)
 
     audio = example.audio_latents
     return TrainBatch(
-        keys=(example.key,), latents=example.latents[None].to(device, dtype), text=embeds(), audio_text=embeds(),
+        keys=(example.key,), latents=example.latents[None].to(device, dtype), text=embeds(widths[0]),
+        audio_text=embeds(widths[1]),
         text_mask=torch.ones(1, length, dtype=torch.long, device=device), frame_rates=(example.frame_rate,),
         audio_latents=None if audio is None else audio[None].to(device, dtype),
     )
@@ -460,8 +489,10 @@ def random_text_batch(sizes: Sizes, example: TrainExample, caption_channels: int
 
 def baseline_step(sizes: Sizes, transformer: Any, params: list[torch.nn.Parameter], shape: Shape,
                   audio: bool) -> Callable[[], torch.Tensor]:
-    """../shared/research/baseline_train_step.py's `make_inputs` and step, unchanged in substance."""
+    """../shared/research/baseline_train_step.py's `make_inputs` and step, unchanged in substance; for 2.3+ the
+    text at the transformer's widths, sigma = the scaled timestep and use_cross_timestep, as the pipeline calls it."""
     device, dtype, config = sizes.device, sizes.dtype, transformer.config
+    video_width, audio_width = context_widths(config)
     frames, height, width = shape.latent_dims
     audio_len, text_len = (shape.audio_tokens if audio else 1), sizes.text_max_length
 
@@ -471,9 +502,11 @@ def baseline_step(sizes: Sizes, transformer: Any, params: list[torch.nn.Paramete
     inputs = dict(
         hidden_states=rand(1, shape.video_tokens, config.in_channels),
         audio_hidden_states=rand(1, audio_len, config.audio_in_channels),
-        encoder_hidden_states=rand(1, text_len, config.caption_channels),
-        audio_encoder_hidden_states=rand(1, text_len, config.caption_channels),
-        timestep=torch.tensor([500.0], device=device), sigma=torch.tensor([0.5], device=device),
+        encoder_hidden_states=rand(1, text_len, video_width),
+        audio_encoder_hidden_states=rand(1, text_len, audio_width),
+        timestep=torch.tensor([500.0], device=device),
+        sigma=torch.tensor([500.0 if sizes.flavour.release != "2.0" else 0.5], device=device),
+        use_cross_timestep=sizes.flavour.use_cross_timestep,
         encoder_attention_mask=torch.ones(1, text_len, device=device),
         audio_encoder_attention_mask=torch.ones(1, text_len, device=device),
         num_frames=frames, height=height, width=width, fps=FPS, audio_num_frames=audio_len,
@@ -506,7 +539,8 @@ def our_step(sizes: Sizes, transformer: Any, params: list[torch.nn.Parameter], e
         clip = batch if batch is not None else collate(
             [example], connectors=connectors, text_max_length=sizes.text_max_length, device=device, dtype=dtype)
         with autocast:
-            output = training_step(transformer, clip, generator=generator)
+            output = training_step(transformer, clip, generator=generator,
+                                   cross_timestep=sizes.flavour.use_cross_timestep)
         output.loss.backward()
         loss = output.loss.item()
         torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
@@ -628,8 +662,8 @@ def run_row(bench: Bench, row: Row, steps: int, flop_counts: dict[tuple[Any, ...
             record["lora_params"] = sum(p.numel() for p in params)
             record["lora_dtype"] = str(params[0].dtype).removeprefix("torch.")
         connectors = bench.get_connectors() if row.connectors and row.family != "baseline" else None
-        caption_channels = (connectors.config.caption_channels if connectors is not None
-                            else transformer.config.caption_channels)
+        # (without connectors the features are not read: random connector-shaped text stands in, or the baseline's)
+        caption_channels = feature_width(connectors) if connectors is not None else 1
         example = make_example(sizes, shape, transformer.config, caption_channels, row.audio)
         if row.precap:  # as the train stage does when the run's captions fit in host memory
             from dataclasses import replace
@@ -654,7 +688,7 @@ def run_row(bench: Bench, row: Row, steps: int, flop_counts: dict[tuple[Any, ...
         elif row.family == "baseline":
             step = baseline_step(sizes, transformer, params, shape, row.audio)
         else:
-            batch = None if row.connectors else random_text_batch(sizes, example, caption_channels)
+            batch = None if row.connectors else random_text_batch(sizes, example, context_widths(transformer.config))
             step = our_step(sizes, transformer, params, example, connectors, batch, generator)
         if row.tread:
             from ltx2core.training.tread import Route, TreadRouter
@@ -731,6 +765,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="the tiny model on the CPU (a smoke test of this script)")
     parser.add_argument("--rows", default="default", help="comma-separated row names, or default, or all")
+    parser.add_argument("--flavour", default="2.0", choices=["2.0", "2.3", "2.5"],
+                        help="the release's full transformer and connectors (the distilled ones have the same shapes)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per row, after the warm-up")
     parser.add_argument("--no-flops", action="store_true",
                         help="skip the FLOP count (its warm-up step ran the baseline out of memory on an H100)")
@@ -751,7 +787,7 @@ def main() -> None:
         tiny=args.tiny, device=device, dtype=compute_dtype("bf16", device),
         shapes=TINY_SHAPES if args.tiny else FULL_SHAPES, caption_tokens=20 if args.tiny else 200,
         text_max_length=TEXT_MAX_LENGTH if args.tiny else TEXT_MAX_LENGTH_1024,
-        compile_backend="eager" if args.tiny else "inductor",
+        compile_backend="eager" if args.tiny else "inductor", flavour=FLAVOURS[args.flavour],
     )
 
     import diffusers
@@ -761,13 +797,13 @@ def main() -> None:
         "mode": "tiny (CPU, float32, random tiny model)" if args.tiny else "full size, RANDOM bf16 weights",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "diffusers": diffusers.__version__, "peft": peft.__version__,
-        "date": date.today().isoformat(), "steps": args.steps, "lora_rank": RANK,
+        "date": date.today().isoformat(), "steps": args.steps, "lora_rank": RANK, "flavour": args.flavour,
         "flops": "counted with torch.utils.flop_counter.FlopCounterMode over one whole step (see docstring)",
         "peak_tflops_reference": PEAK_TFLOPS,
     }
     out = Path(os.environ["OUT"]) if os.environ.get("OUT") else ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    report = Report(facts, path=out / f"train-{device_slug(device, args.tiny)}-{facts['date']}.json")
+    report = Report(facts, path=out / f"train-{args.flavour}-{device_slug(device, args.tiny)}-{facts['date']}.json")
     print(json.dumps(facts), flush=True)
 
     estimate = FIXED_OVERHEAD_S + sum(row.estimate_s for row in rows)
