@@ -53,7 +53,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.train_bench import _default_dtype  # noqa: E402
+from bench.train_bench import CONNECTORS_2_0, CONNECTORS_2_3, _default_dtype  # noqa: E402
 from ltx2core.data.encode_latents import AudioSpec, LatentJob, encode_latent_jobs  # noqa: E402
 from ltx2core.data.tensors import to_record  # noqa: E402
 from ltx2core.media import synth  # noqa: E402
@@ -87,6 +87,7 @@ class Sizes:
     baseline_batch: int  # batch of the research baseline (all hidden states at padded_length)
     padded_feature_batch: int  # batch of our padded feature path, the reference for the features
     bucketed_batch: int
+    flavour: str = "2.0"  # 2.3: its wider decoder and per-modality connectors (2.5's VAE encoder is 2.3's)
 
 
 FULL = dict(reps=2, frames=121, width=768, height=512, source_width=768, tile=(512, 448), clips=12, workers=(2, 4, 8),
@@ -160,17 +161,27 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # ---- models
 
+VAE_2_3 = dict(  # LTX-2.3's (and 2.5's) video VAE (diffusers' convert_ltx2_to_diffusers.py; research section 2)
+    block_out_channels=(256, 512, 1024, 1024), layers_per_block=(4, 6, 4, 2, 2),
+    decoder_block_out_channels=(256, 512, 512, 1024), decoder_layers_per_block=(4, 6, 4, 2, 2),
+    decoder_spatio_temporal_scaling=(True,) * 4, decoder_inject_noise=(False,) * 5,
+    upsample_type=("spatiotemporal", "spatiotemporal", "temporal", "spatial"), upsample_residual=(False,) * 4,
+    upsample_factor=(2, 2, 1, 2), decoder_spatial_padding_mode="zeros",
+)
+
 
 def build_vae(sizes: Sizes) -> Any:
     if sizes.tiny:
         from ltx2core.models.loading import load_vae
         from ltx2core.models.source import resolve_source
 
-        return load_vae(resolve_source("tiny"), dtype=sizes.dtype)
+        return load_vae(resolve_source("tiny", sizes.flavour), dtype=sizes.dtype)
     from diffusers import AutoencoderKLLTX2Video
 
+    layout = VAE_2_3 if sizes.flavour == "2.3" else {}
     with _default_dtype(sizes.dtype), torch.device(sizes.device):  # random init straight on the GPU
-        vae = AutoencoderKLLTX2Video(decoder_causal=False, spatial_compression_ratio=32, temporal_compression_ratio=8)
+        vae = AutoencoderKLLTX2Video(decoder_causal=False, spatial_compression_ratio=32, temporal_compression_ratio=8,
+                                     **layout)
     return vae.eval().requires_grad_(False)
 
 
@@ -191,7 +202,7 @@ def build_text(sizes: Sizes) -> dict[str, Any]:
         from ltx2core.models import loading
         from ltx2core.models.source import resolve_source
 
-        source = resolve_source("tiny")
+        source = resolve_source("tiny", sizes.flavour)
         return dict(tokenizer=loading.load_tokenizer(source),
                     text_encoder=loading.load_text_encoder(source, dtype=sizes.dtype),
                     connectors=loading.load_connectors(source, dtype=sizes.dtype))
@@ -212,13 +223,7 @@ def build_text(sizes: Sizes) -> dict[str, Any]:
                           boi_token_index=255999, eoi_token_index=256000, image_token_index=262144)
     with _default_dtype(sizes.dtype), torch.device(sizes.device):
         text_encoder = Gemma3ForConditionalGeneration(config)
-        connectors = LTX2TextConnectors(  # LTX-2.0
-            caption_channels=3840, text_proj_in_factor=49, video_connector_num_attention_heads=30,
-            video_connector_attention_head_dim=128, video_connector_num_layers=2,
-            video_connector_num_learnable_registers=128, audio_connector_num_attention_heads=30,
-            audio_connector_attention_head_dim=128, audio_connector_num_layers=2,
-            audio_connector_num_learnable_registers=128, connector_rope_base_seq_len=4096, rope_type="split",
-        )
+        connectors = LTX2TextConnectors(**(CONNECTORS_2_3 if sizes.flavour == "2.3" else CONNECTORS_2_0))
     return dict(tokenizer=_char_tokenizer(sizes.padded_length), text_encoder=text_encoder.eval().requires_grad_(False),
                 connectors=connectors.eval().requires_grad_(False))
 
@@ -509,7 +514,8 @@ def part_text(sizes: Sizes, report: Report, models: dict[str, Any]) -> None:
                note="captions/s; target >= 60; rel_err vs padded")
     per_caption = [e.features.numel() * e.features.element_size() for e in ours]
     report.facts["bytes_per_caption_mean"] = sum(per_caption) / len(per_caption)
-    report.facts["bytes_per_caption_padded_connector_outputs"] = 2 * length * ours[0].features.shape[1] * 2
+    outputs = 1 if text["connectors"].config.per_modality_projections else 2  # 2.3+: video | audio in one row
+    report.facts["bytes_per_caption_padded_connector_outputs"] = outputs * length * ours[0].features.shape[1] * 2
 
 
 class _Count(logging.Handler):
@@ -533,6 +539,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="the tiny model on the CPU (a smoke test of this script)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument("--flavour", default="2.0", choices=["2.0", "2.3"],
+                        help="2.3: its VAE and connectors (2.5's VAE encoder is 2.3's; its Gemma-4 is not built here)")
     args = parser.parse_args()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
@@ -542,7 +550,7 @@ def main() -> None:
         parser.error("the full-size benchmark needs a CUDA GPU; use --tiny here")
     device = torch.device("cpu" if args.tiny else "cuda")
     sizes = Sizes(tiny=args.tiny, device=device, dtype=torch.float32 if args.tiny else torch.bfloat16,
-                  **(TINY if args.tiny else FULL))
+                  flavour=args.flavour, **(TINY if args.tiny else FULL))
 
     import av
     import diffusers
@@ -554,6 +562,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "cpus": os.cpu_count(), "torch": torch.__version__, "diffusers": diffusers.__version__,
         "transformers": transformers.__version__, "av": av.__version__, "date": date.today().isoformat(),
+        "flavour": args.flavour,
     }
     print(json.dumps(report.facts), flush=True)
     started, elapsed, models = time.perf_counter(), {}, {}
@@ -579,7 +588,7 @@ def main() -> None:
 
     out = Path(os.environ["OUT"]) if os.environ.get("OUT") else ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    name = f"cache-{'tiny' if args.tiny else 'full'}-{date.today().isoformat()}.json"
+    name = f"cache-{args.flavour}-{'tiny' if args.tiny else 'full'}-{date.today().isoformat()}.json"
     (out / name).write_text(json.dumps({"facts": report.facts, "rows": report.rows}, indent=1) + "\n")
     print(f"wrote {out / name}")
 
