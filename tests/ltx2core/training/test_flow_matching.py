@@ -79,3 +79,16 @@ def test_noisy_and_target_is_the_rectified_flow_the_sampler_inverts() -> None:
     torch.testing.assert_close(target, noise - x0)
     # LTX2Pipeline.convert_velocity_to_x0: x0 = x_t - sigma * v
     torch.testing.assert_close(noisy - sigma[:, None, None] * target, x0)
+
+
+def test_a_distilled_flavour_trains_at_the_sigmas_its_sampler_visits_each_as_often() -> None:
+    from ltx2core.models.flavours import DISTILLED_SIGMAS
+    from ltx2core.training.flow_matching import DistilledSigmas, sigma_sampler
+
+    sigmas = DistilledSigmas().sample(8000, 6144, torch.Generator().manual_seed(0))
+    values, counts = torch.unique(sigmas, return_counts=True)
+    assert sorted(values.tolist()) == sorted(torch.tensor(DISTILLED_SIGMAS).tolist())  # whatever the clip size
+    assert counts.min() > 0.8 * 8000 / len(DISTILLED_SIGMAS)
+    assert isinstance(sigma_sampler(True, {"use_dynamic_shifting": False}), DistilledSigmas)
+    with pytest.raises(ValueError, match="2.3-distilled"):  # a distilled scheduler without a distilled flavour
+        sigma_sampler(False, {"use_dynamic_shifting": False})
