@@ -52,8 +52,8 @@ class TrainConfig(StrictModel):
         "stored in float8 (per-row scale), multiplied in fp8 where the GPU can; int8-torchao: the same weights in "
         "int8 by torchao (weight-only, SimpleTuner's LTX-2 default); LoRA stays float32"
     )
-    train_text_encoder: bool = Field(False, description="Must stay false: Gemma3 is frozen and its embeds cached")
-    tokenizer_max_length: int = Field(1024, ge=1, description="Gemma3 prompt tokens (LTX-2 pipeline default)")
+    train_text_encoder: bool = Field(False, description="Must stay false: the Gemma text encoder is frozen and its embeds cached")
+    tokenizer_max_length: int = Field(1024, ge=1, description="Gemma prompt tokens (LTX-2 pipeline default)")
 
     # ---- paths
     output_dir: Path = Field(
