@@ -1,4 +1,5 @@
-"""Audio latents for LTX-2 (the audio VAE is the same in 2.0, 2.3 and 2.5): waveform -> log-mel spectrogram -> audio VAE -> packed, normalised tokens.
+"""Audio latents for LTX-2: waveform -> log-mel spectrogram -> audio VAE -> packed, normalised tokens (the audio
+VAE is the same in 2.0, 2.3 and 2.5).
 
 diffusers 0.42.1 ships the audio VAE (`AutoencoderKLLTX2Audio`, mel spectrogram -> latents) but no waveform ->
 mel step for it: its `MelSTFT` belongs to the 2.3 vocoder's bandwidth extender (a causal STFT, hop 80, with
