@@ -10,11 +10,13 @@ TORCH  ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[test]"
+	# Lightricks' reference model code, a test oracle; without its dependencies, which would pin torch 2.7.
+	$(BIN)/python -m pip install -q --no-deps "ltx-core==1.0.0" "einops>=0.8"
 	touch $@
 
 # ffprobe/ffmpeg binaries: the tests compare our probe with ffprobe, and the benchmark times it.
