@@ -164,3 +164,26 @@ def test_vae_memory_options_stay_exact_on_the_2_3_layout(tiny_of, options: VaeOp
     clip = torch.rand(2, 3, 17, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
     plain = encode_video(vae, clip).latents
     assert (encode_video(vae, clip, options=options).latents - plain).abs().max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("flavour", ["2.3", "2.5-distilled"])
+def test_image_to_video_training_with_audio_steps_on_the_newer_releases(tiny_of, flavour: str) -> None:
+    """First-frame conditioning gives per-token timesteps while sigma (prompt AdaLN) stays per clip."""
+    from ltx2core.training.data import TrainExample, collate
+    from ltx2core.training.flow_matching import DistilledSigmas
+    from ltx2core.training.lora import LoraSpec, add_lora, target_modules
+    from ltx2core.training.step import training_step
+
+    source = tiny_of(flavour)
+    transformer = loading.load_transformer(source, dtype=torch.float32)
+    params = add_lora(transformer, LoraSpec(4, 4, 0.0, tuple(target_modules(None, with_audio=True))), seed=0)
+    connectors = loading.load_connectors(source, dtype=torch.float32)
+    example = TrainExample(key="a", latents=torch.randn(8, 2, 2, 2), text_features=torch.randn(5, 24),
+                           frame_rate=25.0, audio_latents=torch.randn(9, 4))
+    batch = collate([example], connectors=connectors, text_max_length=source.text_max_length, device="cpu",
+                    dtype=torch.float32)
+    output = training_step(transformer, batch, generator=torch.Generator().manual_seed(0), first_frame_p=1.0,
+                           sigmas=DistilledSigmas(), cross_timestep=True)
+    output.loss.backward()
+    assert torch.isfinite(output.loss) and output.audio_loss is not None
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
