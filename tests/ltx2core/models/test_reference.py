@@ -74,3 +74,62 @@ def test_a_checkpoint_of_another_release_is_refused_naming_the_keys() -> None:
     reference = {PREFIX + k: v for k, v in _reference("2.3").state_dict().items()}
     with pytest.raises(ValueError, match=r"40 unknown tensors .*prompt_adaln_single.*model_flavour"):
         to_diffusers(reference, _transformer("2.0").state_dict())
+
+
+def _reference_text(connectors: torch.nn.Module) -> torch.nn.Module:
+    """ltx-core's 2.3 text path after Gemma (per-token norm, the two aggregate embeddings, the two connectors),
+    holding the weights of our tiny 2.3 connectors under its own names."""
+    from ltx_core.model.transformer.rope import LTXRopeType
+    from ltx_core.text_encoders.gemma.embeddings_connector import Embeddings1DConnector
+    from ltx_core.text_encoders.gemma.embeddings_processor import EmbeddingsProcessor
+    from ltx_core.text_encoders.gemma.feature_extractor import FeatureExtractorV2
+
+    config = connectors.config
+
+    def connector(prefix: str, heads: int, head_dim: int) -> torch.nn.Module:
+        module = Embeddings1DConnector(
+            attention_head_dim=head_dim, num_attention_heads=heads, num_layers=1,
+            positional_embedding_max_pos=[config.connector_rope_base_seq_len], num_learnable_registers=16,
+            rope_type=LTXRopeType.SPLIT, double_precision_rope=True, apply_gated_attention=True)
+        ours = {k.removeprefix(prefix + "."): v for k, v in connectors.state_dict().items() if k.startswith(prefix)}
+        theirs = {k.replace("transformer_blocks", "transformer_1d_blocks").replace("norm_q", "q_norm")
+                  .replace("norm_k", "k_norm"): v for k, v in ours.items()}
+        registers = theirs.pop("learnable_registers")
+        module.load_state_dict(theirs, strict=False)
+        module.learnable_registers = torch.nn.Parameter(registers)  # theirs is created in bf16
+        return module
+
+    extractor = FeatureExtractorV2(video_aggregate_embed=connectors.video_text_proj_in,
+                                   audio_aggregate_embed=connectors.audio_text_proj_in,
+                                   embedding_dim=config.caption_channels)
+    return EmbeddingsProcessor(feature_extractor=extractor,
+                               video_connector=connector("video_connector", 2, config.video_hidden_dim // 2),
+                               audio_connector=connector("audio_connector", 2, config.audio_hidden_dim // 2)).eval()
+
+
+def test_the_2_3_text_cache_expands_to_ltx_core_s_text_embeddings(tiny_of) -> None:
+    """Our compact per-modality cache + expand_for_transformer against ltx-core's EmbeddingsProcessor on the
+    same Gemma hidden states, one caption at a time (ltx-core's connectors take a batch of one)."""
+    from ltx2core.models import loading
+    from ltx2core.models.text import encode_captions, expand_for_transformer
+
+    source = tiny_of("2.3")
+    tokenizer = loading.load_tokenizer(source)
+    encoder = loading.load_text_encoder(source, dtype=torch.float32)
+    connectors = loading.load_connectors(source, dtype=torch.float32)
+    reference = _reference_text(connectors)
+    length = source.text_max_length
+    for caption in ("a robot dancing in the rain", "hi"):
+        tokens = tokenizer([caption], padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            hidden = encoder.model.language_model(input_ids=tokens["input_ids"],
+                                                  attention_mask=tokens["attention_mask"],
+                                                  output_hidden_states=True).hidden_states
+            theirs = reference.process_hidden_states(hidden, tokens["attention_mask"])
+        cached = encode_captions([caption], tokenizer=tokenizer, text_encoder=encoder, connectors=connectors,
+                                 max_length=length, device="cpu", dtype=torch.float32, bucketed=False)
+        video, audio, mask = expand_for_transformer(cached, max_length=length, connectors=connectors, device="cpu",
+                                                    dtype=torch.float32)
+        assert torch.equal(mask, theirs.attention_mask)
+        for ours, expected in ((video, theirs.video_encoding), (audio, theirs.audio_encoding)):
+            assert ours.shape == expected.shape and (ours - expected).abs().max() <= TOLERANCE * expected.abs().max()
