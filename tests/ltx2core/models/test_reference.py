@@ -133,3 +133,63 @@ def test_the_2_3_text_cache_expands_to_ltx_core_s_text_embeddings(tiny_of) -> No
         assert torch.equal(mask, theirs.attention_mask)
         for ours, expected in ((video, theirs.video_encoding), (audio, theirs.audio_encoding)):
             assert ours.shape == expected.shape and (ours - expected).abs().max() <= TOLERANCE * expected.abs().max()
+
+
+def test_our_comfyui_lora_fused_by_ltx_core_gives_our_model_with_the_lora(tmp_path) -> None:
+    """A LoRA trained here (random lora_B standing in for training), its ComfyUI file through ltx-core's own LoRA
+    fusing (what Lightricks' pipelines do): the same 2.3 transformer output as ours with the adapter, in bf16 (ltx-core
+    fuses bf16 and fp8 weights only). Skipped keys would leave the whole LoRA effect as the difference."""
+    from ltx_core.guidance.perturbations import BatchedPerturbationConfig
+    from ltx_core.loader.fuse_loras import apply_loras
+    from ltx_core.loader.primitives import LoraStateDictWithStrength, StateDict
+    from ltx_core.model.transformer.modality import Modality
+    from safetensors.torch import load_file
+
+    from ltx2core.training.lora import COMFY_FILE, COMFY_PREFIX, LoraSpec, add_lora, save_lora, target_modules
+
+    reference = _reference("2.3").to(torch.bfloat16)
+    ours = _transformer("2.3").eval()
+    original = reference.state_dict()
+    names = to_diffusers(original, ours.state_dict())
+    ours.load_state_dict({names[k]: v.float() for k, v in original.items()}, strict=True)
+    ours.to(torch.bfloat16)
+    params = add_lora(ours, LoraSpec(4, 8, 0.0, tuple(target_modules(None, with_audio=True, feed_forward=True))), seed=0)
+    generator = torch.Generator().manual_seed(3)
+    for param in params:
+        param.data = torch.randn(param.shape, generator=generator) * 0.3
+    save_lora(ours, tmp_path, flavour="2.3")
+    comfy = {k.removeprefix(COMFY_PREFIX): v.to(torch.bfloat16) for k, v in load_file(tmp_path / COMFY_FILE).items()}
+    fused = apply_loras(StateDict(original, torch.device("cpu"), 0, {torch.bfloat16}),
+                        [LoraStateDictWithStrength(StateDict(comfy, torch.device("cpu"), 0, {torch.bfloat16}), 1.0)])
+    reference.load_state_dict(fused.sd)
+
+    frames, height, width, audio_tokens, text = 2, 2, 3, 5, 7
+    g = torch.Generator().manual_seed(0)
+    video, audio = torch.randn(1, frames * height * width, 8, generator=g), torch.randn(1, audio_tokens, 4, generator=g)
+    video_text, audio_text = torch.randn(1, text, 16, generator=g), torch.randn(1, text, 8, generator=g)
+    sigma = torch.tensor([0.7])
+    video_coords = ours.rope.prepare_video_coords(1, frames, height, width, "cpu", fps=25.0)
+    audio_coords = ours.audio_rope.prepare_audio_coords(1, audio_tokens, "cpu")
+    bf16 = {"dtype": torch.bfloat16}
+    with torch.no_grad():
+        theirs = reference(
+            Modality(latent=video.to(**bf16), sigma=sigma, timesteps=sigma.expand(1, video.shape[1]),
+                     positions=video_coords, context=video_text.to(**bf16)),
+            Modality(latent=audio.to(**bf16), sigma=sigma, timesteps=sigma.expand(1, audio_tokens),
+                     positions=audio_coords, context=audio_text.to(**bf16)),
+            BatchedPerturbationConfig.empty(1))
+
+        def mine() -> tuple[torch.Tensor, ...]:
+            return ours(hidden_states=video.to(**bf16), audio_hidden_states=audio.to(**bf16),
+                        encoder_hidden_states=video_text.to(**bf16), audio_encoder_hidden_states=audio_text.to(**bf16),
+                        timestep=sigma * 1000, sigma=sigma * 1000, num_frames=frames, height=height, width=width,
+                        audio_num_frames=audio_tokens, video_coords=video_coords, audio_coords=audio_coords,
+                        use_cross_timestep=True, return_dict=False)
+
+        with_lora = mine()
+        ours.disable_adapters()
+        base = mine()
+    for adapted, plain, fused_out in zip(with_lora, base, theirs, strict=True):
+        effect = (adapted.float() - plain.float()).abs().max()
+        assert effect > 0.1  # the LoRA changes the output ...
+        assert (adapted.float() - fused_out.float()).abs().max() <= 0.1 * effect  # ... and ltx-core's fusing agrees
