@@ -70,14 +70,20 @@ _RECIPE_DISTILLED = ValidationRecipe(steps=len(DISTILLED_SIGMAS), guidance=1.0, 
 _DEV_SCHEDULER = (("use_dynamic_shifting", True), ("shift_terminal", 0.1))
 
 FLAVOURS: dict[str, Flavour] = {f.name: f for f in (
-    Flavour("2.0", "2.0", False, "Lightricks/LTX-2", "transformer", "gemma3", False, 33, _RECIPE_20),
-    Flavour("2.3", "2.3", False, "diffusers/LTX-2.3-Diffusers", "transformer", "gemma3", True, 33, _RECIPE_DEV),
-    Flavour("2.3-distilled", "2.3", True, "dg845/LTX-2.3-Distilled-Diffusers", "transformer", "gemma3", True, 33,
-            _RECIPE_DISTILLED),
-    Flavour("2.5", "2.5", False, "Lightricks/LTX-2.5-Diffusers", "transformer_full", "gemma4", True, 18, _RECIPE_DEV,
-            _DEV_SCHEDULER),
-    Flavour("2.5-distilled", "2.5", True, "Lightricks/LTX-2.5-Diffusers", "transformer", "gemma4", True, 18,
-            _RECIPE_DISTILLED),
+    Flavour(name="2.0", release="2.0", distilled=False, repo="Lightricks/LTX-2", transformer_subfolder="transformer",
+            text_encoder="gemma3", use_cross_timestep=False, image_crf=33, validation=_RECIPE_20),
+    Flavour(name="2.3", release="2.3", distilled=False, repo="diffusers/LTX-2.3-Diffusers",
+            transformer_subfolder="transformer", text_encoder="gemma3", use_cross_timestep=True, image_crf=33,
+            validation=_RECIPE_DEV),
+    Flavour(name="2.3-distilled", release="2.3", distilled=True, repo="dg845/LTX-2.3-Distilled-Diffusers",
+            transformer_subfolder="transformer", text_encoder="gemma3", use_cross_timestep=True, image_crf=33,
+            validation=_RECIPE_DISTILLED),
+    Flavour(name="2.5", release="2.5", distilled=False, repo="Lightricks/LTX-2.5-Diffusers",
+            transformer_subfolder="transformer_full", text_encoder="gemma4", use_cross_timestep=True, image_crf=18,
+            validation=_RECIPE_DEV, scheduler_overrides=_DEV_SCHEDULER),
+    Flavour(name="2.5-distilled", release="2.5", distilled=True, repo="Lightricks/LTX-2.5-Diffusers",
+            transformer_subfolder="transformer", text_encoder="gemma4", use_cross_timestep=True, image_crf=18,
+            validation=_RECIPE_DISTILLED),
 )}
 # SimpleTuner's spellings (its `model_flavour` values), and the obvious ones.
 ALIASES = {"2": "2.0", "dev": "2.0", "2.0-dev": "2.0", "2.3-dev": "2.3", "2.5-dev": "2.5"}
