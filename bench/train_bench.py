@@ -92,6 +92,7 @@ from ltx2core.models.flavours import FLAVOURS, Flavour  # noqa: E402
 from ltx2core.models.runtime import compute_dtype  # noqa: E402
 from ltx2core.models.scale import LTX2  # noqa: E402
 from ltx2core.models.source import TEXT_MAX_LENGTH as TEXT_MAX_LENGTH_1024  # noqa: E402
+from ltx2core.models.text import projection_widths  # noqa: E402
 from ltx2core.training.data import TrainBatch, TrainExample, collate  # noqa: E402
 from ltx2core.training.lora import LoraSpec, add_lora, target_modules  # noqa: E402
 from ltx2core.training.optim import make_optimizer  # noqa: E402
@@ -442,13 +443,6 @@ def _bytes(module: torch.nn.Module) -> int:
 # ---- inputs and steps
 
 
-def feature_width(connectors: Any) -> int:
-    """Channels of a cached caption feature: 2.0's shared projection, or 2.3+'s video and audio ones side by side."""
-    config = connectors.config
-    return config.video_hidden_dim + config.audio_hidden_dim if config.per_modality_projections else (
-        config.caption_channels)
-
-
 def context_widths(transformer_config: Any) -> tuple[int, int]:
     """(video, audio) widths of the text the transformer takes: 2.0 projects its 3840-wide captions itself."""
     if transformer_config.use_prompt_embeddings:
@@ -663,7 +657,7 @@ def run_row(bench: Bench, row: Row, steps: int, flop_counts: dict[tuple[Any, ...
             record["lora_dtype"] = str(params[0].dtype).removeprefix("torch.")
         connectors = bench.get_connectors() if row.connectors and row.family != "baseline" else None
         # (without connectors the features are not read: random connector-shaped text stands in, or the baseline's)
-        caption_channels = feature_width(connectors) if connectors is not None else 1
+        caption_channels = sum(projection_widths(connectors)) if connectors is not None else 1
         example = make_example(sizes, shape, transformer.config, caption_channels, row.audio)
         if row.precap:  # as the train stage does when the run's captions fit in host memory
             from dataclasses import replace

@@ -176,19 +176,22 @@ def validation_settings(config: TrainConfig) -> ValidationSettings:
     from ltx2core.validation.settings import ValidationSettings
 
     recipe = FLAVOURS[config.model_flavour].validation
-    guidance = recipe.guidance if config.validation_guidance is None else config.validation_guidance
-    if config.ltx2_validation_audio_guidance is not None:
-        audio_guidance = config.ltx2_validation_audio_guidance
-    else:
-        audio_guidance = guidance if config.model_flavour == "2.0" else recipe.audio_guidance
-    steps = config.validation_num_inference_steps or recipe.steps
-    seed = config.validation_seed if config.validation_seed is not None else config.seed
+    guidance = _first_set(config.validation_guidance, recipe.guidance)
+    audio_guidance = _first_set(config.ltx2_validation_audio_guidance, recipe.audio_guidance, guidance)
+    # a fixed schedule (distilled) has its own number of steps
+    steps = recipe.steps if recipe.sigmas else _first_set(config.validation_num_inference_steps, recipe.steps)
+    seed = _first_set(config.validation_seed, config.seed)
     return ValidationSettings(
-        guidance=guidance, audio_guidance=audio_guidance, steps=len(recipe.sigmas) if recipe.sigmas else steps,
+        guidance=guidance, audio_guidance=audio_guidance, steps=steps,
         stg_scale=recipe.stg_scale, stg_blocks=recipe.stg_blocks, modality_scale=recipe.modality_scale,
         guidance_rescale=recipe.guidance_rescale, sigmas=recipe.sigmas, seed=seed,
         resolutions=tuple(tuple(r) for r in config.validation_resolution),
         num_frames=config.validation_num_video_frames, frame_rate=config.frame_rate)
+
+
+def _first_set(*values: Any) -> Any:
+    """The first value that is not None (an explicit 0 counts as set)."""
+    return next(v for v in values if v is not None)
 
 
 def sampling_memory(config: TrainConfig) -> MemoryOptions:

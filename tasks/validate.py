@@ -44,6 +44,8 @@ from tasks.progress import sink
 from tasks.report import StageReport, reporting
 
 I2V_CLIPS = 2  # eval clips sampled per validation
+NOTHING_TO_VALIDATE = ("nothing to validate: set validation_prompt (or validation_prompt_library), or "
+                       "validation_using_datasets with eval_dataset_id")
 
 
 def prompt_texts(config: TrainConfig) -> list[str]:
@@ -102,8 +104,7 @@ def validation_prompts(store: Store, config: TrainConfig, datasets: list[VideoDa
     texts = prompt_texts(config)
     clips = eval_clips(store, config, datasets) if config.validation_using_datasets else []
     if not texts and not clips:
-        raise ValueError("nothing to validate: set validation_prompt (or validation_prompt_library), or "
-                         "validation_using_datasets with eval_dataset_id")
+        raise ValueError(NOTHING_TO_VALIDATE)
     negative_text = config.validation_negative_prompt or ""
     return texts, clips, cached_prompts(store, source, [*texts, *(c for c, _ in clips), negative_text], device, dtype)
 
@@ -193,8 +194,7 @@ def validate(store_uri: str, config: TrainConfig, datasets: list[VideoDataset], 
         sink().start(f"validate {run}", 0)
         if not has_validation_prompts(config):
             report.note = "nothing to validate"
-            log.warning("validate %s: nothing to validate: set validation_prompt (or validation_prompt_library), "
-                        "or validation_using_datasets with eval_dataset_id", run)
+            log.warning("validate %s: %s", run, NOTHING_TO_VALIDATE)
             return report
         source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
         step, lora = checkpoint_lora(store, config, checkpoint)

@@ -18,7 +18,7 @@ from ltx2core.models.flavours import FLAVOURS, canonical
 from ltx2core.models.scale import LTX2
 
 TINY_MODEL = "tiny"  # pretrained_model_name_or_path naming the project's tiny random LTX-2 (tests, demo)
-Flavour = Literal["2.0", "2.3", "2.3-distilled", "2.5", "2.5-distilled"]  # ltx2core/models/flavours.py
+Flavour = Literal[tuple(FLAVOURS)]  # the names of ltx2core/models/flavours.py's table, nothing more
 
 
 class TreadRoute(StrictModel):
@@ -52,7 +52,8 @@ class TrainConfig(StrictModel):
         "stored in float8 (per-row scale), multiplied in fp8 where the GPU can; int8-torchao: the same weights in "
         "int8 by torchao (weight-only, SimpleTuner's LTX-2 default); LoRA stays float32"
     )
-    train_text_encoder: bool = Field(False, description="Must stay false: the Gemma text encoder is frozen and its embeds cached")
+    train_text_encoder: bool = Field(
+        False, description="Must stay false: the Gemma text encoder is frozen and its embeds cached")
     tokenizer_max_length: int = Field(1024, ge=1, description="Gemma prompt tokens (LTX-2 pipeline default)")
 
     # ---- paths

@@ -35,7 +35,7 @@ def component_fingerprint(source: ModelSource, component: Component) -> str:
         raise ValueError(f"unknown component {component!r}: use one of {', '.join(COMPONENTS)}")
     # The release, not the flavour: a release's dev and distilled flavours share one repo's text encoder and VAE
     # (LTX-2.5-Diffusers), and what they share is then cached once. The transformer's folder tells them apart.
-    folder_name = source.subfolder.get(component, component)
+    folder_name = source.folder(component)
     digest = hashlib.sha256(f"{SCHEME}\0{source.flavour.release}\0{folder_name}\0".encode())
     if source.is_local:
         folder = Path(source.name_or_path) / folder_name

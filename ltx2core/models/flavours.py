@@ -31,7 +31,7 @@ class ValidationRecipe:
 
     steps: int
     guidance: float  # classifier-free guidance on video
-    audio_guidance: float  # ... on audio
+    audio_guidance: float | None  # ... on audio; None: the video guidance (as it is set or defaulted)
     stg_scale: float = 0.0  # spatio-temporal guidance (0 = off)
     stg_blocks: tuple[int, ...] = ()
     modality_scale: float = 1.0  # modality-isolation guidance (1 = off)
@@ -59,7 +59,7 @@ class Flavour:
 
 
 # 2.0: SimpleTuner's quickstart recipe (plain CFG 5.0 on both; diffusers' STG is a no-op on 2.0 weights).
-_RECIPE_20 = ValidationRecipe(steps=30, guidance=5.0, audio_guidance=5.0)
+_RECIPE_20 = ValidationRecipe(steps=30, guidance=5.0, audio_guidance=None)
 # 2.3 / 2.5 dev: Lightricks' constants (CFG 3 video / 7 audio, STG 1 at block 28, modality 3, rescale 0.7).
 _RECIPE_DEV = ValidationRecipe(steps=30, guidance=3.0, audio_guidance=7.0, stg_scale=1.0, stg_blocks=(28,),
                                modality_scale=3.0, guidance_rescale=0.7)

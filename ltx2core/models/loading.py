@@ -119,8 +119,8 @@ def _load_model(cls: type[ModelT], source: ModelSource, subfolder: str, dtype: t
     # device_map puts the weights straight on the device: no full copy in host memory first.
     try:
         model = cls.from_pretrained(
-            source.name_or_path, subfolder=source.subfolder.get(subfolder, subfolder), torch_dtype=dtype, device_map={"": torch.device(device)},
-            **_hub_kwargs(source),
+            source.name_or_path, subfolder=source.folder(subfolder), torch_dtype=dtype,
+            device_map={"": torch.device(device)}, **_hub_kwargs(source),
         )
     except OSError as error:  # diffusers names the parent folder and a file it guessed, not the fix
         raise ModelLoadError(source, subfolder, error) from None
@@ -130,7 +130,8 @@ def _load_model(cls: type[ModelT], source: ModelSource, subfolder: str, dtype: t
 class ModelLoadError(OSError):
     """A component's files are missing or unreadable; says which and how to get them."""
 
-    def __init__(self, source: ModelSource, subfolder: str, cause: OSError) -> None:
+    def __init__(self, source: ModelSource, component: str, cause: OSError) -> None:
+        subfolder = source.folder(component)
         if source.untrained:
             fix = f"{source.name_or_path}/{subfolder} is incomplete: rebuild the tiny model with `ltx2 make-tiny-model DIR`"
         elif source.is_local:
@@ -140,7 +141,7 @@ class ModelLoadError(OSError):
         else:
             fix = ("the hub snapshot is not in the local cache: download it on a machine with network access, or "
                    "unset HF_HUB_OFFLINE")
-        super().__init__(f"cannot load the {subfolder} of {source.label}: {cause}; {fix}")
+        super().__init__(f"cannot load the {component} of {source.label}: {cause}; {fix}")
 
 
 def _frozen(model: ModelT, source: ModelSource, subfolder: str, device: Device) -> ModelT:

@@ -40,10 +40,9 @@ class ModelSource:
     def text_max_length(self) -> int:
         return tiny.TEXT_MAX_LENGTH if self.untrained else TEXT_MAX_LENGTH
 
-    @property
-    def subfolder(self) -> dict[str, str]:
-        """Component -> its folder, where the flavour's transformer is not `transformer/` (2.5's full model)."""
-        return {"transformer": self.flavour.transformer_subfolder}
+    def folder(self, component: str) -> str:
+        """The component's subfolder: its own name, but the flavour's for the transformer (2.5: transformer_full)."""
+        return self.flavour.transformer_subfolder if component == "transformer" else component
 
     @property
     def label(self) -> str:
@@ -102,12 +101,13 @@ def check_release(source: ModelSource, found: str) -> None:
 
 def component_config(source: ModelSource, component: Component) -> dict[str, Any]:
     """`<component>/config.json` alone (no weights, no torch): enough for cache keys and shape rules."""
-    folder = source.subfolder.get(component, component)
+    folder = source.folder(component)
     if source.is_local:
         path = Path(source.name_or_path) / folder / "config.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: {source.name_or_path} is not a complete LTX-{source.flavour.release} "
-                                    f"model in diffusers layout (the {source.flavour.name} flavour reads {folder}/)")
+            raise FileNotFoundError(
+                f"{path} is missing: {source.name_or_path} is not a complete LTX-{source.flavour.release} model in "
+                f"diffusers layout (the {source.flavour.name} flavour reads {folder}/)")
     else:
         from huggingface_hub import hf_hub_download  # honours HF_HUB_OFFLINE and the HF cache
 

@@ -193,6 +193,11 @@ def _projections(connectors: Any) -> list[tuple[torch.Tensor, torch.Tensor | Non
             for layer in (connectors.video_text_proj_in, connectors.audio_text_proj_in)]
 
 
+def projection_widths(connectors: Any) -> list[int]:
+    """Channels of each part of a cached caption feature: [3840] for 2.0, [video 4096, audio 2048] for 2.3+."""
+    return [weight.shape[0] for weight, _, _ in _projections(connectors)]
+
+
 def per_token_norm(stacked: torch.Tensor, lengths: torch.Tensor, hidden_dim: int, eps: float = 1e-6) -> torch.Tensor:
     """LTX-2.3's per-token RMS norm of each layer's hidden state (`per_token_rms_norm`, in the states' dtype) of
     LEFT-padded states stacked as for `per_layer_norm` -> [B, L, hidden * layers], padding rows 0."""
@@ -234,7 +239,7 @@ def expand_for_transformer(
     """
     rows = [f.features if isinstance(f, CaptionEmbedding) else f for f in features_list]
     projections = _projections(connectors)
-    widths = [weight.shape[0] for weight, _, _ in projections]
+    widths = projection_widths(connectors)
     # The pipeline's padding rows are each projection of 0: its bias.
     padded = torch.cat([(bias.to(device, dtype) if bias is not None else torch.zeros(width, device=device, dtype=dtype))
                         .expand(len(rows), max_length, width) for width, (_, bias, _) in zip(widths, projections)],

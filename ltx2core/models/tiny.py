@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ltx2core.models.flavours import FLAVOURS
+
 log = logging.getLogger(__name__)
 
 VERSION = 3  # bump when the configs below change: the cached folder name carries it
@@ -112,10 +114,9 @@ def tiny_transformers(flavour: str) -> dict[str, Any]:
 def _components(flavour: str) -> dict[str, Any]:
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    release = flavour.split("-")[0]
-    per_modality = release != "2.0"
-    text_encoder = _gemma4() if release == "2.5" else _gemma3()
-    connectors = _connectors(per_modality)
+    release = FLAVOURS[flavour].release
+    text_encoder = _gemma4() if FLAVOURS[flavour].text_encoder == "gemma4" else _gemma3()
+    connectors = _connectors(FLAVOURS[flavour].per_modality_text)
     vae = _video_vae(release)
     audio_vae, vocoder = _audio(release)
     transformer = _transformer(flavour)
@@ -199,7 +200,8 @@ def _video_vae(release: str) -> Any:
     # formula would say 64/16 for these layouts.
     if release == "2.0":
         vae = AutoencoderKLLTX2Video(
-            latent_channels=_LATENT_CHANNELS, block_out_channels=(8, 16, 32, 32), decoder_block_out_channels=(8, 16, 32),
+            latent_channels=_LATENT_CHANNELS, block_out_channels=(8, 16, 32, 32),
+            decoder_block_out_channels=(8, 16, 32),
             layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1),
             downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
             decoder_causal=False, spatial_compression_ratio=32, temporal_compression_ratio=8,
@@ -249,7 +251,7 @@ def _audio(release: str) -> tuple[Any, Any]:
 def _transformer(flavour: str) -> Any:
     from diffusers import LTX2VideoTransformer3DModel
 
-    release = flavour.split("-")[0]
+    release = FLAVOURS[flavour].release
     audio_in_channels = 2 * (8 // 4)  # the tiny audio VAE's latent channels x mel bins / 4
     common = dict(
         in_channels=_LATENT_CHANNELS, out_channels=_LATENT_CHANNELS, num_attention_heads=2,
@@ -287,6 +289,6 @@ def _save(pipeline: Any, folder: Path, flavour: str) -> None:
         transformer.save_pretrained(folder / subfolder, safe_serialization=True)
     index_path = folder / "model_index.json"
     index = json.loads(index_path.read_text())
-    index.update({TINY_KEY: True, RELEASE_KEY: flavour.split("-")[0], UNTRAINED_KEY: True,
+    index.update({TINY_KEY: True, RELEASE_KEY: FLAVOURS[flavour].release, UNTRAINED_KEY: True,
                   "_ltx2_tiny_version": VERSION})
     index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")

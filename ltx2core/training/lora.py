@@ -184,7 +184,8 @@ def write_lora_files(
         _add_header(Path(staging) / DIFFUSERS_FILE, {FLAVOUR_METADATA: flavour})
         written.append(publish(Path(staging) / DIFFUSERS_FILE, folder / DIFFUSERS_FILE))
         if comfy:
-            save_file(comfy_state_dict(state, spec), Path(staging) / COMFY_FILE, metadata={FLAVOUR_METADATA: flavour})
+            save_file(comfy_state_dict(state, spec), Path(staging) / COMFY_FILE,
+                      metadata={FLAVOUR_METADATA: flavour})
             written.append(publish(Path(staging) / COMFY_FILE, folder / COMFY_FILE))
     return written
 

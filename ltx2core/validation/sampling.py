@@ -40,7 +40,7 @@ from ltx2core.models import loading
 from ltx2core.models.flavours import Flavour
 from ltx2core.models.placement import on_device
 from ltx2core.models.source import ModelSource
-from ltx2core.models.text import CaptionEmbedding, encode_captions, expand_for_transformer
+from ltx2core.models.text import CaptionEmbedding, encode_captions, expand_for_transformer, projection_widths
 from ltx2core.models.vae import decode_video
 from ltx2core.models.vae_options import VaeOptions
 from ltx2core.training.lora import COMFY_FILE, DIFFUSERS_FILE, lora_flavour
@@ -134,8 +134,7 @@ def load_sampler(
         audio_vae=loading.load_audio_vae(source, dtype=dtype, device=device),
         vocoder=loading.load_vocoder(source, dtype=dtype, device=device),
         scheduler=loading.load_scheduler(source),
-        connectors=_ConnectorOutputs(device, dtype, video_width=connectors.config.video_hidden_dim
-                                     if connectors.config.per_modality_projections else connectors.config.caption_channels),
+        connectors=_ConnectorOutputs(device, dtype, video_width=projection_widths(connectors)[0]),
         text_encoder=None,
         tokenizer=None,
     )

@@ -17,7 +17,7 @@ from diffusers import LTX2Pipeline
 from ltx2core.models import loading
 from ltx2core.models.flavours import FLAVOURS, release_of
 from ltx2core.models.source import ModelSource, component_config, resolve_source
-from ltx2core.models.text import _project, encode_captions, expand_for_transformer
+from ltx2core.models.text import _project, encode_captions, expand_for_transformer, projection_widths
 from ltx2core.models.vae import VaeOptions, encode_video
 
 CAPTIONS = ["a robot dancing in the rain", "hi", "two dogs run along a beach at dusk, the camera follows", ""]
@@ -129,10 +129,7 @@ def test_the_training_forward_is_called_as_the_flavour_s_pipeline_calls_it(tiny_
     finally:
         handle.remove()
     theirs = seen[0]
-    width = sum(w.shape[0] for w in (p for n, p in components["connectors"].named_parameters()
-                                     if n.endswith("proj_in.weight")))
-    if not components["connectors"].config.per_modality_projections:
-        width = components["connectors"].config.caption_channels
+    width = sum(projection_widths(components["connectors"]))
     example = TrainExample(key="a", latents=torch.zeros(8, 2, 2, 2), text_features=torch.randn(3, width),
                            frame_rate=25.0, audio_latents=torch.zeros(theirs["audio_hidden_states"].shape[1], 4))
     batch = collate([example], connectors=components["connectors"], text_max_length=source.text_max_length,

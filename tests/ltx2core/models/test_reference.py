@@ -153,7 +153,8 @@ def test_our_comfyui_lora_fused_by_ltx_core_gives_our_model_with_the_lora(tmp_pa
     names = to_diffusers(original, ours.state_dict())
     ours.load_state_dict({names[k]: v.float() for k, v in original.items()}, strict=True)
     ours.to(torch.bfloat16)
-    params = add_lora(ours, LoraSpec(4, 8, 0.0, tuple(target_modules(None, with_audio=True, feed_forward=True))), seed=0)
+    targets = tuple(target_modules(None, with_audio=True, feed_forward=True))
+    params = add_lora(ours, LoraSpec(4, 8, 0.0, targets), seed=0)
     generator = torch.Generator().manual_seed(3)
     for param in params:
         param.data = torch.randn(param.shape, generator=generator) * 0.3

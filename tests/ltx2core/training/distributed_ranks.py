@@ -71,7 +71,8 @@ def batches() -> BucketBatches:
 def settings(output_dir: Path, max_steps: int, *, accumulation: int, device: str = "cpu") -> TrainSettings:
     # Dropout, I2V conditioning and audio make every random stream matter; lr is large so 4 steps move the LoRA.
     return TrainSettings(output_dir=output_dir, max_steps=max_steps,
-                         text_max_length=resolve_source("tiny").text_max_length, model="tiny", learning_rate=1e-2, seed=5, first_frame_p=0.5,
+                         text_max_length=resolve_source("tiny").text_max_length, model="tiny", learning_rate=1e-2,
+                         seed=5, first_frame_p=0.5,
                          gradient_accumulation_steps=accumulation, checkpointing_steps=RESUME_AT, mixed_precision="no",
                          validation_steps=STEPS, device=device)
 
