@@ -94,6 +94,17 @@ def caption_source(dataset: VideoDataset, read_table: Callable[[str, list[str]],
 # ---- text embeddings
 
 
+# ---- the model
+
+
+def model_source(config: TrainConfig) -> ModelSource:
+    """Where every component comes from: the diffusers model, and the transformer's own file when one is named."""
+    from ltx2core.models.source import resolve_source
+
+    return resolve_source(config.pretrained_model_name_or_path, config.model_flavour,
+                          transformer_file=config.pretrained_transformer_model_name_or_path)
+
+
 @dataclass(frozen=True)
 class TextModel:
     """Which text encoder makes the embeddings, as far as cache keys are concerned."""

@@ -18,11 +18,10 @@ from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
 from ltx2core.data.encode_latents import AudioSpec, LatentJob, encode_latent_jobs
 from ltx2core.data.tensors import to_record
-from ltx2core.keys import LatentModel, clip_spec, latent_model, vae_options
+from ltx2core.keys import LatentModel, clip_spec, latent_model, model_source, vae_options
 from ltx2core.models.loading import load_audio_vae, load_vae
 from ltx2core.models.placement import on_device
 from ltx2core.models.runtime import compute_dtype, pick_device
-from ltx2core.models.source import resolve_source
 from storage.store import Store
 from tasks.datasets import clip_plan
 from tasks.pending import latent_work
@@ -56,7 +55,7 @@ def latents_shard(store_uri: str, config: TrainConfig, dataset: VideoDataset, ke
     its own keys, by upsert, and a clip encodes to the same row each time. `model` is the VAE the keys were
     made for; a worker whose VAE differs refuses instead of writing rows under keys they do not match."""
     store = Store.open(store_uri)
-    source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
+    source = model_source(config)
     options = vae_options(config)
     if latent_model(source, options) != model:
         raise RuntimeError(f"the VAE of {source.label} on this machine differs from the one the flow planned "
@@ -100,7 +99,7 @@ def run(store_uri: str, config: TrainConfig, dataset: VideoDataset, force: bool 
     """Encode the dataset's missing latents in at least `min_shards` shards (one per worker share of a cluster)."""
     log = get_run_logger()
     with reporting(store_uri, "latents", dataset.id, tables=["latents"], verb="encoded") as (store, report):
-        source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
+        source = model_source(config)
         model = latent_model(source, vae_options(config))
         work = latent_work(store, dataset, model, force)
         report.skipped = len(work.wanted) - len(work.todo)

@@ -26,6 +26,7 @@ from ltx2core.keys import (
     latent_key,
     latent_model,
     max_steps,
+    model_source,
     run_id,
     sample_id,
     text_model,
@@ -124,9 +125,7 @@ def nothing_pending(store: Store, config, datasets: list[VideoDataset], stages: 
     """True when every chosen stage is up to date: a rerun would do no work."""
 
     def source():
-        from ltx2core.models.source import resolve_source
-
-        return resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
+        return model_source(config)
 
     def latents_current(d: VideoDataset) -> bool:
         return not latent_work(store, d, latent_model(source(), vae_options(config))).todo

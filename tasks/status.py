@@ -58,9 +58,8 @@ def stage_status(storage: str, datasets: list[VideoDataset], config=None) -> lis
         rows.add("captions", d.id, len(c.kept) - len(c.todo) - no_caption, len(c.todo), no_caption)
     if config is None:
         return list(rows)
-    from ltx2core.models.source import resolve_source
 
-    source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
+    source = keys.model_source(config)
     t = pending.text_embed_work(store, pending.wanted_captions(store, datasets), keys.text_model(source))
     rows.add("text-embeds", "*", len(t.wanted) - len(t.todo), len(t.todo))
     model = keys.latent_model(source, keys.vae_options(config))

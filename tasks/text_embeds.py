@@ -16,11 +16,10 @@ from prefect.cache_policies import NO_CACHE
 from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
 from ltx2core.data.tensors import to_record
-from ltx2core.keys import TextModel, text_model
+from ltx2core.keys import TextModel, model_source, text_model
 from ltx2core.models.loading import load_connectors, load_text_encoder, load_tokenizer
 from ltx2core.models.placement import on_device
 from ltx2core.models.runtime import compute_dtype, pick_device
-from ltx2core.models.source import resolve_source
 from ltx2core.models.text import ENCODE_BATCH, ENCODE_TOKENS, encode_captions
 from storage.store import Store
 from tasks.pending import text_embed_work, wanted_captions
@@ -37,7 +36,7 @@ def text_embeds_shard(store_uri: str, config: TrainConfig, keyed: list[tuple[str
     Idempotent (Dask may run a shard again after a worker loss): it upserts only its own keys. `model` is the
     encoder the keys were made for; a worker whose encoder differs refuses instead of writing mismatched rows."""
     store = Store.open(store_uri)
-    source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
+    source = model_source(config)
     if text_model(source) != model:
         raise RuntimeError(f"the text encoder of {source.label} on this machine differs from the one the flow "
                            "planned for; give every Dask worker the same model files (or hub cache)")
@@ -71,7 +70,7 @@ def cache_text_embeds(store_uri: str, config: TrainConfig, datasets: list[VideoD
     worker share of a cluster."""
     log = get_run_logger()
     with reporting(store_uri, "text-embeds", tables=["text_embeds"], verb="encoded") as (store, report):
-        source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
+        source = model_source(config)
         model = text_model(source)
         work = text_embed_work(store, wanted_captions(store, datasets), model, force)
         report.skipped = len(work.wanted) - len(work.todo)

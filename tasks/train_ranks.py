@@ -32,10 +32,17 @@ import torch
 from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
 from ltx2core.data.tensors import from_record
-from ltx2core.keys import has_validation_prompts, model_settings, run_id, train_batches, train_settings
+from ltx2core.keys import (
+    has_validation_prompts,
+    model_settings,
+    model_source,
+    run_id,
+    train_batches,
+    train_settings,
+)
 from ltx2core.models.loading import load_scheduler
 from ltx2core.models.runtime import compute_dtype, pick_device
-from ltx2core.models.source import ModelSource, component_config, resolve_source
+from ltx2core.models.source import ModelSource, component_config
 from ltx2core.training.assemble import assemble_training_model
 from ltx2core.training.checkpoint import latest_checkpoint
 from ltx2core.training.data import ExpandedCaption, TrainExample, expand_captions
@@ -105,7 +112,7 @@ class RunSummary:
 
 
 def plan_run(store: Store, config: TrainConfig, datasets: list[VideoDataset], *, force: bool) -> RunPlan:
-    source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
+    source = model_source(config)
     refs, buckets = training_refs(store, config, datasets, source)
     if not refs:
         raise ValueError("no sample has both its latents and its caption embedding cached: run the stages "

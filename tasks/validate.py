@@ -22,9 +22,16 @@ from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
 from ltx2core.data.fingerprint import fingerprint
 from ltx2core.data.tensors import from_record, to_record
-from ltx2core.keys import has_validation_prompts, run_id, sampling_memory, text_model, validation_settings
+from ltx2core.keys import (
+    has_validation_prompts,
+    model_source,
+    run_id,
+    sampling_memory,
+    text_model,
+    validation_settings,
+)
 from ltx2core.models.runtime import compute_dtype, pick_device
-from ltx2core.models.source import ModelSource, resolve_source
+from ltx2core.models.source import ModelSource
 from ltx2core.validation.contact_sheet import contact_sheet
 from ltx2core.validation.sampling import (
     Sample,
@@ -196,7 +203,7 @@ def validate(store_uri: str, config: TrainConfig, datasets: list[VideoDataset], 
             report.note = "nothing to validate"
             log.warning("validate %s: %s", run, NOTHING_TO_VALIDATE)
             return report
-        source = resolve_source(config.pretrained_model_name_or_path, config.model_flavour)
+        source = model_source(config)
         step, lora = checkpoint_lora(store, config, checkpoint)
         done = store.count("validations", where=sql_eq("run_id", run) + f" AND step = {step} AND lora")
         if done and not force:

@@ -47,6 +47,11 @@ class TrainConfig(StrictModel):
         None, description=f"Hub id or folder of diffusers weights; '{TINY_MODEL}' = the flavour's tiny random model; "
         "null = the flavour's diffusers repository (config/README.md)"
     )
+    pretrained_transformer_model_name_or_path: str | None = Field(
+        None, description="A single .safetensors file the transformer comes from instead (Lightricks' or ComfyUI's "
+        "layout: a whole checkpoint such as ltx-2.3-22b-dev.safetensors, a transformer-only file, FP8 files with "
+        "scales); the other components still come from pretrained_model_name_or_path"
+    )
     base_model_precision: Literal["no_change", "fp8-e4m3fn", "int8-torchao"] = Field(
         "no_change", description="no_change: frozen weights as loaded; fp8-e4m3fn: transformer block Linear weights "
         "stored in float8 (per-row scale), multiplied in fp8 where the GPU can; int8-torchao: the same weights in "

@@ -26,10 +26,17 @@ ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
 def load_transformer(source: ModelSource, *, dtype: torch.dtype, device: Device = "cpu") -> Any:
     """`LTX2VideoTransformer3DModel` of the flavour (2.5: `transformer_full/` for the full model), refused when its
-    config is another release's (a hub id is first checked here)."""
+    config is another release's (a hub id is first checked here); with `source.transformer_file`, that config with
+    the file's weights."""
     from diffusers import LTX2VideoTransformer3DModel
 
-    check_release(source, release_of(component_config(source, "transformer")))
+    config = component_config(source, "transformer")
+    check_release(source, release_of(config))
+    if source.transformer_file:
+        from ltx2core.models.single_file import load_transformer_file
+
+        model = load_transformer_file(source.transformer_file, config, dtype=dtype, device=device)
+        return _frozen(model, source, "transformer", device)
     return _load_model(LTX2VideoTransformer3DModel, source, "transformer", dtype, device)
 
 

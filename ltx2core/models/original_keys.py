@@ -40,11 +40,16 @@ def _rename(key: str, top: Mapping[str, str], block: Mapping[str, str]) -> str:
     return ".".join([top.get(parts[0], parts[0]), *parts[1:]])
 
 
+def diffusers_name(key: str) -> str:
+    """The diffusers name of one original key (with or without PREFIX); diffusers names map to themselves."""
+    return _rename(key.removeprefix(PREFIX), TOP_LEVEL, IN_BLOCK)
+
+
 def to_diffusers(keys: Iterable[str], expected: Iterable[str]) -> dict[str, str]:
     """original key -> diffusers key, for every key (with or without PREFIX); raises naming the keys that map
     to no parameter of `expected` and the parameters no key fills."""
     expected = set(expected)
-    mapping = {key: _rename(key.removeprefix(PREFIX), TOP_LEVEL, IN_BLOCK) for key in keys}
+    mapping = {key: diffusers_name(key) for key in keys}
     unknown = sorted(k for k, v in mapping.items() if v not in expected)
     missing = sorted(expected - set(mapping.values()))
     if unknown or missing:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +35,8 @@ class ModelSource:
     is_local: bool
     untrained: bool = False  # the tiny random model: whatever it produces is a smoke test, never a model
     cache_dir: Path | None = None  # hub cache; None: huggingface_hub's default (HF_HOME / HF_HUB_CACHE)
+    transformer_file: Path | None = None  # a single .safetensors file the transformer comes from instead
+    transformer_identity: str = ""  # that file's content identity (single_file.file_identity)
 
     @property
     def text_max_length(self) -> int:
@@ -49,19 +51,26 @@ class ModelSource:
         """How results made with this model should be labelled (and what a checkpoint records it was trained on:
         the format predates 2.3, so that 2.0 runs still resume)."""
         suffix = ", tiny random weights: UNTRAINED" if self.untrained else ""
+        if self.transformer_file:  # by content: the same file elsewhere is the same model
+            suffix += f", transformer {self.transformer_file.name} {self.transformer_identity[:12]}"
         return f"{self.name_or_path} (LTX-2 flavour {self.flavour.name}{suffix})"
 
 
 def resolve_source(
-    pretrained_model_name_or_path: str | None, model_flavour: str = "2.0", *, cache_dir: Path | None = None
+    pretrained_model_name_or_path: str | None, model_flavour: str = "2.0", *, cache_dir: Path | None = None,
+    transformer_file: str | Path | None = None,
 ) -> ModelSource:
     """Resolve `tiny`, a local diffusers folder or a hub id (the hub is only contacted when a component loads);
-    None means the flavour's own repository.
+    None means the flavour's own repository. `transformer_file`: the transformer from that single file instead
+    (single_file.py), checked here against the flavour by its tensor names.
 
     `tiny` builds the flavour's tiny model once into $LTX2_HOME (default ~/.cache/ltx2). A folder written by
     `make_tiny_model` is recognised as tiny from its model_index.json.
     """
     flavour = FLAVOURS[canonical(model_flavour)]
+    if transformer_file is not None:
+        source = resolve_source(pretrained_model_name_or_path, model_flavour, cache_dir=cache_dir)
+        return replace(source, **_transformer_file(Path(transformer_file).expanduser(), flavour))
     name = pretrained_model_name_or_path or flavour.repo
     if name == TINY_NAME:
         return ModelSource(str(tiny.tiny_model_dir(flavour.name)), flavour, is_local=True, untrained=True)
@@ -87,6 +96,22 @@ def resolve_source(
             f"pretrained_model_name_or_path {name!r} is neither an existing folder nor a hub id like {flavour.repo}"
         )
     return ModelSource(name, flavour, is_local=False, cache_dir=cache_dir)
+
+
+def _transformer_file(path: Path, flavour: Flavour) -> dict[str, Any]:
+    from ltx2core.models.single_file import TransformerFileError, file_identity, release_of_file
+
+    if path.is_dir() or path.suffix != ".safetensors" or not path.is_file():
+        raise FileNotFoundError(
+            f"pretrained_transformer_model_name_or_path {path} is not a .safetensors file: name a single checkpoint "
+            "file (Lightricks' or ComfyUI's); a diffusers folder goes in pretrained_model_name_or_path")
+    found = release_of_file(path)
+    if found != flavour.release:
+        raise TransformerFileError(
+            f"{path.name} holds an LTX-{found} transformer but model_flavour is {flavour.name!r}: set model_flavour "
+            f"to {found!r} (or its distilled flavour) or point pretrained_transformer_model_name_or_path at an "
+            f"LTX-{flavour.release} file")
+    return {"transformer_file": path, "transformer_identity": file_identity(path)}
 
 
 def check_release(source: ModelSource, found: str) -> None:

@@ -1,0 +1,138 @@
+"""Loading the transformer from a single checkpoint file: time and host memory at full size.
+
+Writes the full-size transformer of a release (random-free: uninitialised bf16 tensors, the size is what matters)
+as one `.safetensors` file in Lightricks' original layout (`model.diffusion_model.` names), then loads it in a fresh
+process per row and reports wall seconds, the process's peak resident host memory and peak GPU memory:
+
+  ours       ltx2core.models.single_file.load_transformer_file straight onto the GPU (the train stage loads to the
+             host: `--device cpu`)
+  diffusers  (2.0 only, the baseline) `LTX2VideoTransformer3DModel.from_single_file` on the same file with the same
+             config, then `.to(device)`; diffusers maps 2.0 files only (../shared/research/ltx2_flavours.md, 5)
+
+The file is in the page cache when the rows run (it was just written), so the rows compare the loaders, not disks.
+
+  python3 bench/model_file_bench.py --flavour 2.0 --dir /tmp/files     # writes ~35 GiB there
+  python3 bench/model_file_bench.py --tiny                             # the tiny model on the CPU (smoke test)
+
+Writes JSON to $OUT if set, else bench/results/model-file-<flavour>-<device>-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def full_config(flavour: str) -> dict:
+    from train_bench import TRANSFORMER_2_0, TRANSFORMER_DELTA
+
+    return TRANSFORMER_2_0 | TRANSFORMER_DELTA.get(flavour, {})
+
+
+def tiny_config(flavour: str) -> dict:
+    from ltx2core.models.source import component_config, resolve_source
+
+    return component_config(resolve_source("tiny", flavour), "transformer")
+
+
+def write_file(config: dict, path: Path) -> dict:
+    import torch
+    from accelerate import init_empty_weights
+    from diffusers import LTX2VideoTransformer3DModel
+    from safetensors.torch import save_file
+
+    from ltx2core.models.original_keys import PREFIX, to_original
+
+    with init_empty_weights():
+        model = LTX2VideoTransformer3DModel.from_config(config)
+    shapes = {name: p.shape for name, p in model.named_parameters()}
+    started = time.perf_counter()
+    tensors = {PREFIX + original: torch.empty(shapes[name], dtype=torch.bfloat16)
+               for name, original in to_original(shapes).items()}
+    save_file(tensors, str(path))
+    return {"file_gib": round(path.stat().st_size / 2**30, 2), "tensors": len(tensors),
+            "write_s": round(time.perf_counter() - started, 1)}
+
+
+def load_row(row: str, path: Path, config_path: Path, device: str) -> dict:
+    """One row, in this (fresh) process."""
+    import torch
+
+    from diffusers import LTX2VideoTransformer3DModel
+
+    from ltx2core.models.single_file import load_transformer_file
+
+    config = json.loads(config_path.read_text())
+    started = time.perf_counter()  # after the imports
+    if row == "ours":
+        model = load_transformer_file(path, config, dtype=torch.bfloat16, device=device)
+    else:
+        model = LTX2VideoTransformer3DModel.from_single_file(
+            str(path), config=str(config_path.parent), torch_dtype=torch.bfloat16, local_files_only=True).to(device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    params = sum(p.numel() for p in model.parameters())
+    return {"row": row, "device": device, "load_s": round(seconds, 1), "params": params,
+            "peak_host_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.startswith("cuda") else 0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--flavour", default="2.3", choices=["2.0", "2.3", "2.5"])
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--dir", type=Path, default=Path("/tmp"))
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--row", help=argparse.SUPPRESS)  # internal: run one row in this process
+    args = parser.parse_args()
+    path = args.dir / f"ltx-{args.flavour}{'-tiny' if args.tiny else ''}.safetensors"
+    config_path = args.dir / f"config-{args.flavour}{'-tiny' if args.tiny else ''}" / "transformer" / "config.json"
+    if args.row:
+        print(json.dumps(load_row(args.row, path, config_path, args.device)))
+        return
+
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    config = tiny_config(args.flavour) if args.tiny else full_config(args.flavour)
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(json.dumps({"_class_name": "LTX2VideoTransformer3DModel", **config}))
+    facts = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "flavour": args.flavour,
+             "mode": "tiny" if args.tiny else "full size, uninitialised bf16 weights", "date": str(date.today()),
+             "torch": torch.__version__, "cpus": os.cpu_count(), **write_file(config, path)}
+    print(json.dumps(facts), flush=True)
+    plan = [("ours", device)] + ([("ours", "cpu")] if device != "cpu" else [])  # the train stage loads to the host
+    plan += [("diffusers", device)] if args.flavour == "2.0" else []
+    rows = []
+    for row, where in plan:
+        done = subprocess.run([sys.executable, __file__, "--flavour", args.flavour, "--dir", str(args.dir),
+                               "--device", where, "--row", row, *(["--tiny"] if args.tiny else [])],
+                              capture_output=True, text=True)
+        result = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {
+            "row": row, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}
+        rows.append(result)
+        print(json.dumps(result), flush=True)
+    out = Path(os.environ["OUT"]) if os.environ.get("OUT") else ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    slug = "tiny-cpu" if args.tiny else facts["device"].split()[1].lower() if device == "cuda" else "cpu"
+    target = out / f"model-file-{args.flavour}-{slug}-{facts['date']}.json"
+    target.write_text(json.dumps({"facts": facts, "rows": rows}, indent=1) + "\n")
+    print(f"wrote {target}")
+    if not args.tiny:
+        path.unlink()  # ~35 GiB
+
+
+if __name__ == "__main__":
+    main()
