@@ -24,10 +24,10 @@ Device = torch.device | str
 ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
 
-def load_transformer(source: ModelSource, *, dtype: torch.dtype, device: Device = "cpu") -> Any:
+def load_transformer(source: ModelSource, *, dtype: torch.dtype, device: Device = "cpu", keep_fp8: bool = False) -> Any:
     """`LTX2VideoTransformer3DModel` of the flavour (2.5: `transformer_full/` for the full model), refused when its
     config is another release's (a hub id is first checked here); with `source.transformer_file`, that config with
-    the file's weights."""
+    the file's weights (`keep_fp8`: an FP8 file's block weights stay fp8 for training.fp8, see single_file.py)."""
     from diffusers import LTX2VideoTransformer3DModel
 
     config = component_config(source, "transformer")
@@ -35,7 +35,7 @@ def load_transformer(source: ModelSource, *, dtype: torch.dtype, device: Device 
     if source.transformer_file:
         from ltx2core.models.single_file import load_transformer_file
 
-        model = load_transformer_file(source.transformer_file, config, dtype=dtype, device=device)
+        model = load_transformer_file(source.transformer_file, config, dtype=dtype, device=device, keep_fp8=keep_fp8)
         return _frozen(model, source, "transformer", device)
     return _load_model(LTX2VideoTransformer3DModel, source, "transformer", dtype, device)
 

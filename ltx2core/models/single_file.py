@@ -125,8 +125,13 @@ def read_transformer_file(path: Path, expected: Mapping[str, tuple[int, ...]]) -
 
 
 def load_transformer_file(path: Path, config: Mapping[str, Any], *, dtype: torch.dtype,
-                          device: torch.device | str) -> Any:
-    """`LTX2VideoTransformer3DModel` of `config` with the weights of `path`, in `dtype` on `device`."""
+                          device: torch.device | str, keep_fp8: bool = False) -> Any:
+    """`LTX2VideoTransformer3DModel` of `config` with the weights of `path`, in `dtype` on `device`.
+
+    `keep_fp8` (for `base_model_precision: fp8-e4m3fn`): the FP8 weights of the block Linear layers are not upcast;
+    each such Linear holds them as `prequantized` (fp8 weight, float32 scale per row) and a weight that is a
+    2-byte stand-in of the right shape (PEFT reads shapes and dtypes only), until training.fp8.apply_fp8_base puts
+    them in place. Nothing computes with the stand-in: apply_fp8_base converts every block Linear."""
     from accelerate import init_empty_weights
     from diffusers import LTX2VideoTransformer3DModel
     from safetensors import safe_open
@@ -135,17 +140,29 @@ def load_transformer_file(path: Path, config: Mapping[str, Any], *, dtype: torch
         model = LTX2VideoTransformer3DModel.from_config(dict(config))
     expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
     layout = read_transformer_file(Path(path), expected)
-    state = {}
+    state, prequantized = {}, {}
     with safe_open(str(path), framework="pt", device="cpu") as handle:
         for key, name in layout.names.items():
             tensor = handle.get_tensor(key)
             if tensor.dtype in FP8_DTYPES.values():
                 scale = handle.get_tensor(layout.scales[key]) if key in layout.scales else None
-                tensor = _dequantized(tensor, scale, dtype)
+                if keep_fp8 and tensor.dtype == torch.float8_e4m3fn and _block_linear_weight(name, tensor):
+                    rows = tensor.shape[0]
+                    row_scale = torch.ones(rows) if scale is None else scale.float().reshape(-1).expand(rows)
+                    prequantized[name.removesuffix(".weight")] = (tensor.to(device), row_scale.clone().to(device))
+                    tensor = torch.zeros((), dtype=dtype, device=device).expand(tensor.shape)
+                else:
+                    tensor = _dequantized(tensor, scale, dtype)
             state[name] = tensor.to(device=device, dtype=dtype)
     model.load_state_dict(state, strict=True, assign=True)
+    for name, weights in prequantized.items():
+        model.get_submodule(name).prequantized = weights
     log.info("transformer from %s", layout.describe())
     return model
+
+
+def _block_linear_weight(name: str, tensor: torch.Tensor) -> bool:
+    return name.startswith("transformer_blocks.") and name.endswith(".weight") and tensor.dim() == 2
 
 
 def _dequantized(weight: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:

@@ -41,7 +41,9 @@ class TrainingModel:
 
 def assemble_training_model(source: ModelSource, settings: ModelSettings, *, device: torch.device,
                             dtype: torch.dtype) -> TrainingModel:
-    transformer = load_transformer(source, dtype=dtype, device="cpu")
+    # an FP8 checkpoint's block weights stay fp8 on the way: no bf16 copy of them in host memory
+    transformer = load_transformer(source, dtype=dtype, device="cpu",
+                                   keep_fp8=settings.base_precision == "fp8-e4m3fn")
     connectors = load_connectors(source, dtype=dtype, device=device)
     parked = None if settings.with_audio else park_audio_stream(transformer)
     add_lora(transformer, settings.lora, seed=settings.seed)

@@ -149,7 +149,8 @@ class Fp8Linear(torch.nn.Module):
         if linear.weight.requires_grad:
             raise ValueError("Fp8Linear stores frozen weights only: this Linear's weight requires grad")
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        quantized, scale = quantize_fp8(linear.weight)
+        # an FP8 checkpoint's own values and scales (single_file.load_transformer_file), else quantized here
+        quantized, scale = getattr(linear, "prequantized", None) or quantize_fp8(linear.weight)
         self.weight = torch.nn.Parameter(quantized, requires_grad=False)
         self.register_buffer("scale", scale)
         self.bias = linear.bias  # kept as loaded (frozen)
@@ -167,23 +168,27 @@ class Fp8Linear(torch.nn.Module):
 
 
 def apply_fp8_base(transformer: Any, device: torch.device | str | None = None) -> int:
-    """Store the frozen Linear weights of the transformer blocks in fp8 (module docstring); returns bytes saved.
+    """Store the frozen Linear weights of the transformer blocks in fp8 (module docstring); returns bytes saved
+    against their bf16 (or loaded) size.
 
     In place, on the weights' device, or with `device` each block first moves there: a model loaded on the host
-    then holds the bf16 weights of one block at a time on the GPU, not all of them. LoRA layers and trainable
-    weights are left alone. A second call finds nothing left to convert and returns 0.
+    then holds the bf16 weights of one block at a time on the GPU, not all of them. Layers loaded from an FP8
+    checkpoint (`prequantized`) are converted before the move: they have no bf16 weights to carry. LoRA layers and
+    trainable weights are left alone. A second call finds nothing left to convert and returns 0.
     """
     saved = converted = 0
     for block in transformer.transformer_blocks:
-        if device is not None:
-            block.to(device)
-        for parent in list(block.modules()):
-            for name, child in list(parent.named_children()):
-                if type(child) is torch.nn.Linear and not child.weight.requires_grad:
-                    replacement = Fp8Linear(child)
-                    setattr(parent, name, replacement)
-                    saved += _nbytes(child) - _nbytes(replacement)
-                    converted += 1
+        for which in ("prequantized", "all"):
+            if which == "all" and device is not None:
+                block.to(device)
+            for parent in list(block.modules()):
+                for name, child in list(parent.named_children()):
+                    if (type(child) is torch.nn.Linear and not child.weight.requires_grad
+                            and (which == "all" or hasattr(child, "prequantized"))):
+                        replacement = Fp8Linear(child)
+                        setattr(parent, name, replacement)
+                        saved += _nbytes(child) - _nbytes(replacement)  # a stand-in counts at its full shape
+                        converted += 1
     log.info("fp8 base weights: %d Linear layers, %.2f GiB saved", converted, saved / 2**30)
     return saved
 

@@ -170,3 +170,48 @@ def add_lora_to(tiny: ModelSource) -> Any:
     model = loading.load_transformer(tiny, dtype=torch.float32)
     add_lora(model, LoraSpec(4, 4, 0.0, tuple(target_modules(None, with_audio=True))), seed=0)
     return model
+
+
+def test_with_fp8_base_precision_an_fp8_file_keeps_its_values_and_scales_and_trains(
+    tiny: ModelSource, tmp_path: Path
+) -> None:
+    """`base_model_precision: fp8-e4m3fn` on an FP8 file: the block weights go from the file into Fp8Linear as they
+    are (no bf16 copy on the way: until then each is a 2-byte stand-in), and the LoRA trains close to the bf16
+    file's run."""
+    from safetensors import safe_open
+
+    from ltx2core.training.assemble import ModelSettings, assemble_training_model
+    from ltx2core.training.fp8 import Fp8Linear
+
+    weights = to_original_state(loading.load_transformer(tiny, dtype=torch.float32))
+    fp8_file = _fp8_file(weights, tmp_path / "fp8.safetensors")
+    source = resolve_source(tiny.name_or_path, "2.0", transformer_file=fp8_file)
+    loaded = loading.load_transformer(source, dtype=torch.float32, keep_fp8=True)
+    key = "transformer_blocks.1.attn2.to_v.weight"
+    assert loaded.get_parameter(key).untyped_storage().nbytes() <= 4  # a stand-in, not the weight
+
+    lora = LoraSpec(4, 4, 0.0, tuple(target_modules(None, with_audio=True)))
+    model = assemble_training_model(source, ModelSettings(lora=lora, seed=0, base_precision="fp8-e4m3fn",
+                                                          with_audio=True),
+                                    device=torch.device("cpu"), dtype=torch.float32)
+    layers = [m for m in model.transformer.transformer_blocks.modules() if isinstance(m, Fp8Linear)]
+    assert layers and not [m for m in model.transformer.transformer_blocks.modules() if type(m) is torch.nn.Linear
+                           and not m.weight.requires_grad]
+    layer = model.transformer.get_submodule(key.removesuffix(".weight")).base_layer
+    with safe_open(str(fp8_file), "pt") as handle:
+        stored, scale = handle.get_tensor(PREFIX + key), handle.get_tensor(PREFIX + key + "_scale")
+    assert torch.equal(layer.weight.view(torch.uint8), stored.view(torch.uint8))
+    assert torch.equal(layer.scale, scale.expand(stored.shape[0]))
+
+    initial = lora_state_dict(model.transformer)
+    fp8 = train_steps(model.transformer, model.connectors, tiny.text_max_length, tmp_path / "fp8",
+                      mixed_precision="bf16")
+    bf16_file = _whole_checkpoint({k: v.to(torch.bfloat16) for k, v in weights.items()}, tmp_path / "bf16.safetensors")
+    bf16_model = loading.load_transformer(resolve_source(tiny.name_or_path, "2.0", transformer_file=bf16_file),
+                                          dtype=torch.float32)
+    add_lora(bf16_model, lora, seed=0)
+    bf16 = train_steps(bf16_model, model.connectors, tiny.text_max_length, tmp_path / "bf16", mixed_precision="bf16")
+    cosine = torch.nn.functional.cosine_similarity(
+        torch.cat([(fp8[k] - initial[k]).flatten() for k in initial]),
+        torch.cat([(bf16[k] - initial[k]).flatten() for k in initial]), dim=0)
+    assert UPDATE_MIN_COSINE < cosine < 1, float(cosine)
