@@ -4,7 +4,7 @@ Writes the full-size transformer of a release (random-free: uninitialised bf16 t
 as one `.safetensors` file in Lightricks' original layout (`model.diffusion_model.` names), then loads it in a fresh
 process per row and reports wall seconds, the process's peak resident host memory and peak GPU memory:
 
-  ours       ltx2core.models.single_file.load_transformer_file straight onto the GPU (the train stage loads to the
+  ours       ltx2core.models.single_file.load_component straight onto the GPU (the train stage loads to the
              host: `--device cpu`)
   diffusers  (2.0 only, the baseline) `LTX2VideoTransformer3DModel.from_single_file` on the same file with the same
              config, then `.to(device)`; diffusers maps 2.0 files only (../shared/research/ltx2_flavours.md, 5)
@@ -68,15 +68,15 @@ def write_file(config: dict, path: Path) -> dict:
 def load_row(row: str, path: Path, config_path: Path, device: str) -> dict:
     """One row, in this (fresh) process."""
     import torch
-
     from diffusers import LTX2VideoTransformer3DModel
 
-    from ltx2core.models.single_file import load_transformer_file
+    from ltx2core.models.single_file import load_component
 
     config = json.loads(config_path.read_text())
     started = time.perf_counter()  # after the imports
     if row == "ours":
-        model = load_transformer_file(path, config, dtype=torch.bfloat16, device=device)
+        model = load_component(path, "transformer", LTX2VideoTransformer3DModel, config, dtype=torch.bfloat16,
+                               device=device)
     else:
         model = LTX2VideoTransformer3DModel.from_single_file(
             str(path), config=str(config_path.parent), torch_dtype=torch.bfloat16, local_files_only=True).to(device)

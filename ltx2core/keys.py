@@ -102,7 +102,8 @@ def model_source(config: TrainConfig) -> ModelSource:
     from ltx2core.models.source import resolve_source
 
     return resolve_source(config.pretrained_model_name_or_path, config.model_flavour,
-                          transformer_file=config.pretrained_transformer_model_name_or_path)
+                          transformer_file=config.pretrained_transformer_model_name_or_path,
+                          text_encoder_path=config.text_encoder_path)
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,14 @@ class TrainConfig(StrictModel):
     model_type: Literal["lora"] = Field("lora", description="Only LoRA training")
     lora_type: Literal["standard"] = Field("standard", description="PEFT LoRA (LyCORIS is not supported)")
     pretrained_model_name_or_path: str | None = Field(
-        None, description=f"Hub id or folder of diffusers weights; '{TINY_MODEL}' = the flavour's tiny random model; "
-        "null = the flavour's diffusers repository (config/README.md)"
+        None, description=f"Hub id or folder of diffusers weights, or a single .safetensors checkpoint (Lightricks' "
+        f"or ComfyUI's: its transformer, text connectors and video VAE are read from it); '{TINY_MODEL}' = the "
+        "flavour's tiny random model; null = the flavour's diffusers repository (config/README.md)"
+    )
+    text_encoder_path: str | None = Field(
+        None, description="With a single-file pretrained_model_name_or_path: the diffusers folder or hub id the text "
+        "encoder, tokenizer, scheduler, the components' configs and the components the file lacks come from; "
+        "null = the flavour's diffusers repository"
     )
     pretrained_transformer_model_name_or_path: str | None = Field(
         None, description="A single .safetensors file the transformer comes from instead (Lightricks' or ComfyUI's "

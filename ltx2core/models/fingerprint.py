@@ -15,51 +15,68 @@ from pathlib import Path
 from huggingface_hub import HfApi, try_to_load_from_cache
 from huggingface_hub import constants as hf_constants
 
-from ltx2core.models.source import COMPONENTS, Component, ModelSource
+from ltx2core.models.source import COMPONENTS, Component, ModelSource, component_config
 
 log = logging.getLogger(__name__)
 
-SCHEME = "ltx2-fingerprint-v1"  # bump if what goes into the hash changes (2.0 keys are unchanged since 2.3 came)
-HASHED_FILE_BYTES = 64 * 2**20  # files up to this size are hashed whole (configs, tokenizers, the tiny model)
+SCHEME = "ltx2-fingerprint-v2"  # v2: weights by tensor content, so a checkpoint file and a folder of it agree
+HASHED_FILE_BYTES = 64 * 2**20  # other files up to this size are hashed whole (tokenizers), larger by name and size
 
 
 def component_fingerprint(source: ModelSource, component: Component) -> str:
     """A 32-hex-digit fingerprint of `component` of `source`.
 
-    Local folder: the component's JSON files (bookkeeping keys such as `_diffusers_version` left out) and
-    its other files by name and size, or by content when they are small (every file of the tiny model).
-    Hub id: the commit the loaders will read: asked from the hub when online, else the cached snapshot's;
-    the bare id when neither is known (then loading cannot work either).
+    Local folder: the component's JSON files (bookkeeping keys such as `_diffusers_version` left out), its
+    `.safetensors` weights by tensor (name, dtype, shape and sampled bytes: single_file.tensor_identities, whatever
+    the sharding) and its other files by name and size, or by content when they are small. A component whose weights
+    come from a checkpoint file: its config the same way and the file's tensors of it under their diffusers names, so
+    the file and a diffusers folder of the same weights give the same fingerprint. Hub id: the commit the loaders
+    will read: asked from the hub when online, else the cached snapshot's; the bare id when neither is known (then
+    loading cannot work either).
     """
+    from ltx2core.models.single_file import component_names, tensor_identities
+
     if component not in COMPONENTS:
         raise ValueError(f"unknown component {component!r}: use one of {', '.join(COMPONENTS)}")
     # The release, not the flavour: a release's dev and distilled flavours share one repo's text encoder and VAE
     # (LTX-2.5-Diffusers), and what they share is then cached once. The transformer's folder tells them apart.
     folder_name = source.folder(component)
     digest = hashlib.sha256(f"{SCHEME}\0{source.flavour.release}\0{folder_name}\0".encode())
-    if source.is_local:
+    tensors: dict[str, bytes] = {}
+    if file := source.file_of(component):
+        digest.update(b"config.json\0" + _json_identity(component_config(source, component)))
+        tensors = tensor_identities(file, component_names(file, component))
+    elif source.is_local:
         folder = Path(source.name_or_path) / folder_name
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} is missing: {source.name_or_path} is not a complete LTX-2 model")
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            digest.update(f"{path.relative_to(folder).as_posix()}\0".encode())
-            digest.update(_file_identity(path))
+            if path.name.endswith(".safetensors"):
+                tensors |= tensor_identities(path)
+            elif not path.name.endswith(".safetensors.index.json"):  # which shard holds what: not the weights
+                digest.update(f"{path.relative_to(folder).as_posix()}\0".encode())
+                digest.update(_file_identity(path))
     else:
         commit = _hub_commit(source)
         digest.update(f"{source.name_or_path}\0{commit or 'unresolved'}".encode())
+    for name, identity in sorted(tensors.items()):
+        digest.update(name.encode() + b"\0" + identity)
     return digest.hexdigest()[:32]
+
+
+def _json_identity(data: object) -> bytes:
+    if isinstance(data, dict):  # re-saving with another library version must not change the key
+        data = {k: v for k, v in data.items() if not k.startswith("_") and k != "transformers_version"}
+    return json.dumps(data, sort_keys=True).encode()
 
 
 def _file_identity(path: Path) -> bytes:
     if path.suffix == ".json":
-        data = json.loads(path.read_text())
-        if isinstance(data, dict):  # re-saving with another library version must not change the key
-            data = {k: v for k, v in data.items() if not k.startswith("_") and k != "transformers_version"}
-        return json.dumps(data, sort_keys=True).encode()
+        return _json_identity(json.loads(path.read_text()))
     size = path.stat().st_size
     if size <= HASHED_FILE_BYTES:
         return hashlib.sha256(path.read_bytes()).digest()
-    return f"size={size}".encode()  # multi-GB weight shards: their names and sizes, hashing would take minutes
+    return f"size={size}".encode()
 
 
 def _hub_commit(source: ModelSource) -> str | None:

@@ -26,18 +26,12 @@ ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
 def load_transformer(source: ModelSource, *, dtype: torch.dtype, device: Device = "cpu", keep_fp8: bool = False) -> Any:
     """`LTX2VideoTransformer3DModel` of the flavour (2.5: `transformer_full/` for the full model), refused when its
-    config is another release's (a hub id is first checked here); with `source.transformer_file`, that config with
-    the file's weights (`keep_fp8`: an FP8 file's block weights stay fp8 for training.fp8, see single_file.py)."""
+    config is another release's (a hub id is first checked here). `keep_fp8`: an FP8 checkpoint file's block weights
+    stay fp8 for training.fp8 (single_file.load_component)."""
     from diffusers import LTX2VideoTransformer3DModel
 
-    config = component_config(source, "transformer")
-    check_release(source, release_of(config))
-    if source.transformer_file:
-        from ltx2core.models.single_file import load_transformer_file
-
-        model = load_transformer_file(source.transformer_file, config, dtype=dtype, device=device, keep_fp8=keep_fp8)
-        return _frozen(model, source, "transformer", device)
-    return _load_model(LTX2VideoTransformer3DModel, source, "transformer", dtype, device)
+    check_release(source, release_of(component_config(source, "transformer")))
+    return _load_model(LTX2VideoTransformer3DModel, source, "transformer", dtype, device, keep_fp8=keep_fp8)
 
 
 def load_vae(source: ModelSource, *, dtype: torch.dtype, device: Device = "cpu") -> Any:
@@ -122,7 +116,14 @@ def load_scheduler(source: ModelSource) -> Any:
     return FlowMatchEulerDiscreteScheduler.from_config(scheduler.config, **overrides) if overrides else scheduler
 
 
-def _load_model(cls: type[ModelT], source: ModelSource, subfolder: str, dtype: torch.dtype, device: Device) -> ModelT:
+def _load_model(cls: type[ModelT], source: ModelSource, subfolder: str, dtype: torch.dtype, device: Device,
+                keep_fp8: bool = False) -> ModelT:
+    if file := source.file_of(subfolder):  # the weights from a checkpoint file, the config from the model
+        from ltx2core.models.single_file import load_component
+
+        model = load_component(file, subfolder, cls, component_config(source, subfolder), dtype=dtype, device=device,
+                               keep_fp8=keep_fp8)
+        return _frozen(model, source, subfolder, device)
     # device_map puts the weights straight on the device: no full copy in host memory first.
     try:
         model = cls.from_pretrained(

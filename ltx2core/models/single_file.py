@@ -1,15 +1,16 @@
-"""The transformer from one `.safetensors` file as Lightricks and ComfyUI ship it (`pretrained_transformer_model_name_or_path`).
+"""Components from one `.safetensors` file as Lightricks and ComfyUI ship them.
 
 Lightricks ships LTX-2.3 only as whole-checkpoint files (`ltx-2.3-22b-dev.safetensors`: the transformer under
 `model.diffusion_model.`, beside the text connectors, both VAEs and the vocoder), LTX-2.5's transformer as a file of
-its own, and FP8 variants holding float8_e4m3fn weights with a `weight_scale` each. Reading one:
+its own, and FP8 variants holding float8_e4m3fn weights with a `weight_scale` each. `pretrained_model_name_or_path`
+may name such a file (its transformer, text connectors and video VAE are read from it) and
+`pretrained_transformer_model_name_or_path` a file the transformer alone comes from. Reading a component:
 
-- every tensor is accounted for: a transformer parameter (original names renamed by original_keys.py, diffusers
-  names taken as they are), the FP8 scale of one, or a tensor of another component, which is listed as ignored
-  (those come from `pretrained_model_name_or_path`); anything else, a missing parameter or a shape that differs
-  from the flavour's transformer config is an error naming the tensors, never a warning;
-- the release is read from the tensor names (2.3+: prompt AdaLN; 2.5: the keyframe embedding) and a file of
-  another release than `model_flavour` is refused naming both;
+- every tensor of it is accounted for: a parameter (renamed by original_keys.py / checkpoint_keys.py; diffusers
+  names are taken as they are), the FP8 scale of one, or a tensor dropped on purpose (listed); an unknown tensor, a
+  missing parameter or a shape other than the component's config is an error naming the tensors, never a warning;
+- the transformer's release is read from its tensor names (2.3+: prompt AdaLN; 2.5: the keyframe embedding) and a
+  file of another release than `model_flavour` is refused naming both (source.py, before any stage runs);
 - the tensors are read one at a time from the memory-mapped file straight into the dtype and onto the device asked
   (FP8 ones times their scale), into a model built without weights: no second copy of the model in host memory.
   Renaming at load costs nothing, so nothing is converted ahead or cached.
@@ -27,40 +28,55 @@ from typing import Any
 
 import torch
 
-from ltx2core.models.original_keys import PREFIX, diffusers_name, to_diffusers
+from ltx2core.models.checkpoint_keys import COMPONENT_NAMES, component_of
+from ltx2core.models.original_keys import PREFIX, diffusers_name
 
 log = logging.getLogger(__name__)
 
-# Tensors of the other components in a whole-checkpoint file (ltx-core's key filters name the same prefixes).
-OTHER_COMPONENTS = {
-    "vae.": "video VAE", "audio_vae.": "audio VAE", "vocoder.": "vocoder",
-    "text_embedding_projection.": "text connectors", f"{PREFIX}video_embeddings_connector.": "text connectors",
-    f"{PREFIX}audio_embeddings_connector.": "text connectors", f"{PREFIX}embeddings_connector.": "text connectors",
-}
+FROM_FILES = ("transformer", "connectors", "vae")  # what a whole checkpoint supplies here (not yet: audio VAE, vocoder)
 SCALE_SUFFIXES = (".weight_scale", ".input_scale")  # FP8 files: the weight's scale; the activations' (unused here)
 MARKERS = ("scaled_fp8", f"{PREFIX}scaled_fp8")  # ComfyUI's flag tensor of a scaled-FP8 file
 FP8_DTYPES = {"F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 SAMPLED_BYTES = 4096  # per tensor, at its start and end, for the content identity
 
 
-class TransformerFileError(ValueError):
-    """A transformer file that does not fit the flavour's transformer; says which tensors and what to do."""
+class CheckpointFileError(ValueError):
+    """A checkpoint file that does not fit the flavour's component; says which tensors and what to do."""
 
 
 @dataclass(frozen=True)
-class TransformerFile:
+class ComponentTensors:
+    """Where a component's parameters are in a file."""
+
     path: Path
+    component: str
     names: dict[str, str]  # file tensor -> diffusers parameter
     scales: dict[str, str]  # file weight tensor -> its FP8 scale tensor
-    ignored: dict[str, int]  # other component -> tensors of it in the file
-    release: str
+    dropped: tuple[str, ...]  # tensors of the component the diffusers model has no place for, on purpose
     fp8: bool
 
     def describe(self) -> str:
-        others = ", ".join(f"{n} {what}" for what, n in sorted(self.ignored.items()))
-        return (f"{self.path.name}: LTX-{self.release} transformer, {len(self.names)} tensors"
-                f"{' in FP8 with scales' if self.fp8 else ''}"
-                f"{f'; ignored (taken from pretrained_model_name_or_path): {others}' if others else ''}")
+        return (f"{self.component} from {self.path.name}: {len(self.names)} tensors"
+                f"{' in FP8 with scales' if self.fp8 else ''}{f', dropped {list(self.dropped)}' if self.dropped else ''}")
+
+
+def _header(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            return json.loads(handle.read(size))
+    except (OSError, ValueError, UnicodeDecodeError, MemoryError) as error:
+        raise CheckpointFileError(f"{path} is not a readable .safetensors file ({error}): point the setting at the "
+                                  "checkpoint file itself") from None
+
+
+def _tensors(path: Path) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in _header(path).items() if k != "__metadata__" and k not in MARKERS}
+
+
+def components_in(path: Path) -> frozenset[str]:
+    """The components a file holds tensors of (by name: the header only)."""
+    return frozenset(component_of(k) for k in _tensors(path))
 
 
 def release_of_names(names: set[str]) -> str:
@@ -70,76 +86,65 @@ def release_of_names(names: set[str]) -> str:
     return "2.3" if any(n.startswith("prompt_adaln.") for n in names) else "2.0"
 
 
-def _header(path: Path) -> dict[str, Any]:
-    with path.open("rb") as handle:
-        size = int.from_bytes(handle.read(8), "little")
-        return json.loads(handle.read(size))
-
-
 def release_of_file(path: Path) -> str:
-    """The release of the transformer in a file, from its tensor names alone (the header: no weights read)."""
-    try:
-        keys = [k for k in _header(path) if k != "__metadata__"]
-    except (OSError, ValueError, UnicodeDecodeError) as error:
-        raise TransformerFileError(f"{path} is not a readable .safetensors file ({error}): point "
-                                   "pretrained_transformer_model_name_or_path at the checkpoint itself") from None
-    return release_of_names({diffusers_name(k) for k in keys if not k.startswith(tuple(OTHER_COMPONENTS))})
+    """The release of the transformer in a file, from its tensor names alone."""
+    return release_of_names({diffusers_name(k) for k in _tensors(path) if component_of(k) == "transformer"})
 
 
-def read_transformer_file(path: Path, expected: Mapping[str, tuple[int, ...]]) -> TransformerFile:
-    """Check `path` against a transformer whose parameters have the `expected` shapes (module docstring; the
-    release was checked by `release_of_file` when the source was resolved)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained_transformer_model_name_or_path {path} does not exist")
-    try:
-        header = _header(path)
-    except (OSError, ValueError, UnicodeDecodeError) as error:
-        raise TransformerFileError(f"{path} is not a readable .safetensors file ({error}): point "
-                                   "pretrained_transformer_model_name_or_path at the checkpoint itself") from None
-    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
-    ignored: dict[str, int] = {}
-    own: dict[str, dict[str, Any]] = {}
-    for key, info in tensors.items():
-        other = next((what for prefix, what in OTHER_COMPONENTS.items() if key.startswith(prefix)), None)
-        if other:
-            ignored[other] = ignored.get(other, 0) + 1
-        elif key not in MARKERS:
-            own[key] = info
+def _diffusers_names(component: str, keys: list[str]) -> dict[str, str | None]:
+    if component == "transformer":
+        return {key: diffusers_name(key) for key in keys}
+    return COMPONENT_NAMES[component](keys)
+
+
+def component_names(path: Path, component: str) -> dict[str, str]:
+    """file tensor -> diffusers name of `component`'s weights in `path` (unchecked: for fingerprints)."""
+    keys = [k for k in _tensors(path) if component_of(k) == component and not k.endswith(SCALE_SUFFIXES)]
+    return {k: v for k, v in _diffusers_names(component, keys).items() if v is not None}
+
+
+def read_component(path: Path, component: str, expected: Mapping[str, tuple[int, ...]]) -> ComponentTensors:
+    """Check the tensors of `component` in `path` against a model whose parameters have the `expected` shapes."""
+    own = {k: v for k, v in _tensors(path).items() if component_of(k) == component}
     weights = {k: v for k, v in own.items() if not k.endswith(SCALE_SUFFIXES)}
-    scales = {k.removesuffix(".weight_scale") + ".weight": k for k in own if k.endswith(".weight_scale")}
-    found = release_of_names({diffusers_name(k) for k in weights})
-    try:
-        names = to_diffusers(weights, expected)
-    except ValueError as error:
-        raise TransformerFileError(f"{path.name}: {error}") from None
+    mapped = _diffusers_names(component, list(weights))
+    dropped = tuple(sorted(k for k, v in mapped.items() if v is None))
+    names = {k: v for k, v in mapped.items() if v is not None}
+    unknown = sorted(k for k, v in names.items() if v not in expected)
+    missing = sorted(set(expected) - set(names.values()))
+    if unknown or missing:
+        raise CheckpointFileError(
+            f"{path.name} does not fit the {component}: {len(unknown)} unknown tensors {unknown[:5]}, {len(missing)} "
+            f"parameters not in it {missing[:5]}: is model_flavour the checkpoint's release?")
     wrong = [f"{key} {weights[key]['shape']} (expected {list(expected[name])})" for key, name in names.items()
              if tuple(weights[key]["shape"]) != tuple(expected[name])]
     if wrong:
-        raise TransformerFileError(f"{path.name}: {len(wrong)} tensors have other shapes than the LTX-{found} "
-                                   f"transformer's config: {wrong[:3]}: is it another model size or release?")
+        raise CheckpointFileError(f"{path.name}: {len(wrong)} tensors have other shapes than the {component}'s "
+                                  f"config: {wrong[:3]}: is it another model size or release?")
     orphans = [k for k in own if k.endswith(SCALE_SUFFIXES) and k.rsplit(".", 1)[0] + ".weight" not in weights]
     if orphans:
-        raise TransformerFileError(f"{path.name}: {len(orphans)} FP8 scales belong to no weight: {orphans[:3]}")
-    fp8 = any(weights[k]["dtype"] in FP8_DTYPES for k in weights)
-    return TransformerFile(path, names, scales, ignored, found, fp8)
+        raise CheckpointFileError(f"{path.name}: {len(orphans)} FP8 scales belong to no weight: {orphans[:3]}")
+    scales = {k.removesuffix(".weight_scale") + ".weight": k for k in own if k.endswith(".weight_scale")}
+    fp8 = any(weights[k]["dtype"] in FP8_DTYPES for k in names)
+    return ComponentTensors(path, component, names, scales, dropped, fp8)
 
 
-def load_transformer_file(path: Path, config: Mapping[str, Any], *, dtype: torch.dtype,
-                          device: torch.device | str, keep_fp8: bool = False) -> Any:
-    """`LTX2VideoTransformer3DModel` of `config` with the weights of `path`, in `dtype` on `device`.
+def load_component(path: Path, component: str, cls: type, config: Mapping[str, Any], *, dtype: torch.dtype,
+                   device: torch.device | str, keep_fp8: bool = False) -> Any:
+    """`cls` of `config` with the weights of `component` in `path`, in `dtype` on `device`.
 
-    `keep_fp8` (for `base_model_precision: fp8-e4m3fn`): the FP8 weights of the block Linear layers are not upcast;
-    each such Linear holds them as `prequantized` (fp8 weight, float32 scale per row) and a weight that is a
-    2-byte stand-in of the right shape (PEFT reads shapes and dtypes only), until training.fp8.apply_fp8_base puts
-    them in place. Nothing computes with the stand-in: apply_fp8_base converts every block Linear."""
+    `keep_fp8` (the transformer, for `base_model_precision: fp8-e4m3fn`): the FP8 weights of the block Linear layers
+    are not upcast; each such Linear holds them as `prequantized` (fp8 weight, float32 scale per row) and a weight
+    that is a 2-byte stand-in of the right shape (PEFT reads shapes and dtypes only), until training.fp8's
+    apply_fp8_base puts them in place. Nothing computes with the stand-in: apply_fp8_base converts every block
+    Linear."""
     from accelerate import init_empty_weights
-    from diffusers import LTX2VideoTransformer3DModel
     from safetensors import safe_open
 
-    with init_empty_weights():
-        model = LTX2VideoTransformer3DModel.from_config(dict(config))
-    expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    layout = read_transformer_file(Path(path), expected)
+    with init_empty_weights():  # parameters on the meta device, buffers real (the VAE's statistics)
+        model = cls.from_config(dict(config))
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    layout = read_component(Path(path), component, expected)
     state, prequantized = {}, {}
     with safe_open(str(path), framework="pt", device="cpu") as handle:
         for key, name in layout.names.items():
@@ -157,7 +162,7 @@ def load_transformer_file(path: Path, config: Mapping[str, Any], *, dtype: torch
     model.load_state_dict(state, strict=True, assign=True)
     for name, weights in prequantized.items():
         model.get_submodule(name).prequantized = weights
-    log.info("transformer from %s", layout.describe())
+    log.info("%s", layout.describe())
     return model
 
 
@@ -174,17 +179,29 @@ def _dequantized(weight: torch.Tensor, scale: torch.Tensor | None, dtype: torch.
     return values.to(dtype)
 
 
-def file_identity(path: Path) -> str:
-    """A 32-hex-digit identity of a weights file by content, not path: its header (names, dtypes, shapes, offsets)
-    and the first and last bytes of every tensor. Any retrained or re-quantized file changes every tensor; hashing
-    all 40 GB would take minutes."""
+def tensor_identities(path: Path, rename: Mapping[str, str] | None = None) -> dict[str, bytes]:
+    """Per tensor (under its `rename`d name; only those, when given): a digest of its dtype, shape and the first
+    and last bytes of its data. The same weights give the same identities in any file layout (one file, shards,
+    Lightricks' names); any retrained or re-quantized tensor changes; hashing all 40 GB would take minutes."""
     with path.open("rb") as handle:
         size = int.from_bytes(handle.read(8), "little")
         header, start = json.loads(handle.read(size)), 8 + size
-        digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
-        for key in sorted(k for k in header if k != "__metadata__"):
-            begin, end = header[key]["data_offsets"]
+        identities = {}
+        for key, info in sorted(header.items()):
+            if key == "__metadata__" or (rename is not None and key not in rename):
+                continue
+            digest = hashlib.sha256(f"{info['dtype']}\0{info['shape']}\0".encode())
+            begin, end = info["data_offsets"]
             for at in sorted({begin, max(begin, end - SAMPLED_BYTES)}):
                 handle.seek(start + at)
                 digest.update(handle.read(min(SAMPLED_BYTES, end - at)))
+            identities[rename[key] if rename is not None else key] = digest.digest()
+    return identities
+
+
+def file_identity(path: Path) -> str:
+    """A 32-hex-digit identity of a whole file by content (every tensor's identity), not by path."""
+    digest = hashlib.sha256()
+    for name, identity in sorted(tensor_identities(path).items()):
+        digest.update(name.encode() + b"\0" + identity)
     return digest.hexdigest()[:32]

@@ -8,6 +8,7 @@ another release than the flavour says is refused here, naming both (the hub's ar
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any, Literal
 
 from ltx2core.models import tiny
 from ltx2core.models.flavours import FLAVOURS, Flavour, canonical, release_of
+
+log = logging.getLogger(__name__)
 
 TEXT_MAX_LENGTH = 1024  # tokens every caption is padded to, for every release (the connectors' sequence length)
 
@@ -29,18 +32,34 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass(frozen=True)
+class CheckpointFile:
+    path: Path
+    identity: str  # by content (single_file.file_identity)
+    components: frozenset[str]  # what is taken from it
+    held: frozenset[str]  # what it has tensors of
+
+    def describe(self) -> str:
+        taken, unused = ", ".join(sorted(self.components)) or "nothing", ", ".join(sorted(self.held - self.components))
+        return f"{self.path.name}: {taken} taken from it" + (
+            f"; not used (taken from the diffusers model): {unused}" if unused else "")
+
+
+@dataclass(frozen=True)
 class ModelSource:
     name_or_path: str  # what `from_pretrained` takes: a local folder or a hub repo id
     flavour: Flavour
     is_local: bool
     untrained: bool = False  # the tiny random model: whatever it produces is a smoke test, never a model
     cache_dir: Path | None = None  # hub cache; None: huggingface_hub's default (HF_HOME / HF_HUB_CACHE)
-    transformer_file: Path | None = None  # a single .safetensors file the transformer comes from instead
-    transformer_identity: str = ""  # that file's content identity (single_file.file_identity)
+    files: tuple[CheckpointFile, ...] = ()  # single .safetensors files some components come from instead
 
     @property
     def text_max_length(self) -> int:
         return tiny.TEXT_MAX_LENGTH if self.untrained else TEXT_MAX_LENGTH
+
+    def file_of(self, component: str) -> Path | None:
+        """The single file `component`'s weights come from, if one does (its config still comes from here)."""
+        return next((f.path for f in self.files if component in f.components), None)
 
     def folder(self, component: str) -> str:
         """The component's subfolder: its own name, but the flavour's for the transformer (2.5: transformer_full)."""
@@ -51,27 +70,46 @@ class ModelSource:
         """How results made with this model should be labelled (and what a checkpoint records it was trained on:
         the format predates 2.3, so that 2.0 runs still resume)."""
         suffix = ", tiny random weights: UNTRAINED" if self.untrained else ""
-        if self.transformer_file:  # by content: the same file elsewhere is the same model
-            suffix += f", transformer {self.transformer_file.name} {self.transformer_identity[:12]}"
+        for file in self.files:  # by content: the same file elsewhere is the same model
+            suffix += f", {'+'.join(sorted(file.components))} from {file.path.name} {file.identity[:12]}"
         return f"{self.name_or_path} (LTX-2 flavour {self.flavour.name}{suffix})"
 
 
 def resolve_source(
     pretrained_model_name_or_path: str | None, model_flavour: str = "2.0", *, cache_dir: Path | None = None,
-    transformer_file: str | Path | None = None,
+    transformer_file: str | Path | None = None, text_encoder_path: str | None = None,
 ) -> ModelSource:
-    """Resolve `tiny`, a local diffusers folder or a hub id (the hub is only contacted when a component loads);
-    None means the flavour's own repository. `transformer_file`: the transformer from that single file instead
-    (single_file.py), checked here against the flavour by its tensor names.
+    """Resolve `tiny`, a local diffusers folder, a hub id (the hub is only contacted when a component loads) or a
+    single `.safetensors` checkpoint; None means the flavour's own repository.
 
-    `tiny` builds the flavour's tiny model once into $LTX2_HOME (default ~/.cache/ltx2). A folder written by
-    `make_tiny_model` is recognised as tiny from its model_index.json.
+    A checkpoint file supplies the components it holds of single_file.FROM_FILES; the configs, the tokenizer, the
+    text encoder, the scheduler and whatever else come from `text_encoder_path` (a diffusers folder or hub id;
+    default: the flavour's repository). `transformer_file`: the transformer alone from that file. Files are checked
+    against the flavour here, by their tensor names, before any stage runs.
     """
     flavour = FLAVOURS[canonical(model_flavour)]
-    if transformer_file is not None:
-        source = resolve_source(pretrained_model_name_or_path, model_flavour, cache_dir=cache_dir)
-        return replace(source, **_transformer_file(Path(transformer_file).expanduser(), flavour))
     name = pretrained_model_name_or_path or flavour.repo
+    if _is_file_setting(name):
+        base = _diffusers_source(text_encoder_path or flavour.repo, flavour, cache_dir)
+        whole = _checkpoint(Path(name).expanduser(), flavour, "pretrained_model_name_or_path")
+        if transformer_file is not None:
+            whole = replace(whole, components=whole.components - {"transformer"})
+        files: tuple[CheckpointFile, ...] = (whole,)
+    elif text_encoder_path is not None:
+        raise ValueError(f"text_encoder_path is read only when pretrained_model_name_or_path is a .safetensors "
+                         f"file; {name} is a diffusers model, which has its own text encoder: unset text_encoder_path")
+    else:
+        base, files = _diffusers_source(name, flavour, cache_dir), ()
+    if transformer_file is not None:
+        transformer = _checkpoint(Path(transformer_file).expanduser(), flavour,
+                                  "pretrained_transformer_model_name_or_path")
+        files = (replace(transformer, components=frozenset({"transformer"})), *files)
+    for file in files:
+        log.info("%s", file.describe())
+    return replace(base, files=files) if files else base
+
+
+def _diffusers_source(name: str, flavour: Flavour, cache_dir: Path | None) -> ModelSource:
     if name == TINY_NAME:
         return ModelSource(str(tiny.tiny_model_dir(flavour.name)), flavour, is_local=True, untrained=True)
 
@@ -98,20 +136,29 @@ def resolve_source(
     return ModelSource(name, flavour, is_local=False, cache_dir=cache_dir)
 
 
-def _transformer_file(path: Path, flavour: Flavour) -> dict[str, Any]:
-    from ltx2core.models.single_file import TransformerFileError, file_identity, release_of_file
+def _is_file_setting(name: str) -> bool:
+    return name.endswith(".safetensors") or Path(name).expanduser().is_file()
+
+
+def _checkpoint(path: Path, flavour: Flavour, setting: str) -> CheckpointFile:
+    from ltx2core.models.single_file import (
+        FROM_FILES,
+        CheckpointFileError,
+        components_in,
+        file_identity,
+        release_of_file,
+    )
 
     if path.is_dir() or path.suffix != ".safetensors" or not path.is_file():
         raise FileNotFoundError(
-            f"pretrained_transformer_model_name_or_path {path} is not a .safetensors file: name a single checkpoint "
-            "file (Lightricks' or ComfyUI's); a diffusers folder goes in pretrained_model_name_or_path")
-    found = release_of_file(path)
-    if found != flavour.release:
-        raise TransformerFileError(
+            f"{setting} {path} is not a .safetensors file: name a single checkpoint file (Lightricks' or ComfyUI's); "
+            "a diffusers folder goes in pretrained_model_name_or_path")
+    components = components_in(path)
+    if "transformer" in components and (found := release_of_file(path)) != flavour.release:
+        raise CheckpointFileError(
             f"{path.name} holds an LTX-{found} transformer but model_flavour is {flavour.name!r}: set model_flavour "
-            f"to {found!r} (or its distilled flavour) or point pretrained_transformer_model_name_or_path at an "
-            f"LTX-{flavour.release} file")
-    return {"transformer_file": path, "transformer_identity": file_identity(path)}
+            f"to {found!r} (or its distilled flavour) or point {setting} at an LTX-{flavour.release} file")
+    return CheckpointFile(path, file_identity(path), components & frozenset(FROM_FILES), components)
 
 
 def check_release(source: ModelSource, found: str) -> None:

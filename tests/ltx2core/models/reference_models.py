@@ -54,3 +54,34 @@ def velocities(reference: torch.nn.Module, ours: torch.nn.Module, release: str
                     video_coords=video_coords, audio_coords=audio_coords, use_cross_timestep=True, return_dict=False)
     assert theirs[0].abs().max() > 0.1  # a real signal
     return tuple(mine), tuple(theirs)
+
+
+def reference_text(connectors: torch.nn.Module) -> torch.nn.Module:
+    """ltx-core's 2.3 text path after Gemma (per-token norm, the two aggregate embeddings, the two connectors),
+    holding the weights of our tiny 2.3 connectors under its own names."""
+    from ltx_core.model.transformer.rope import LTXRopeType
+    from ltx_core.text_encoders.gemma.embeddings_connector import Embeddings1DConnector
+    from ltx_core.text_encoders.gemma.embeddings_processor import EmbeddingsProcessor
+    from ltx_core.text_encoders.gemma.feature_extractor import FeatureExtractorV2
+
+    config = connectors.config
+
+    def connector(prefix: str, heads: int, head_dim: int) -> torch.nn.Module:
+        module = Embeddings1DConnector(
+            attention_head_dim=head_dim, num_attention_heads=heads, num_layers=1,
+            positional_embedding_max_pos=[config.connector_rope_base_seq_len], num_learnable_registers=16,
+            rope_type=LTXRopeType.SPLIT, double_precision_rope=True, apply_gated_attention=True)
+        ours = {k.removeprefix(prefix + "."): v for k, v in connectors.state_dict().items() if k.startswith(prefix)}
+        theirs = {k.replace("transformer_blocks", "transformer_1d_blocks").replace("norm_q", "q_norm")
+                  .replace("norm_k", "k_norm"): v for k, v in ours.items()}
+        registers = theirs.pop("learnable_registers")
+        module.load_state_dict(theirs, strict=False)
+        module.learnable_registers = torch.nn.Parameter(registers)  # theirs is created in bf16
+        return module
+
+    extractor = FeatureExtractorV2(video_aggregate_embed=connectors.video_text_proj_in,
+                                   audio_aggregate_embed=connectors.audio_text_proj_in,
+                                   embedding_dim=config.caption_channels)
+    return EmbeddingsProcessor(feature_extractor=extractor,
+                               video_connector=connector("video_connector", 2, config.video_hidden_dim // 2),
+                               audio_connector=connector("audio_connector", 2, config.audio_hidden_dim // 2)).eval()

@@ -10,8 +10,8 @@ import torch
 
 from ltx2core.models.original_keys import PREFIX, to_diffusers, to_original
 from ltx2core.models.tiny import _transformer
+from tests.ltx2core.models.reference_models import reference_text, velocities
 from tests.ltx2core.models.reference_models import reference_transformer as _reference
-from tests.ltx2core.models.reference_models import velocities
 
 TOLERANCE = 1e-5  # float32; the two implementations order some sums differently
 
@@ -36,37 +36,6 @@ def test_a_checkpoint_of_another_release_is_refused_naming_the_keys() -> None:
         to_diffusers(reference, _transformer("2.0").state_dict())
 
 
-def _reference_text(connectors: torch.nn.Module) -> torch.nn.Module:
-    """ltx-core's 2.3 text path after Gemma (per-token norm, the two aggregate embeddings, the two connectors),
-    holding the weights of our tiny 2.3 connectors under its own names."""
-    from ltx_core.model.transformer.rope import LTXRopeType
-    from ltx_core.text_encoders.gemma.embeddings_connector import Embeddings1DConnector
-    from ltx_core.text_encoders.gemma.embeddings_processor import EmbeddingsProcessor
-    from ltx_core.text_encoders.gemma.feature_extractor import FeatureExtractorV2
-
-    config = connectors.config
-
-    def connector(prefix: str, heads: int, head_dim: int) -> torch.nn.Module:
-        module = Embeddings1DConnector(
-            attention_head_dim=head_dim, num_attention_heads=heads, num_layers=1,
-            positional_embedding_max_pos=[config.connector_rope_base_seq_len], num_learnable_registers=16,
-            rope_type=LTXRopeType.SPLIT, double_precision_rope=True, apply_gated_attention=True)
-        ours = {k.removeprefix(prefix + "."): v for k, v in connectors.state_dict().items() if k.startswith(prefix)}
-        theirs = {k.replace("transformer_blocks", "transformer_1d_blocks").replace("norm_q", "q_norm")
-                  .replace("norm_k", "k_norm"): v for k, v in ours.items()}
-        registers = theirs.pop("learnable_registers")
-        module.load_state_dict(theirs, strict=False)
-        module.learnable_registers = torch.nn.Parameter(registers)  # theirs is created in bf16
-        return module
-
-    extractor = FeatureExtractorV2(video_aggregate_embed=connectors.video_text_proj_in,
-                                   audio_aggregate_embed=connectors.audio_text_proj_in,
-                                   embedding_dim=config.caption_channels)
-    return EmbeddingsProcessor(feature_extractor=extractor,
-                               video_connector=connector("video_connector", 2, config.video_hidden_dim // 2),
-                               audio_connector=connector("audio_connector", 2, config.audio_hidden_dim // 2)).eval()
-
-
 def test_the_2_3_text_cache_expands_to_ltx_core_s_text_embeddings(tiny_of) -> None:
     """Our compact per-modality cache + expand_for_transformer against ltx-core's EmbeddingsProcessor on the
     same Gemma hidden states, one caption at a time (ltx-core's connectors take a batch of one)."""
@@ -77,7 +46,7 @@ def test_the_2_3_text_cache_expands_to_ltx_core_s_text_embeddings(tiny_of) -> No
     tokenizer = loading.load_tokenizer(source)
     encoder = loading.load_text_encoder(source, dtype=torch.float32)
     connectors = loading.load_connectors(source, dtype=torch.float32)
-    reference = _reference_text(connectors)
+    reference = reference_text(connectors)
     length = source.text_max_length
     for caption in ("a robot dancing in the rain", "hi"):
         tokens = tokenizer([caption], padding="max_length", max_length=length, truncation=True, return_tensors="pt")

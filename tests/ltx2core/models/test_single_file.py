@@ -12,14 +12,15 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from ltx2core.models import loading
-from ltx2core.models.original_keys import PREFIX, to_original
-from ltx2core.models.single_file import TransformerFileError
+from ltx2core.models.original_keys import PREFIX
+from ltx2core.models.single_file import CheckpointFileError
 from ltx2core.models.source import ModelSource, resolve_source
 from ltx2core.training.lora import LoraSpec, add_lora, lora_state_dict, target_modules
-from tests.ltx2core.models.reference_models import reference_transformer, velocities
+from tests.ltx2core.models.checkpoint_files import original_state, whole_checkpoint
+from tests.ltx2core.models.reference_models import reference_text, reference_transformer, velocities
 from tests.ltx2core.training.helpers import train_steps
 
 TOLERANCE = 1e-5  # float32, as tests/ltx2core/models/test_reference.py
@@ -34,7 +35,7 @@ OTHER_COMPONENTS = ("vae.encoder.conv_in.conv.weight", "vae.per_channel_statisti
                     f"{PREFIX}video_embeddings_connector.learnable_registers")
 
 
-def _whole_checkpoint(transformer: dict[str, torch.Tensor], path: Path, **extra: torch.Tensor) -> Path:
+def _as_shipped(transformer: dict[str, torch.Tensor], path: Path, **extra: torch.Tensor) -> Path:
     tensors = {PREFIX + k: v.contiguous() for k, v in transformer.items()}
     tensors |= {key: torch.zeros(2, 2) for key in OTHER_COMPONENTS} | extra
     save_file(tensors, path, metadata={"config": json.dumps({"transformer": {"num_layers": 2}})})
@@ -46,11 +47,12 @@ def test_a_whole_checkpoint_of_ltx_core_loads_into_the_transformer_and_gives_its
     release: str, tiny_of: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     reference = reference_transformer(release)
-    path = _whole_checkpoint(reference.state_dict(), tmp_path / f"ltx-{release}.safetensors")
-    source = resolve_source(tiny_of(release).name_or_path, release, transformer_file=path)
-    with caplog.at_level("INFO", logger="ltx2core.models.single_file"):
-        ours = loading.load_transformer(source, dtype=torch.float32)
-    assert "ignored (taken from pretrained_model_name_or_path): 1 audio VAE, 2 text connectors" in caplog.text
+    path = _as_shipped(reference.state_dict(), tmp_path / f"ltx-{release}.safetensors")
+    with caplog.at_level("INFO", logger="ltx2core.models.source"):
+        source = resolve_source(tiny_of(release).name_or_path, release, transformer_file=path)
+    assert (f"ltx-{release}.safetensors: transformer taken from it; not used (taken from the diffusers model): "
+            "audio_vae, connectors, vae, vocoder") in caplog.text
+    ours = loading.load_transformer(source, dtype=torch.float32)
     mine, theirs = velocities(reference, ours, release)
     for a, b in zip(mine, theirs, strict=True):
         assert a.shape == b.shape and (a - b).abs().max() <= TOLERANCE * b.abs().max()
@@ -59,22 +61,22 @@ def test_a_whole_checkpoint_of_ltx_core_loads_into_the_transformer_and_gives_its
 
 def test_the_file_is_named_by_content_in_the_model_label(tiny_of: Any, tmp_path: Path) -> None:
     weights = reference_transformer("2.3").state_dict()
-    first = _whole_checkpoint(weights, tmp_path / "a.safetensors")
+    first = _as_shipped(weights, tmp_path / "a.safetensors")
     moved = tmp_path / "elsewhere" / "a.safetensors"
     moved.parent.mkdir()
     shutil.copy(first, moved)
     weights["proj_out.bias"] = weights["proj_out.bias"] + 1  # one tensor retrained
     (tmp_path / "changed").mkdir()
-    changed = _whole_checkpoint(weights, tmp_path / "changed" / "a.safetensors")
+    changed = _as_shipped(weights, tmp_path / "changed" / "a.safetensors")
     folder = tiny_of("2.3").name_or_path
     labels = [resolve_source(folder, "2.3", transformer_file=p).label for p in (first, moved, changed)]
     assert labels[0] == labels[1] != labels[2]
-    assert "transformer a.safetensors" in labels[0]
+    assert "transformer from a.safetensors" in labels[0]
 
 
 def test_a_file_of_another_release_is_refused_naming_both(tiny_of: Any, tmp_path: Path) -> None:
-    path = _whole_checkpoint(reference_transformer("2.3").state_dict(), tmp_path / "ltx-2.3-22b-dev.safetensors")
-    with pytest.raises(TransformerFileError, match=r"ltx-2.3-22b-dev.safetensors holds an LTX-2.3 transformer but "
+    path = _as_shipped(reference_transformer("2.3").state_dict(), tmp_path / "ltx-2.3-22b-dev.safetensors")
+    with pytest.raises(CheckpointFileError, match=r"ltx-2.3-22b-dev.safetensors holds an LTX-2.3 transformer but "
                                                    r"model_flavour is '2.0': set model_flavour to '2.3'"):
         resolve_source(tiny_of("2.0").name_or_path, "2.0", transformer_file=path)
 
@@ -82,7 +84,7 @@ def test_a_file_of_another_release_is_refused_naming_both(tiny_of: Any, tmp_path
 @pytest.mark.parametrize(("change", "message"), [
     ("drop", r"0 unknown tensors \[\], 1 parameters not in it \['proj_out.bias'\]"),
     ("extra", r"1 unknown tensors \['model.diffusion_model.lora_unet_stray.weight'\]"),
-    ("shape", r"1 tensors have other shapes than the LTX-2.3 transformer's config: \['model.diffusion_model."
+    ("shape", r"1 tensors have other shapes than the transformer's config: \['model.diffusion_model."
               r"proj_out.bias \[9\] \(expected \[8\]\)'\]"),
     ("scale", r"1 FP8 scales belong to no weight: \['model.diffusion_model.nowhere.weight_scale'\]"),
 ])
@@ -99,9 +101,9 @@ def test_a_file_that_does_not_fit_is_refused_naming_the_tensors(
         weights["proj_out.bias"] = torch.zeros(9)
     else:
         extra[f"{PREFIX}nowhere.weight_scale"] = torch.ones(())
-    path = _whole_checkpoint(weights, tmp_path / "file.safetensors", **extra)
+    path = _as_shipped(weights, tmp_path / "file.safetensors", **extra)
     source = resolve_source(tiny_of("2.3").name_or_path, "2.3", transformer_file=path)
-    with pytest.raises(TransformerFileError, match=message):
+    with pytest.raises(CheckpointFileError, match=message):
         loading.load_transformer(source, dtype=torch.float32)
 
 
@@ -125,7 +127,7 @@ def _fp8_file(weights: dict[str, torch.Tensor], path: Path) -> Path:
             out[key.removesuffix("weight") + "input_scale"] = torch.ones(())
         else:
             out[key] = value.to(torch.bfloat16)
-    return _whole_checkpoint(out, path, scaled_fp8=torch.zeros(0, dtype=torch.float8_e4m3fn))
+    return _as_shipped(out, path, scaled_fp8=torch.zeros(0, dtype=torch.float8_e4m3fn))
 
 
 def test_an_fp8_file_with_scales_loads_its_weights_and_trains_close_to_the_bf16_file(
@@ -136,7 +138,7 @@ def test_an_fp8_file_with_scales_loads_its_weights_and_trains_close_to_the_bf16_
     connectors = loading.load_connectors(tiny, dtype=torch.float32)
 
     weights = to_original_state(loading.load_transformer(tiny, dtype=torch.float32))
-    bf16_file = _whole_checkpoint({k: v.to(torch.bfloat16) for k, v in weights.items()}, tmp_path / "bf16.safetensors")
+    bf16_file = _as_shipped({k: v.to(torch.bfloat16) for k, v in weights.items()}, tmp_path / "bf16.safetensors")
     fp8_file = _fp8_file(weights, tmp_path / "fp8.safetensors")
 
     fp8_model = loading.load_transformer(resolve_source(tiny.name_or_path, "2.0", transformer_file=fp8_file),
@@ -162,8 +164,8 @@ def test_an_fp8_file_with_scales_loads_its_weights_and_trains_close_to_the_bf16_
 
 
 def to_original_state(model: Any) -> dict[str, torch.Tensor]:
-    state = model.state_dict()
-    return {original: state[name] for name, original in to_original(state).items()}
+    """The transformer's weights under Lightricks' names, without the prefix (_as_shipped adds it)."""
+    return {k.removeprefix(PREFIX): v for k, v in original_state("transformer", model).items()}
 
 
 def add_lora_to(tiny: ModelSource) -> Any:
@@ -206,7 +208,7 @@ def test_with_fp8_base_precision_an_fp8_file_keeps_its_values_and_scales_and_tra
     initial = lora_state_dict(model.transformer)
     fp8 = train_steps(model.transformer, model.connectors, tiny.text_max_length, tmp_path / "fp8",
                       mixed_precision="bf16")
-    bf16_file = _whole_checkpoint({k: v.to(torch.bfloat16) for k, v in weights.items()}, tmp_path / "bf16.safetensors")
+    bf16_file = _as_shipped({k: v.to(torch.bfloat16) for k, v in weights.items()}, tmp_path / "bf16.safetensors")
     bf16_model = loading.load_transformer(resolve_source(tiny.name_or_path, "2.0", transformer_file=bf16_file),
                                           dtype=torch.float32)
     add_lora(bf16_model, lora, seed=0)
@@ -215,3 +217,83 @@ def test_with_fp8_base_precision_an_fp8_file_keeps_its_values_and_scales_and_tra
         torch.cat([(fp8[k] - initial[k]).flatten() for k in initial]),
         torch.cat([(bf16[k] - initial[k]).flatten() for k in initial]), dim=0)
     assert UPDATE_MIN_COSINE < cosine < 1, float(cosine)
+
+
+@pytest.mark.parametrize("release", ["2.0", "2.3"])
+def test_a_whole_checkpoint_supplies_transformer_connectors_and_vae_with_the_folder_s_fingerprints(
+    release: str, tiny_of: Any, tmp_path: Path
+) -> None:
+    from ltx2core.keys import latent_model, text_model
+    from ltx2core.models.fingerprint import component_fingerprint
+    from ltx2core.models.vae_options import VaeOptions
+
+    folder = tiny_of(release)
+    path = whole_checkpoint(folder, tmp_path / "whole.safetensors")
+    source = resolve_source(str(path), release, text_encoder_path=folder.name_or_path)
+    assert {c: source.file_of(c) for c in ("transformer", "connectors", "vae", "audio_vae", "text_encoder")} == {
+        "transformer": path, "connectors": path, "vae": path, "audio_vae": None, "text_encoder": None}
+    for load in (loading.load_transformer, loading.load_connectors, loading.load_vae):
+        ours, theirs = load(source, dtype=torch.float32).state_dict(), load(folder, dtype=torch.float32).state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    for component in ("transformer", "connectors", "vae", "audio_vae", "tokenizer"):
+        assert component_fingerprint(source, component) == component_fingerprint(folder, component)
+    assert text_model(source) == text_model(folder)
+    assert latent_model(source, VaeOptions()) == latent_model(folder, VaeOptions())
+
+    vae = loading.load_vae(folder, dtype=torch.float32)  # one VAE tensor retrained: the VAE's key alone changes
+    vae.latents_std.add_(1)
+    changed = tmp_path / "changed.safetensors"
+    save_file({k: v.contiguous() for k, v in (load_file(path) | original_state("vae", vae)).items()}, changed)
+    other = resolve_source(str(changed), release, text_encoder_path=folder.name_or_path)
+    assert component_fingerprint(other, "vae") != component_fingerprint(source, "vae")
+    assert component_fingerprint(other, "connectors") == component_fingerprint(source, "connectors")
+
+
+def test_a_vae_tensor_no_rule_explains_is_refused_naming_it(tiny: ModelSource, tmp_path: Path) -> None:
+    path = whole_checkpoint(tiny, tmp_path / "whole.safetensors")
+    save_file(load_file(path) | {"vae.decoder.up_blocks.9.conv.weight": torch.zeros(1)}, path)
+    source = resolve_source(str(path), "2.0", text_encoder_path=tiny.name_or_path)
+    with pytest.raises(CheckpointFileError, match=r"whole.safetensors does not fit the vae: 1 unknown tensors "
+                                                  r"\['vae.decoder.up_blocks.9.conv.weight'\]"):
+        loading.load_vae(source, dtype=torch.float32)
+
+
+def test_text_encoder_path_beside_a_diffusers_model_is_refused(tiny: ModelSource) -> None:
+    with pytest.raises(ValueError, match="text_encoder_path is read only when pretrained_model_name_or_path is a "
+                                         r"\.safetensors file"):
+        resolve_source(tiny.name_or_path, "2.0", text_encoder_path=tiny.name_or_path)
+
+
+def test_the_connectors_of_an_ltx_core_checkpoint_give_its_text_embeddings(tiny_of: Any, tmp_path: Path) -> None:
+    """ltx-core's 2.3 text path with its own random weights, saved under the names its loader reads from a
+    checkpoint (the inverse of ltx-core's EMBEDDINGS_PROCESSOR_KEY_OPS), read back by our loader: our cache and
+    expansion give ltx-core's video and audio text embeddings (float32)."""
+    from ltx2core.models.text import encode_captions, expand_for_transformer
+
+    folder = tiny_of("2.3")
+    reference = reference_text(loading.load_connectors(folder, dtype=torch.float32))
+    generator = torch.Generator().manual_seed(11)
+    for param in reference.parameters():
+        param.data = torch.randn(param.shape, generator=generator) * 0.3
+    as_shipped = {"feature_extractor.": "text_embedding_projection.",
+                  "video_connector.": f"{PREFIX}video_embeddings_connector.",
+                  "audio_connector.": f"{PREFIX}audio_embeddings_connector."}
+    tensors = {next(v + k.removeprefix(p) for p, v in as_shipped.items() if k.startswith(p)): t.contiguous()
+               for k, t in reference.state_dict().items()}
+    path = tmp_path / "ltx-2.3.safetensors"
+    save_file(tensors, path)
+    source = resolve_source(str(path), "2.3", text_encoder_path=folder.name_or_path)
+    connectors = loading.load_connectors(source, dtype=torch.float32)
+    tokenizer, encoder = loading.load_tokenizer(source), loading.load_text_encoder(source, dtype=torch.float32)
+    length = source.text_max_length
+    tokens = tokenizer(["a robot dancing"], padding="max_length", max_length=length, return_tensors="pt")
+    with torch.no_grad():
+        hidden = encoder.model.language_model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"],
+                                              output_hidden_states=True).hidden_states
+        theirs = reference.process_hidden_states(hidden, tokens["attention_mask"])
+    cached = encode_captions(["a robot dancing"], tokenizer=tokenizer, text_encoder=encoder, connectors=connectors,
+                             max_length=length, device="cpu", dtype=torch.float32, bucketed=False)
+    video, audio, _ = expand_for_transformer(cached, max_length=length, connectors=connectors, device="cpu",
+                                             dtype=torch.float32)
+    for ours, expected in ((video, theirs.video_encoding), (audio, theirs.audio_encoding)):
+        assert ours.shape == expected.shape and (ours - expected).abs().max() <= TOLERANCE * expected.abs().max()
