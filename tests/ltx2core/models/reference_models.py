@@ -85,3 +85,27 @@ def reference_text(connectors: torch.nn.Module) -> torch.nn.Module:
     return EmbeddingsProcessor(feature_extractor=extractor,
                                video_connector=connector("video_connector", 2, config.video_hidden_dim // 2),
                                audio_connector=connector("audio_connector", 2, config.audio_hidden_dim // 2)).eval()
+
+
+def reference_vae_2_3() -> tuple[torch.nn.Module, torch.nn.Module]:
+    """ltx-core's video encoder and decoder in the layout of our tiny 2.3 VAE (ltx2core/models/tiny.py: widths 8-32,
+    one layer per stage; encoder space, time, all, all; decoder all, all, time, space), random weights."""
+    from ltx_core.model.video_vae.enums import PaddingModeType
+    from ltx_core.model.video_vae.video_vae import VideoDecoder, VideoEncoder
+
+    res = ("res_x", {"num_layers": 1})
+    encoder = VideoEncoder(in_channels=3, out_channels=8, patch_size=4, encoder_blocks=[
+        res, ("compress_space_res", {"multiplier": 1}), res, ("compress_time_res", {"multiplier": 2}), res,
+        ("compress_all_res", {"multiplier": 2}), res, ("compress_all_res", {"multiplier": 1}), res])
+    decoder = VideoDecoder(  # listed from the output end, as ltx-core's configs list them
+        in_channels=8, out_channels=3, patch_size=4, base_channels=4, timestep_conditioning=False,
+        decoder_spatial_padding_mode=PaddingModeType.ZEROS, decoder_blocks=[
+            res, ("compress_space", {"multiplier": 2}), res, ("compress_time", {"multiplier": 2}), res,
+            ("compress_all", {"multiplier": 1}), res, ("compress_all", {"multiplier": 2}), res])
+    generator = torch.Generator().manual_seed(5)
+    for tensor in [*encoder.parameters(), *decoder.parameters(), *encoder.buffers(), *decoder.buffers()]:
+        if tensor.is_floating_point():  # ltx-core leaves some uninitialised; the statistics away from 0 and 1
+            tensor.data = torch.randn(tensor.shape, generator=generator) * 0.2 + (1.0 if tensor.dim() == 1 else 0.0)
+    # one set of latent statistics, as a checkpoint has (`vae.per_channel_statistics.*`)
+    decoder.per_channel_statistics.load_state_dict(encoder.per_channel_statistics.state_dict())
+    return encoder.eval(), decoder.eval()

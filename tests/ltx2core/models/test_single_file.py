@@ -20,7 +20,12 @@ from ltx2core.models.single_file import CheckpointFileError
 from ltx2core.models.source import ModelSource, resolve_source
 from ltx2core.training.lora import LoraSpec, add_lora, lora_state_dict, target_modules
 from tests.ltx2core.models.checkpoint_files import original_state, whole_checkpoint
-from tests.ltx2core.models.reference_models import reference_text, reference_transformer, velocities
+from tests.ltx2core.models.reference_models import (
+    reference_text,
+    reference_transformer,
+    reference_vae_2_3,
+    velocities,
+)
 from tests.ltx2core.training.helpers import train_steps
 
 TOLERANCE = 1e-5  # float32, as tests/ltx2core/models/test_reference.py
@@ -297,3 +302,31 @@ def test_the_connectors_of_an_ltx_core_checkpoint_give_its_text_embeddings(tiny_
                                              dtype=torch.float32)
     for ours, expected in ((video, theirs.video_encoding), (audio, theirs.audio_encoding)):
         assert ours.shape == expected.shape and (ours - expected).abs().max() <= TOLERANCE * expected.abs().max()
+
+
+def test_the_video_vae_of_an_ltx_core_checkpoint_encodes_and_decodes_as_ltx_core(tiny_of: Any, tmp_path: Path) -> None:
+    """ltx-core's 2.3 video encoder and decoder (random weights), saved under the names its loader reads from a
+    checkpoint (`vae.encoder.`, `vae.decoder.`, `vae.per_channel_statistics.`), read back by our loader: our
+    normalised latents and decoded pixels are ltx-core's (float32)."""
+    from ltx2core.models.vae import decode_video, encode_video
+
+    encoder, decoder = reference_vae_2_3()
+    tensors = {}
+    for part, module in (("encoder", encoder), ("decoder", decoder)):
+        for key, value in module.state_dict().items():
+            statistics = key.startswith("per_channel_statistics.")
+            tensors["vae." + (key if statistics else f"{part}.{key}")] = value.contiguous()
+    path = tmp_path / "ltx-2.3.safetensors"
+    save_file(tensors, path)
+    folder = tiny_of("2.3")
+    vae = loading.load_vae(resolve_source(str(path), "2.3", text_encoder_path=folder.name_or_path),
+                           dtype=torch.float32)
+
+    pixels = torch.rand(1, 3, 9, 64, 96, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    with torch.no_grad():
+        theirs = encoder(pixels)
+        ours = encode_video(vae, pixels).latents
+        assert ours.shape == theirs.shape and (ours - theirs).abs().max() <= TOLERANCE * theirs.abs().max()
+        decoded, expected = decode_video(vae, theirs), decoder(theirs).clamp(-1, 1)
+    assert decoded.shape == expected.shape and (decoded - expected).abs().max() <= 1e-4
+    assert 0.05 < expected.abs().mean() < 0.95  # a real picture, not a saturated one
