@@ -24,8 +24,9 @@ CONNECTOR_PREFIXES = (
 )
 PREFIXES = {"connectors": CONNECTOR_PREFIXES, "vae": ("vae.",), "audio_vae": ("audio_vae.",),
             "vocoder": ("vocoder.",)}
-# Latent statistics the encoder and decoder do not use (diffusers keeps mean-of-means and std-of-means only).
-IGNORED = ("vae.per_channel_statistics.channel", "vae.per_channel_statistics.mean-of-stds")
+# Latent statistics the encoders and decoders do not use (diffusers keeps mean-of-means and std-of-means only).
+IGNORED = tuple(f"{vae}.per_channel_statistics.{name}" for vae in ("vae", "audio_vae")
+                for name in ("channel", "mean-of-stds"))
 
 _CONNECTOR_TOP = {  # original -> diffusers
     "text_embedding_projection.aggregate_embed": "text_proj_in",  # 2.0: one projection
@@ -39,6 +40,7 @@ _VAE_SEGMENTS = {"res_blocks": "resnets", "last_time_embedder": "time_embedder",
                  "last_scale_shift_table": "scale_shift_table"}
 _VAE_STATISTICS = {"vae.per_channel_statistics.mean-of-means": "latents_mean",
                    "vae.per_channel_statistics.std-of-means": "latents_std"}
+_AUDIO_STATISTICS = {f"audio_{k}": v for k, v in _VAE_STATISTICS.items()}
 
 
 def component_of(key: str) -> str:
@@ -93,6 +95,13 @@ def vae_names(keys: Iterable[str]) -> dict[str, str | None]:
     return names
 
 
+def audio_vae_names(keys: Iterable[str]) -> dict[str, str | None]:
+    """original -> diffusers names of the audio VAE (AutoencoderKLLTX2Audio): the same module names under
+    `audio_vae.`, the latent statistics as diffusers' buffers."""
+    return {key: _AUDIO_STATISTICS[key] if key in _AUDIO_STATISTICS else None if key in IGNORED
+            else key.removeprefix("audio_vae.") for key in keys}
+
+
 def to_original(component: str, names: Iterable[str]) -> dict[str, str]:
     """diffusers -> original names of a component's parameters, the inverse of the rules above (for tests and the
     benchmark, which write our models in Lightricks' layout)."""
@@ -129,7 +138,10 @@ def to_original(component: str, names: Iterable[str]) -> dict[str, str]:
                 original = "decoder.up_blocks.0." + original.removeprefix("decoder.mid_block.")
             out[name] = "vae." + original
         return out
+    if component == "audio_vae":
+        stats = {v: k for k, v in _AUDIO_STATISTICS.items()}
+        return {name: stats.get(name, "audio_vae." + name) for name in names}
     raise ValueError(f"no original layout for {component!r} here")
 
 
-COMPONENT_NAMES = {"connectors": connector_names, "vae": vae_names}
+COMPONENT_NAMES = {"connectors": connector_names, "vae": vae_names, "audio_vae": audio_vae_names}

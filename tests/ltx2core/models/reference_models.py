@@ -109,3 +109,32 @@ def reference_vae_2_3() -> tuple[torch.nn.Module, torch.nn.Module]:
     # one set of latent statistics, as a checkpoint has (`vae.per_channel_statistics.*`)
     decoder.per_channel_statistics.load_state_dict(encoder.per_channel_statistics.state_dict())
     return encoder.eval(), decoder.eval()
+
+
+def reference_audio_vae() -> tuple[torch.nn.Module, torch.nn.Module]:
+    """ltx-core's audio encoder and decoder in the layout of our tiny audio VAE (base width 4, ch_mult 1-2-4, one
+    res block per level, no attention, pixel norm, causal in time, 8 mel bins, 2 latent channels), random weights,
+    one set of latent statistics."""
+    import importlib.machinery
+    import sys
+    import types
+
+    if "torchaudio" not in sys.modules:  # imported by ltx-core's audio preprocessing, which is not used here
+        stub = types.ModuleType("torchaudio")
+        stub.__spec__ = importlib.machinery.ModuleSpec("torchaudio", None)
+        sys.modules["torchaudio"] = stub
+    from ltx_core.model.audio_vae.audio_vae import AudioDecoder, AudioEncoder
+    from ltx_core.model.audio_vae.causality_axis import CausalityAxis
+    from ltx_core.model.common.normalization import NormType
+
+    shape = dict(ch=4, ch_mult=(1, 2, 4), num_res_blocks=1, attn_resolutions=set(), resolution=32, z_channels=2,
+                 mel_bins=8, norm_type=NormType.PIXEL, mid_block_add_attention=False, is_causal=True,
+                 causality_axis=CausalityAxis.HEIGHT)  # as its configurator's default; the constructor's is width
+    encoder = AudioEncoder(**shape, double_z=True, in_channels=2)
+    decoder = AudioDecoder(**shape, out_ch=2)
+    generator = torch.Generator().manual_seed(6)
+    for tensor in [*encoder.parameters(), *decoder.parameters(), *encoder.buffers(), *decoder.buffers()]:
+        if tensor.is_floating_point():
+            tensor.data = torch.randn(tensor.shape, generator=generator) * 0.2 + (1.0 if tensor.dim() == 1 else 0.0)
+    decoder.per_channel_statistics.load_state_dict(encoder.per_channel_statistics.state_dict())
+    return encoder.eval(), decoder.eval()

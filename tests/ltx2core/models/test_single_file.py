@@ -21,6 +21,7 @@ from ltx2core.models.source import ModelSource, resolve_source
 from ltx2core.training.lora import LoraSpec, add_lora, lora_state_dict, target_modules
 from tests.ltx2core.models.checkpoint_files import original_state, whole_checkpoint
 from tests.ltx2core.models.reference_models import (
+    reference_audio_vae,
     reference_text,
     reference_transformer,
     reference_vae_2_3,
@@ -225,7 +226,7 @@ def test_with_fp8_base_precision_an_fp8_file_keeps_its_values_and_scales_and_tra
 
 
 @pytest.mark.parametrize("release", ["2.0", "2.3"])
-def test_a_whole_checkpoint_supplies_transformer_connectors_and_vae_with_the_folder_s_fingerprints(
+def test_a_whole_checkpoint_supplies_its_components_with_the_folder_s_fingerprints(
     release: str, tiny_of: Any, tmp_path: Path
 ) -> None:
     from ltx2core.keys import latent_model, text_model
@@ -235,12 +236,12 @@ def test_a_whole_checkpoint_supplies_transformer_connectors_and_vae_with_the_fol
     folder = tiny_of(release)
     path = whole_checkpoint(folder, tmp_path / "whole.safetensors")
     source = resolve_source(str(path), release, text_encoder_path=folder.name_or_path)
-    assert {c: source.file_of(c) for c in ("transformer", "connectors", "vae", "audio_vae", "text_encoder")} == {
-        "transformer": path, "connectors": path, "vae": path, "audio_vae": None, "text_encoder": None}
-    for load in (loading.load_transformer, loading.load_connectors, loading.load_vae):
+    assert {c: source.file_of(c) for c in ("transformer", "connectors", "vae", "audio_vae", "vocoder")} == {
+        "transformer": path, "connectors": path, "vae": path, "audio_vae": path, "vocoder": None}
+    for load in (loading.load_transformer, loading.load_connectors, loading.load_vae, loading.load_audio_vae):
         ours, theirs = load(source, dtype=torch.float32).state_dict(), load(folder, dtype=torch.float32).state_dict()
         assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
-    for component in ("transformer", "connectors", "vae", "audio_vae", "tokenizer"):
+    for component in ("transformer", "connectors", "vae", "audio_vae", "vocoder", "tokenizer"):
         assert component_fingerprint(source, component) == component_fingerprint(folder, component)
     assert text_model(source) == text_model(folder)
     assert latent_model(source, VaeOptions()) == latent_model(folder, VaeOptions())
@@ -330,3 +331,31 @@ def test_the_video_vae_of_an_ltx_core_checkpoint_encodes_and_decodes_as_ltx_core
         decoded, expected = decode_video(vae, theirs), decoder(theirs).clamp(-1, 1)
     assert decoded.shape == expected.shape and (decoded - expected).abs().max() <= 1e-4
     assert 0.05 < expected.abs().mean() < 0.95  # a real picture, not a saturated one
+
+
+def test_the_audio_vae_of_an_ltx_core_checkpoint_encodes_and_decodes_as_ltx_core(tiny_of: Any, tmp_path: Path) -> None:
+    """ltx-core's audio encoder and decoder (random weights) saved as `audio_vae.*` of a checkpoint, read back by our
+    loader: the same normalised latents from a mel spectrogram, and the same spectrogram back (float32)."""
+    encoder, decoder = reference_audio_vae()
+    tensors = {}
+    for part, module in (("encoder", encoder), ("decoder", decoder)):
+        for key, value in module.state_dict().items():
+            statistics = key.startswith("per_channel_statistics.")
+            tensors["audio_vae." + (key if statistics else f"{part}.{key}")] = value.contiguous()
+    path = tmp_path / "ltx-2.3.safetensors"
+    save_file(tensors, path)
+    folder = tiny_of("2.3")
+    vae = loading.load_audio_vae(resolve_source(str(path), "2.3", text_encoder_path=folder.name_or_path),
+                                 dtype=torch.float32)
+
+    mel = torch.randn(1, 2, 16, 8, generator=torch.Generator().manual_seed(4))  # [B, channels, frames, mel bins]
+    with torch.no_grad():
+        theirs = encoder(mel)  # normalised, [B, C, T, M]
+        raw = vae.encode(mel).latent_dist.mode()
+        tokens = raw.transpose(1, 2).flatten(2, 3)  # as encode_audio packs them
+        ours = (tokens - vae.latents_mean) / vae.latents_std
+        expected = theirs.transpose(1, 2).flatten(2, 3)
+        assert ours.shape == expected.shape and (ours - expected).abs().max() <= TOLERANCE * expected.abs().max()
+        spectrogram, reference = vae.decode(raw).sample, decoder(theirs)
+    assert spectrogram.shape == reference.shape
+    assert (spectrogram - reference).abs().max() <= TOLERANCE * reference.abs().max()
