@@ -57,20 +57,23 @@ def velocities(reference: torch.nn.Module, ours: torch.nn.Module, release: str
 
 
 def reference_text(connectors: torch.nn.Module) -> torch.nn.Module:
-    """ltx-core's 2.3 text path after Gemma (per-token norm, the two aggregate embeddings, the two connectors),
-    holding the weights of our tiny 2.3 connectors under its own names."""
+    """ltx-core's text path after Gemma, holding the weights of our tiny connectors under its own names: 2.3's
+    per-token norm, two aggregate embeddings and gated connectors, or 2.0's masked norm, one shared aggregate
+    embedding and plain connectors (by whether `connectors` has per-modality projections)."""
     from ltx_core.model.transformer.rope import LTXRopeType
     from ltx_core.text_encoders.gemma.embeddings_connector import Embeddings1DConnector
     from ltx_core.text_encoders.gemma.embeddings_processor import EmbeddingsProcessor
-    from ltx_core.text_encoders.gemma.feature_extractor import FeatureExtractorV2
+    from ltx_core.text_encoders.gemma.feature_extractor import FeatureExtractorV1, FeatureExtractorV2
 
     config = connectors.config
+    newer = config.per_modality_projections
 
-    def connector(prefix: str, heads: int, head_dim: int) -> torch.nn.Module:
+    def connector(prefix: str) -> torch.nn.Module:
+        heads = config[f"{prefix}_num_attention_heads"]
         module = Embeddings1DConnector(
-            attention_head_dim=head_dim, num_attention_heads=heads, num_layers=1,
+            attention_head_dim=config[f"{prefix}_attention_head_dim"], num_attention_heads=heads, num_layers=1,
             positional_embedding_max_pos=[config.connector_rope_base_seq_len], num_learnable_registers=16,
-            rope_type=LTXRopeType.SPLIT, double_precision_rope=True, apply_gated_attention=True)
+            rope_type=LTXRopeType.SPLIT, double_precision_rope=True, apply_gated_attention=newer)
         ours = {k.removeprefix(prefix + "."): v for k, v in connectors.state_dict().items() if k.startswith(prefix)}
         theirs = {k.replace("transformer_blocks", "transformer_1d_blocks").replace("norm_q", "q_norm")
                   .replace("norm_k", "k_norm"): v for k, v in ours.items()}
@@ -81,15 +84,16 @@ def reference_text(connectors: torch.nn.Module) -> torch.nn.Module:
 
     extractor = FeatureExtractorV2(video_aggregate_embed=connectors.video_text_proj_in,
                                    audio_aggregate_embed=connectors.audio_text_proj_in,
-                                   embedding_dim=config.caption_channels)
-    return EmbeddingsProcessor(feature_extractor=extractor,
-                               video_connector=connector("video_connector", 2, config.video_hidden_dim // 2),
-                               audio_connector=connector("audio_connector", 2, config.audio_hidden_dim // 2)).eval()
+                                   embedding_dim=config.caption_channels) if newer else (
+        FeatureExtractorV1(aggregate_embed=connectors.text_proj_in, is_av=True))
+    return EmbeddingsProcessor(feature_extractor=extractor, video_connector=connector("video_connector"),
+                               audio_connector=connector("audio_connector")).eval()
 
 
-def reference_vae_2_3() -> tuple[torch.nn.Module, torch.nn.Module]:
-    """ltx-core's video encoder and decoder in the layout of our tiny 2.3 VAE (ltx2core/models/tiny.py: widths 8-32,
-    one layer per stage; encoder space, time, all, all; decoder all, all, time, space), random weights."""
+def reference_vae(release: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """ltx-core's video encoder and decoder in the layout of our tiny VAE of `release` (ltx2core/models/tiny.py:
+    widths 8-32, one layer per stage; encoder space, time, all, all; decoder 2.0: three residual all-upsamplers,
+    reflect padding; 2.3: all, all, time, space, zero padding), random weights, one set of latent statistics."""
     from ltx_core.model.video_vae.enums import PaddingModeType
     from ltx_core.model.video_vae.video_vae import VideoDecoder, VideoEncoder
 
@@ -97,11 +101,16 @@ def reference_vae_2_3() -> tuple[torch.nn.Module, torch.nn.Module]:
     encoder = VideoEncoder(in_channels=3, out_channels=8, patch_size=4, encoder_blocks=[
         res, ("compress_space_res", {"multiplier": 1}), res, ("compress_time_res", {"multiplier": 2}), res,
         ("compress_all_res", {"multiplier": 2}), res, ("compress_all_res", {"multiplier": 1}), res])
-    decoder = VideoDecoder(  # listed from the output end, as ltx-core's configs list them
+    if release == "2.0":
+        up = ("compress_all", {"multiplier": 2, "residual": True})
+        blocks, padding = [res, up, res, up, res, up, res], PaddingModeType.REFLECT
+    else:
+        blocks = [res, ("compress_space", {"multiplier": 2}), res, ("compress_time", {"multiplier": 2}), res,
+                  ("compress_all", {"multiplier": 1}), res, ("compress_all", {"multiplier": 2}), res]
+        padding = PaddingModeType.ZEROS
+    decoder = VideoDecoder(  # blocks listed from the output end, as ltx-core's configs list them
         in_channels=8, out_channels=3, patch_size=4, base_channels=4, timestep_conditioning=False,
-        decoder_spatial_padding_mode=PaddingModeType.ZEROS, decoder_blocks=[
-            res, ("compress_space", {"multiplier": 2}), res, ("compress_time", {"multiplier": 2}), res,
-            ("compress_all", {"multiplier": 1}), res, ("compress_all", {"multiplier": 2}), res])
+        decoder_spatial_padding_mode=padding, decoder_blocks=blocks)
     generator = torch.Generator().manual_seed(5)
     for tensor in [*encoder.parameters(), *decoder.parameters(), *encoder.buffers(), *decoder.buffers()]:
         if tensor.is_floating_point():  # ltx-core leaves some uninitialised; the statistics away from 0 and 1

@@ -24,7 +24,7 @@ from tests.ltx2core.models.reference_models import (
     reference_audio_vae,
     reference_text,
     reference_transformer,
-    reference_vae_2_3,
+    reference_vae,
     velocities,
 )
 from tests.ltx2core.training.helpers import train_steps
@@ -270,13 +270,16 @@ def test_text_encoder_path_beside_a_diffusers_model_is_refused(tiny: ModelSource
         resolve_source(tiny.name_or_path, "2.0", text_encoder_path=tiny.name_or_path)
 
 
-def test_the_connectors_of_an_ltx_core_checkpoint_give_its_text_embeddings(tiny_of: Any, tmp_path: Path) -> None:
-    """ltx-core's 2.3 text path with its own random weights, saved under the names its loader reads from a
-    checkpoint (the inverse of ltx-core's EMBEDDINGS_PROCESSOR_KEY_OPS), read back by our loader: our cache and
-    expansion give ltx-core's video and audio text embeddings (float32)."""
+@pytest.mark.parametrize("release", ["2.0", "2.3"])
+def test_the_connectors_of_an_ltx_core_checkpoint_give_its_text_embeddings(
+    release: str, tiny_of: Any, tmp_path: Path
+) -> None:
+    """ltx-core's text path with its own random weights, saved under the names its loader reads from a checkpoint
+    (the inverse of ltx-core's EMBEDDINGS_PROCESSOR_KEY_OPS), read back by our loader: our cache and expansion give
+    ltx-core's video and audio text embeddings (float32)."""
     from ltx2core.models.text import encode_captions, expand_for_transformer
 
-    folder = tiny_of("2.3")
+    folder = tiny_of(release)
     reference = reference_text(loading.load_connectors(folder, dtype=torch.float32))
     generator = torch.Generator().manual_seed(11)
     for param in reference.parameters():
@@ -286,9 +289,9 @@ def test_the_connectors_of_an_ltx_core_checkpoint_give_its_text_embeddings(tiny_
                   "audio_connector.": f"{PREFIX}audio_embeddings_connector."}
     tensors = {next(v + k.removeprefix(p) for p, v in as_shipped.items() if k.startswith(p)): t.contiguous()
                for k, t in reference.state_dict().items()}
-    path = tmp_path / "ltx-2.3.safetensors"
+    path = tmp_path / f"ltx-{release}.safetensors"
     save_file(tensors, path)
-    source = resolve_source(str(path), "2.3", text_encoder_path=folder.name_or_path)
+    source = resolve_source(str(path), release, text_encoder_path=folder.name_or_path)
     connectors = loading.load_connectors(source, dtype=torch.float32)
     tokenizer, encoder = loading.load_tokenizer(source), loading.load_text_encoder(source, dtype=torch.float32)
     length = source.text_max_length
@@ -305,22 +308,25 @@ def test_the_connectors_of_an_ltx_core_checkpoint_give_its_text_embeddings(tiny_
         assert ours.shape == expected.shape and (ours - expected).abs().max() <= TOLERANCE * expected.abs().max()
 
 
-def test_the_video_vae_of_an_ltx_core_checkpoint_encodes_and_decodes_as_ltx_core(tiny_of: Any, tmp_path: Path) -> None:
-    """ltx-core's 2.3 video encoder and decoder (random weights), saved under the names its loader reads from a
+@pytest.mark.parametrize("release", ["2.0", "2.3"])
+def test_the_video_vae_of_an_ltx_core_checkpoint_encodes_and_decodes_as_ltx_core(
+    release: str, tiny_of: Any, tmp_path: Path
+) -> None:
+    """ltx-core's video encoder and decoder (random weights), saved under the names its loader reads from a
     checkpoint (`vae.encoder.`, `vae.decoder.`, `vae.per_channel_statistics.`), read back by our loader: our
     normalised latents and decoded pixels are ltx-core's (float32)."""
     from ltx2core.models.vae import decode_video, encode_video
 
-    encoder, decoder = reference_vae_2_3()
+    encoder, decoder = reference_vae(release)
     tensors = {}
     for part, module in (("encoder", encoder), ("decoder", decoder)):
         for key, value in module.state_dict().items():
             statistics = key.startswith("per_channel_statistics.")
             tensors["vae." + (key if statistics else f"{part}.{key}")] = value.contiguous()
-    path = tmp_path / "ltx-2.3.safetensors"
+    path = tmp_path / f"ltx-{release}.safetensors"
     save_file(tensors, path)
-    folder = tiny_of("2.3")
-    vae = loading.load_vae(resolve_source(str(path), "2.3", text_encoder_path=folder.name_or_path),
+    folder = tiny_of(release)
+    vae = loading.load_vae(resolve_source(str(path), release, text_encoder_path=folder.name_or_path),
                            dtype=torch.float32)
 
     pixels = torch.rand(1, 3, 9, 64, 96, generator=torch.Generator().manual_seed(2)) * 2 - 1
