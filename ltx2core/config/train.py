@@ -45,7 +45,7 @@ class TrainConfig(StrictModel):
     lora_type: Literal["standard"] = Field("standard", description="PEFT LoRA (LyCORIS is not supported)")
     pretrained_model_name_or_path: str | None = Field(
         None, description=f"Hub id or folder of diffusers weights, or a single .safetensors checkpoint (Lightricks' "
-        f"or ComfyUI's: its transformer, text connectors, video and audio VAEs are read from it); '{TINY_MODEL}' = the "
+        f"or ComfyUI's: its transformer, text connectors, VAEs and vocoder are read from it); '{TINY_MODEL}' = the "
         "flavour's tiny random model; null = the flavour's diffusers repository (config/README.md)"
     )
     text_encoder_path: str | None = Field(

@@ -102,6 +102,19 @@ def audio_vae_names(keys: Iterable[str]) -> dict[str, str | None]:
             else key.removeprefix("audio_vae.") for key in keys}
 
 
+_VOCODER_SEGMENTS = {"ups": "upsamplers", "resblocks": "resnets", "conv_pre": "conv_in", "conv_post": "conv_out",
+                     "act_post": "act_out"}
+
+
+def vocoder_names(keys: Iterable[str]) -> dict[str, str | None]:
+    """original -> diffusers names of the vocoder (LTX2Vocoder; 2.3+: LTX2VocoderWithBWE, whose generator, bandwidth
+    extension and mel STFT sit under `vocoder.vocoder.`, `vocoder.bwe_generator.`, `vocoder.mel_stft.`): HiFi-GAN's
+    names to diffusers', and the anti-aliasing low-pass filter one level up."""
+    return {key: _segments(key.removeprefix("vocoder."), _VOCODER_SEGMENTS).replace(".downsample.lowpass.",
+                                                                                    ".downsample.")
+            for key in keys}
+
+
 def to_original(component: str, names: Iterable[str]) -> dict[str, str]:
     """diffusers -> original names of a component's parameters, the inverse of the rules above (for tests and the
     benchmark, which write our models in Lightricks' layout)."""
@@ -141,7 +154,12 @@ def to_original(component: str, names: Iterable[str]) -> dict[str, str]:
     if component == "audio_vae":
         stats = {v: k for k, v in _AUDIO_STATISTICS.items()}
         return {name: stats.get(name, "audio_vae." + name) for name in names}
+    if component == "vocoder":
+        back = {v: k for k, v in _VOCODER_SEGMENTS.items()}
+        return {name: "vocoder." + re.sub(r"\.downsample\.filter$", ".downsample.lowpass.filter", _segments(name, back))
+                for name in names}
     raise ValueError(f"no original layout for {component!r} here")
 
 
-COMPONENT_NAMES = {"connectors": connector_names, "vae": vae_names, "audio_vae": audio_vae_names}
+COMPONENT_NAMES = {"connectors": connector_names, "vae": vae_names, "audio_vae": audio_vae_names,
+                   "vocoder": vocoder_names}

@@ -3,7 +3,7 @@
 Lightricks ships LTX-2.3 only as whole-checkpoint files (`ltx-2.3-22b-dev.safetensors`: the transformer under
 `model.diffusion_model.`, beside the text connectors, both VAEs and the vocoder), LTX-2.5's transformer as a file of
 its own, and FP8 variants holding float8_e4m3fn weights with a `weight_scale` each. `pretrained_model_name_or_path`
-may name such a file (its transformer, text connectors, video VAE and audio VAE are read from it) and
+may name such a file (its transformer, text connectors, video and audio VAEs and vocoder are read from it) and
 `pretrained_transformer_model_name_or_path` a file the transformer alone comes from. Reading a component:
 
 - every tensor of it is accounted for: a parameter (renamed by original_keys.py / checkpoint_keys.py; diffusers
@@ -33,7 +33,7 @@ from ltx2core.models.original_keys import PREFIX, diffusers_name
 
 log = logging.getLogger(__name__)
 
-FROM_FILES = ("transformer", "connectors", "vae", "audio_vae")  # what a whole checkpoint supplies here (not yet: vocoder)
+FROM_FILES = ("transformer", "connectors", "vae", "audio_vae", "vocoder")  # what a whole checkpoint supplies here
 SCALE_SUFFIXES = (".weight_scale", ".input_scale")  # FP8 files: the weight's scale; the activations' (unused here)
 MARKERS = ("scaled_fp8", f"{PREFIX}scaled_fp8")  # ComfyUI's flag tensor of a scaled-FP8 file
 FP8_DTYPES = {"F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}

@@ -21,11 +21,12 @@ def original_state(component: str, model: torch.nn.Module) -> dict[str, torch.Te
 
 
 def whole_checkpoint(source: ModelSource, path: Path, *, dtype: torch.dtype = torch.float32,
-                     components: tuple[str, ...] = ("transformer", "connectors", "vae", "audio_vae")) -> Path:
-    """The tiny model's components in one file, in `dtype`, beside a vocoder tensor (not read)."""
+                     components: tuple[str, ...] = ("transformer", "connectors", "vae", "audio_vae", "vocoder")
+                     ) -> Path:
+    """The tiny model's `components` in one file, in `dtype`."""
     loaders = {"transformer": loading.load_transformer, "connectors": loading.load_connectors,
-               "vae": loading.load_vae, "audio_vae": loading.load_audio_vae}
-    tensors = {"vocoder.conv_pre.weight": torch.zeros(2)}
+               "vae": loading.load_vae, "audio_vae": loading.load_audio_vae, "vocoder": loading.load_vocoder}
+    tensors = {}
     for component in components:
         model = loaders[component](source, dtype=dtype)
         tensors |= {k: v.contiguous() for k, v in original_state(component, model).items()}

@@ -120,18 +120,61 @@ def reference_vae(release: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     return encoder.eval(), decoder.eval()
 
 
-def reference_audio_vae() -> tuple[torch.nn.Module, torch.nn.Module]:
-    """ltx-core's audio encoder and decoder in the layout of our tiny audio VAE (base width 4, ch_mult 1-2-4, one
-    res block per level, no attention, pixel norm, causal in time, 8 mel bins, 2 latent channels), random weights,
-    one set of latent statistics."""
+def _stub_torchaudio() -> None:
+    """ltx-core's audio package imports torchaudio for its preprocessing, which these tests do not use (and whose
+    CUDA build breaks on these machines): an empty module stands in for the import."""
     import importlib.machinery
     import sys
     import types
 
-    if "torchaudio" not in sys.modules:  # imported by ltx-core's audio preprocessing, which is not used here
+    if "torchaudio" not in sys.modules:
         stub = types.ModuleType("torchaudio")
         stub.__spec__ = importlib.machinery.ModuleSpec("torchaudio", None)
         sys.modules["torchaudio"] = stub
+
+
+def reference_vocoder(release: str) -> torch.nn.Module:
+    """ltx-core's vocoder with random weights: 2.0's HiFi-GAN, or 2.3's with the bandwidth extension to 48 kHz
+    (AMP blocks, snake-beta), at tiny widths; its input is always 2 x 64 mel bins (ltx-core fixes 128 channels)."""
+    _stub_torchaudio()
+    from ltx_core.model.audio_vae.vocoder import MelSTFT, Vocoder, VocoderWithBWE
+
+    first = dict(resblock_kernel_sizes=[3], upsample_rates=[2, 2], upsample_kernel_sizes=[4, 4],
+                 resblock_dilation_sizes=[[1, 3, 5]])
+    if release == "2.0":
+        model = Vocoder(**first, upsample_initial_channel=32, resblock="1", output_sampling_rate=16000)
+    else:
+        amp = dict(resblock="AMP1", activation="snakebeta", use_bias_at_final=False, upsample_initial_channel=16)
+        model = VocoderWithBWE(
+            # clamps rather than tanh (diffusers' 2.3 config has no final activation: equal while |x| < 1)
+            vocoder=Vocoder(**first, **amp, use_tanh_at_final=False, output_sampling_rate=16000),
+            bwe_generator=Vocoder(resblock_kernel_sizes=[3], upsample_rates=[4, 3, 2], upsample_kernel_sizes=[8, 7, 4],
+                                  resblock_dilation_sizes=[[1, 3, 5]], **amp, apply_final_activation=False,
+                                  output_sampling_rate=48000),
+            mel_stft=MelSTFT(filter_length=32, hop_length=8, win_length=32, n_mel_channels=64),
+            input_sampling_rate=16000, output_sampling_rate=48000, hop_length=8)
+    generator = torch.Generator().manual_seed(7)
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if "filter" not in name and "basis" not in name:  # the filters and STFT bases are fixed, not trained
+            tensor.data = torch.randn(tensor.shape, generator=generator) * 0.1 + (0.5 if tensor.dim() == 1 else 0.0)
+    if release != "2.0":
+        # Keep the first stage inside (-1, 1), where ltx-core's final clamp and diffusers' none agree (diffusers'
+        # 2.3 config has no final activation there; ltx-core clamps).
+        model.vocoder.conv_post.weight.data *= 0.02
+        # ltx-core creates the STFT bases as zeros and reads them from the checkpoint
+        from diffusers.pipelines.ltx2 import LTX2VocoderWithBWE
+
+        bases = LTX2VocoderWithBWE(filter_length=32, hop_length=8, window_length=32, num_mel_channels=64,
+                                   in_channels=128, bwe_in_channels=128).mel_stft.state_dict()
+        model.mel_stft.load_state_dict(bases)
+    return model.eval()
+
+
+def reference_audio_vae() -> tuple[torch.nn.Module, torch.nn.Module]:
+    """ltx-core's audio encoder and decoder in the layout of our tiny audio VAE (base width 4, ch_mult 1-2-4, one
+    res block per level, no attention, pixel norm, causal in time, 8 mel bins, 2 latent channels), random weights,
+    one set of latent statistics."""
+    _stub_torchaudio()
     from ltx_core.model.audio_vae.audio_vae import AudioDecoder, AudioEncoder
     from ltx_core.model.audio_vae.causality_axis import CausalityAxis
     from ltx_core.model.common.normalization import NormType

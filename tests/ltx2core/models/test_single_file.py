@@ -25,6 +25,7 @@ from tests.ltx2core.models.reference_models import (
     reference_text,
     reference_transformer,
     reference_vae,
+    reference_vocoder,
     velocities,
 )
 from tests.ltx2core.training.helpers import train_steps
@@ -236,9 +237,10 @@ def test_a_whole_checkpoint_supplies_its_components_with_the_folder_s_fingerprin
     folder = tiny_of(release)
     path = whole_checkpoint(folder, tmp_path / "whole.safetensors")
     source = resolve_source(str(path), release, text_encoder_path=folder.name_or_path)
-    assert {c: source.file_of(c) for c in ("transformer", "connectors", "vae", "audio_vae", "vocoder")} == {
-        "transformer": path, "connectors": path, "vae": path, "audio_vae": path, "vocoder": None}
-    for load in (loading.load_transformer, loading.load_connectors, loading.load_vae, loading.load_audio_vae):
+    assert {c: source.file_of(c) for c in ("transformer", "connectors", "vae", "audio_vae", "vocoder", "scheduler")} == {
+        "transformer": path, "connectors": path, "vae": path, "audio_vae": path, "vocoder": path, "scheduler": None}
+    for load in (loading.load_transformer, loading.load_connectors, loading.load_vae, loading.load_audio_vae,
+                 loading.load_vocoder):
         ours, theirs = load(source, dtype=torch.float32).state_dict(), load(folder, dtype=torch.float32).state_dict()
         assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     for component in ("transformer", "connectors", "vae", "audio_vae", "vocoder", "tokenizer"):
@@ -365,3 +367,28 @@ def test_the_audio_vae_of_an_ltx_core_checkpoint_encodes_and_decodes_as_ltx_core
         spectrogram, reference = vae.decode(raw).sample, decoder(theirs)
     assert spectrogram.shape == reference.shape
     assert (spectrogram - reference).abs().max() <= TOLERANCE * reference.abs().max()
+
+
+@pytest.mark.parametrize("release", ["2.0", "2.3"])
+def test_the_vocoder_of_an_ltx_core_checkpoint_gives_its_waveform(release: str, tiny_of: Any, tmp_path: Path) -> None:
+    """ltx-core's vocoder (2.3: with the bandwidth extension) saved as `vocoder.*` of a checkpoint, read back by our
+    loader into the diffusers vocoder: the same waveform from the same mel spectrogram (float32). ltx-core's input
+    is fixed at 2 x 64 mel bins, so the configs come from a copy of the tiny model with that vocoder input."""
+    reference = reference_vocoder(release)
+    path = tmp_path / f"ltx-{release}.safetensors"
+    save_file({"vocoder." + k: v.contiguous() for k, v in reference.state_dict().items()}, path)
+    base = tmp_path / "base"
+    shutil.copytree(tiny_of(release).name_or_path, base)
+    config_path = base / "vocoder" / "config.json"
+    config = json.loads(config_path.read_text()) | {"in_channels": 128}
+    if release != "2.0":
+        config |= {"bwe_in_channels": 128, "num_mel_channels": 64, "hidden_channels": 16, "bwe_hidden_channels": 16}
+    config_path.write_text(json.dumps(config))
+    vocoder = loading.load_vocoder(resolve_source(str(path), release, text_encoder_path=str(base)),
+                                   dtype=torch.float32)
+
+    mel = torch.randn(1, 2, 12, 64, generator=torch.Generator().manual_seed(8)) * 0.5  # [B, stereo, frames, mel]
+    with torch.no_grad():
+        ours, theirs = vocoder(mel), reference(mel)
+    assert ours.shape == theirs.shape and (ours - theirs).abs().max() <= 1e-4 * theirs.abs().max()
+    assert theirs.abs().max() > 0.05
