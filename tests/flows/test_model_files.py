@@ -39,7 +39,7 @@ def test_a_run_on_a_whole_checkpoint_file_reuses_the_folder_s_caches_and_trains(
     assert all(reports[s]["up_to_date"] for s in CACHES), {s: reports[s]["done"] for s in CACHES}
     assert reports["train"]["done"] == 2 and reports["validate"]["done"] == 1
     settings = json.loads(Store.open(p["storage"]).read("validations").to_pylist()[0]["settings"])
-    assert "connectors+transformer+vae from ltx-2.3-tiny.safetensors" in settings["model"]
+    assert "audio_vae+connectors+transformer+vae+vocoder from ltx-2.3-tiny.safetensors" in settings["model"]
 
 
 def test_a_transformer_file_of_another_release_stops_the_run_naming_it(tmp_path, prefect_api, tiny, tiny_of):
