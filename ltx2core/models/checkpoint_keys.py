@@ -43,12 +43,28 @@ _VAE_STATISTICS = {"vae.per_channel_statistics.mean-of-means": "latents_mean",
 _AUDIO_STATISTICS = {f"audio_{k}": v for k, v in _VAE_STATISTICS.items()}
 
 
+# The transformer's top-level modules in either naming, for files without the `model.diffusion_model.` prefix
+# (transformer-only files, diffusers' names); every parameter of the tiny 2.0 / 2.3 / 2.5 models is one of these.
+TRANSFORMER_MODULES = frozenset({
+    "transformer_blocks", "proj_in", "patchify_proj", "audio_proj_in", "audio_patchify_proj", "proj_out",
+    "audio_proj_out", "scale_shift_table", "audio_scale_shift_table", "time_embed", "adaln_single",
+    "audio_time_embed", "audio_adaln_single", "prompt_adaln", "prompt_adaln_single", "audio_prompt_adaln",
+    "audio_prompt_adaln_single", "caption_projection", "audio_caption_projection", "keyframes_abs_pos_embedding",
+    "av_cross_attn_video_scale_shift", "av_ca_video_scale_shift_adaln_single", "av_cross_attn_audio_scale_shift",
+    "av_ca_audio_scale_shift_adaln_single", "av_cross_attn_video_a2v_gate", "av_ca_a2v_gate_adaln_single",
+    "av_cross_attn_audio_v2a_gate", "av_ca_v2a_gate_adaln_single",
+})
+
+
 def component_of(key: str) -> str:
-    """The component a tensor of a whole checkpoint belongs to."""
+    """The component a tensor of a checkpoint file belongs to; "other" for what none of ours is (the Gemma weights
+    of LTX-2.5's text-encoder file, a stray tensor)."""
     for component, prefixes in PREFIXES.items():
         if key.startswith(prefixes):
             return component
-    return "transformer"
+    if key.startswith(PREFIX) or key.split(".", 1)[0] in TRANSFORMER_MODULES:
+        return "transformer"
+    return "other"
 
 
 def _segments(name: str, table: dict[str, str]) -> str:

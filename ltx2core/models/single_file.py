@@ -56,8 +56,9 @@ class ComponentTensors:
     fp8: bool
 
     def describe(self) -> str:
+        dropped = f", dropped {list(self.dropped)}" if self.dropped else ""
         return (f"{self.component} from {self.path.name}: {len(self.names)} tensors"
-                f"{' in FP8 with scales' if self.fp8 else ''}{f', dropped {list(self.dropped)}' if self.dropped else ''}")
+                f"{' in FP8 with scales' if self.fp8 else ''}{dropped}")
 
 
 def _header(path: Path) -> dict[str, Any]:
@@ -72,6 +73,11 @@ def _header(path: Path) -> dict[str, Any]:
 
 def _tensors(path: Path) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in _header(path).items() if k != "__metadata__" and k not in MARKERS}
+
+
+def tensors_of(path: Path, component: str) -> list[str]:
+    """The names of `component`'s tensors in a file (by name: the header only)."""
+    return sorted(k for k in _tensors(path) if component_of(k) == component)
 
 
 def components_in(path: Path) -> frozenset[str]:

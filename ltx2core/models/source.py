@@ -89,17 +89,19 @@ def resolve_source(
     """
     flavour = FLAVOURS[canonical(model_flavour)]
     name = pretrained_model_name_or_path or flavour.repo
-    if _is_file_setting(name):
-        base = _diffusers_source(text_encoder_path or flavour.repo, flavour, cache_dir)
-        whole = _checkpoint(Path(name).expanduser(), flavour, "pretrained_model_name_or_path")
+    if _is_file_setting(name) or _is_component_folder(name):
+        base = _diffusers_source(text_encoder_path or flavour.repo, flavour, cache_dir, "text_encoder_path")
+        path = Path(name).expanduser()
+        files: tuple[CheckpointFile, ...] = (
+            _component_files(path, flavour) if path.is_dir() else (
+                _checkpoint(path, flavour, "pretrained_model_name_or_path"),))
         if transformer_file is not None:
-            whole = replace(whole, components=whole.components - {"transformer"})
-        files: tuple[CheckpointFile, ...] = (whole,)
+            files = tuple(replace(f, components=f.components - {"transformer"}) for f in files)
     elif text_encoder_path is not None:
         raise ValueError(f"text_encoder_path is read only when pretrained_model_name_or_path is a .safetensors "
                          f"file; {name} is a diffusers model, which has its own text encoder: unset text_encoder_path")
     else:
-        base, files = _diffusers_source(name, flavour, cache_dir), ()
+        base, files = _diffusers_source(name, flavour, cache_dir, "pretrained_model_name_or_path"), ()
     if transformer_file is not None:
         transformer = _checkpoint(Path(transformer_file).expanduser(), flavour,
                                   "pretrained_transformer_model_name_or_path")
@@ -109,7 +111,7 @@ def resolve_source(
     return replace(base, files=files) if files else base
 
 
-def _diffusers_source(name: str, flavour: Flavour, cache_dir: Path | None) -> ModelSource:
+def _diffusers_source(name: str, flavour: Flavour, cache_dir: Path | None, setting: str) -> ModelSource:
     if name == TINY_NAME:
         return ModelSource(str(tiny.tiny_model_dir(flavour.name)), flavour, is_local=True, untrained=True)
 
@@ -118,9 +120,10 @@ def _diffusers_source(name: str, flavour: Flavour, cache_dir: Path | None) -> Mo
         index = folder / "model_index.json"
         if not index.is_file():
             raise FileNotFoundError(
-                f"pretrained_model_name_or_path {folder} has no model_index.json: point it at a diffusers-layout "
-                f"folder (e.g. a {flavour.repo} snapshot) or one written by `ltx2 make-tiny-model DIR`"
-            )
+                f"{setting} {folder} has no model_index.json: point it at a diffusers-layout folder (e.g. a "
+                f"{flavour.repo} snapshot) or one written by `ltx2 make-tiny-model DIR`"
+                + ("; a plain Gemma folder is not enough here: the diffusers model also brings the tokenizer, "
+                   "scheduler and configs" if setting == "text_encoder_path" else ""))
         model_index = json.loads(index.read_text())
         untrained = tiny.is_tiny_index(model_index)
         source = ModelSource(str(folder), flavour, is_local=True, untrained=untrained)
@@ -130,9 +133,7 @@ def _diffusers_source(name: str, flavour: Flavour, cache_dir: Path | None) -> Mo
         return source
 
     if not _HUB_ID.match(name):
-        raise FileNotFoundError(
-            f"pretrained_model_name_or_path {name!r} is neither an existing folder nor a hub id like {flavour.repo}"
-        )
+        raise FileNotFoundError(f"{setting} {name!r} is neither an existing folder nor a hub id like {flavour.repo}")
     return ModelSource(name, flavour, is_local=False, cache_dir=cache_dir)
 
 
@@ -140,25 +141,68 @@ def _is_file_setting(name: str) -> bool:
     return name.endswith(".safetensors") or Path(name).expanduser().is_file()
 
 
+def _is_component_folder(name: str) -> bool:
+    folder = Path(name).expanduser()
+    return folder.is_dir() and not (folder / "model_index.json").exists() and any(folder.rglob("*.safetensors"))
+
+
 def _checkpoint(path: Path, flavour: Flavour, setting: str) -> CheckpointFile:
-    from ltx2core.models.single_file import (
-        FROM_FILES,
-        CheckpointFileError,
-        components_in,
-        file_identity,
-        release_of_file,
-    )
+    from ltx2core.models.single_file import FROM_FILES, CheckpointFileError, components_in, file_identity
 
     if path.is_dir() or path.suffix != ".safetensors" or not path.is_file():
         raise FileNotFoundError(
             f"{setting} {path} is not a .safetensors file: name a single checkpoint file (Lightricks' or ComfyUI's); "
             "a diffusers folder goes in pretrained_model_name_or_path")
-    components = components_in(path)
-    if "transformer" in components and (found := release_of_file(path)) != flavour.release:
+    held = components_in(path)
+    if not held & frozenset(FROM_FILES):
+        raise CheckpointFileError(f"{setting} {path.name} holds no LTX-2 component (no transformer, VAE, vocoder or "
+                                  "text connector tensors): is it a text encoder? That goes in text_encoder_path")
+    _check_transformer_file(path, flavour, setting, held)
+    return CheckpointFile(path, file_identity(path), held & frozenset(FROM_FILES), held)
+
+
+def _check_transformer_file(path: Path, flavour: Flavour, setting: str, held: frozenset[str]) -> None:
+    """The transformer of a file: of the flavour's release, and no stray tensors beside it (strictness: a file
+    that holds the transformer holds nothing we cannot name)."""
+    from ltx2core.models.single_file import CheckpointFileError, release_of_file, tensors_of
+
+    if "transformer" not in held:
+        return
+    if (found := release_of_file(path)) != flavour.release:
         raise CheckpointFileError(
             f"{path.name} holds an LTX-{found} transformer but model_flavour is {flavour.name!r}: set model_flavour "
             f"to {found!r} (or its distilled flavour) or point {setting} at an LTX-{flavour.release} file")
-    return CheckpointFile(path, file_identity(path), components & frozenset(FROM_FILES), components)
+    if stray := tensors_of(path, "other"):
+        raise CheckpointFileError(f"{path.name}: {len(stray)} tensors belong to no LTX-2 component: {stray[:5]}")
+
+
+def _component_files(folder: Path, flavour: Flavour) -> tuple[CheckpointFile, ...]:
+    """A folder of per-component files (LTX-2.5's layout: diffusion_models/, vae/, text_encoders/): each component
+    from the one file that holds it; the flavour picks between a dev and a distilled transformer, and the
+    conv-decoder VAE is preferred to the diffusion-decoder one (ours decodes with convolutions)."""
+    from ltx2core.models.single_file import FROM_FILES, components_in, file_identity
+
+    paths = sorted(folder.rglob("*.safetensors"))
+    held = {path: components_in(path) for path in paths}
+    chosen: dict[Path, set[str]] = {}
+    for component in FROM_FILES:
+        candidates = [p for p in paths if component in held[p]]
+        if component == "transformer" and len(candidates) > 1:
+            candidates = [p for p in candidates if ("distilled" in p.name) == flavour.distilled]
+        if component == "vae" and len(candidates) > 1:
+            candidates = [p for p in candidates if "conv" in p.name] or candidates
+        if len(candidates) > 1:
+            raise ValueError(f"pretrained_model_name_or_path {folder}: the {component} is in several files "
+                             f"({', '.join(p.name for p in candidates)}): keep one of them in the folder")
+        if candidates:
+            chosen.setdefault(candidates[0], set()).add(component)
+    if "transformer" not in {c for cs in chosen.values() for c in cs}:
+        raise FileNotFoundError(f"pretrained_model_name_or_path {folder} has no model_index.json and no "
+                                f"{flavour.name} transformer file: point it at a diffusers folder, a checkpoint file "
+                                "or a folder of Lightricks' per-component files")
+    for path, components in chosen.items():
+        _check_transformer_file(path, flavour, "pretrained_model_name_or_path", held[path] & frozenset(components))
+    return tuple(CheckpointFile(p, file_identity(p), frozenset(cs), held[p]) for p, cs in chosen.items())
 
 
 def check_release(source: ModelSource, found: str) -> None:

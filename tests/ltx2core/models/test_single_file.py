@@ -19,7 +19,7 @@ from ltx2core.models.original_keys import PREFIX
 from ltx2core.models.single_file import CheckpointFileError
 from ltx2core.models.source import ModelSource, resolve_source
 from ltx2core.training.lora import LoraSpec, add_lora, lora_state_dict, target_modules
-from tests.ltx2core.models.checkpoint_files import original_state, whole_checkpoint
+from tests.ltx2core.models.checkpoint_files import lightricks_2_5_folder, original_state, whole_checkpoint
 from tests.ltx2core.models.reference_models import (
     reference_audio_vae,
     reference_text,
@@ -237,7 +237,8 @@ def test_a_whole_checkpoint_supplies_its_components_with_the_folder_s_fingerprin
     folder = tiny_of(release)
     path = whole_checkpoint(folder, tmp_path / "whole.safetensors")
     source = resolve_source(str(path), release, text_encoder_path=folder.name_or_path)
-    assert {c: source.file_of(c) for c in ("transformer", "connectors", "vae", "audio_vae", "vocoder", "scheduler")} == {
+    components = ("transformer", "connectors", "vae", "audio_vae", "vocoder", "scheduler")
+    assert {c: source.file_of(c) for c in components} == {
         "transformer": path, "connectors": path, "vae": path, "audio_vae": path, "vocoder": path, "scheduler": None}
     for load in (loading.load_transformer, loading.load_connectors, loading.load_vae, loading.load_audio_vae,
                  loading.load_vocoder):
@@ -392,3 +393,45 @@ def test_the_vocoder_of_an_ltx_core_checkpoint_gives_its_waveform(release: str, 
         ours, theirs = vocoder(mel), reference(mel)
     assert ours.shape == theirs.shape and (ours - theirs).abs().max() <= 1e-4 * theirs.abs().max()
     assert theirs.abs().max() > 0.05
+
+
+@pytest.mark.parametrize("flavour", ["2.5", "2.5-distilled"])
+def test_a_folder_of_lightricks_per_component_files_supplies_each_component_from_its_file(
+    flavour: str, tiny_of: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ltx2core.models.fingerprint import component_fingerprint
+
+    diffusers = tiny_of(flavour)
+    folder = lightricks_2_5_folder(tiny_of("2.5"), tiny_of("2.5-distilled"), tmp_path / "LTX-2.5")
+    with caplog.at_level("INFO", logger="ltx2core.models.source"):
+        source = resolve_source(str(folder), flavour, text_encoder_path=diffusers.name_or_path)
+    kind = "distilled" if "distilled" in flavour else "dev"
+    assert {c: source.file_of(c).name for c in ("transformer", "connectors", "vae", "audio_vae", "vocoder")} == {
+        "transformer": f"ltx-2.5-tiny-{kind}-transformer.safetensors",
+        "connectors": "gemma4-tiny-with-proj-ltx-2.5.safetensors", "vae": "ltx-2.5-video-vae-conv.safetensors",
+        "audio_vae": "ltx-2.5-audio-vae.safetensors", "vocoder": "ltx-2.5-audio-vae.safetensors"}
+    assert ("gemma4-tiny-with-proj-ltx-2.5.safetensors: connectors taken from it; not used (taken from the "
+            "diffusers model): other") in caplog.text
+    for component in ("transformer", "connectors", "vae", "audio_vae", "vocoder"):
+        assert component_fingerprint(source, component) == component_fingerprint(diffusers, component)
+    ours = loading.load_transformer(source, dtype=torch.float32).state_dict()
+    theirs = loading.load_transformer(diffusers, dtype=torch.float32).state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_a_folder_with_a_component_in_two_files_is_refused_naming_them(tiny_of: Any, tmp_path: Path) -> None:
+    folder = lightricks_2_5_folder(tiny_of("2.5"), tiny_of("2.5-distilled"), tmp_path / "LTX-2.5")
+    vae = folder / "vae"
+    shutil.copy(vae / "ltx-2.5-video-vae-conv.safetensors", vae / "old-video-vae-conv.safetensors")
+    with pytest.raises(ValueError, match=r"the vae is in several files \(ltx-2.5-video-vae-conv.safetensors, "
+                                         r"old-video-vae-conv.safetensors\): keep one"):
+        resolve_source(str(folder), "2.5", text_encoder_path=tiny_of("2.5").name_or_path)
+
+
+def test_a_text_encoder_file_as_the_model_is_refused_saying_where_it_goes(tiny: ModelSource, tmp_path: Path) -> None:
+    path = tmp_path / "gemma-3-12b.safetensors"
+    save_file({"language_model.model.embed_tokens.weight": torch.zeros(4, 2)}, path)
+    with pytest.raises(CheckpointFileError, match="holds no LTX-2 component .* That goes in text_encoder_path"):
+        resolve_source(str(path), "2.0", text_encoder_path=tiny.name_or_path)
+    with pytest.raises(FileNotFoundError, match="text_encoder_path .* has no model_index.json: .* a plain Gemma"):
+        resolve_source(str(path), "2.0", text_encoder_path=str(tmp_path))
