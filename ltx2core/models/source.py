@@ -1,8 +1,10 @@
-"""Where the LTX-2 components come from: a hub id, a local diffusers folder, or the tiny random model.
+"""Where the LTX-2 components come from: a hub id, a local diffusers folder, the tiny random model, and checkpoint
+files in Lightricks' layout (a whole checkpoint, a transformer file, LTX-2.5's folder of per-component files).
 
-`resolve_source` turns the config's `pretrained_model_name_or_path` + `model_flavour` into a `ModelSource`
-once; the loaders and the fingerprints take that, so every stage reads the same folder or repo. A folder of
-another release than the flavour says is refused here, naming both (the hub's are checked when they load).
+`resolve_source` turns the config's model settings into a `ModelSource` once; the loaders and the fingerprints take
+that, so every stage reads the same folders and files. The diffusers model supplies every config and what no file
+holds; a file supplies the weights of the components it holds (single_file.py). A folder or file of another release
+than the flavour says is refused here, naming both (the hub's are checked when they load).
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ def resolve_source(
             files = tuple(replace(f, components=f.components - {"transformer"}) for f in files)
     elif text_encoder_path is not None:
         raise ValueError(f"text_encoder_path is read only when pretrained_model_name_or_path is a .safetensors "
-                         f"file; {name} is a diffusers model, which has its own text encoder: unset text_encoder_path")
+                         f"file or a folder of them; {name} is a diffusers model, which has its own text encoder: "
+                         "unset text_encoder_path")
     else:
         base, files = _diffusers_source(name, flavour, cache_dir, "pretrained_model_name_or_path"), ()
     if transformer_file is not None:
