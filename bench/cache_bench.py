@@ -53,11 +53,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.train_bench import CONNECTORS_2_0, CONNECTORS_2_3, _default_dtype  # noqa: E402
+from bench.train_bench import _default_dtype  # noqa: E402
 from ltx2core.data.encode_latents import AudioSpec, LatentJob, encode_latent_jobs  # noqa: E402
 from ltx2core.data.tensors import to_record  # noqa: E402
 from ltx2core.media import synth  # noqa: E402
 from ltx2core.media.decode import ClipPlan, decode_clip  # noqa: E402
+from ltx2core.models import full_size  # noqa: E402
 from ltx2core.models.text import ENCODE_BATCH, ENCODE_TOKENS, encode_captions  # noqa: E402
 from ltx2core.models.vae import VaeOptions, encode_video  # noqa: E402
 
@@ -161,15 +162,6 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # ---- models
 
-VAE_2_3 = dict(  # LTX-2.3's (and 2.5's) video VAE (diffusers' convert_ltx2_to_diffusers.py; research section 2)
-    block_out_channels=(256, 512, 1024, 1024), layers_per_block=(4, 6, 4, 2, 2),
-    decoder_block_out_channels=(256, 512, 512, 1024), decoder_layers_per_block=(4, 6, 4, 2, 2),
-    decoder_spatio_temporal_scaling=(True,) * 4, decoder_inject_noise=(False,) * 5,
-    upsample_type=("spatiotemporal", "spatiotemporal", "temporal", "spatial"), upsample_residual=(False,) * 4,
-    upsample_factor=(2, 2, 1, 2), decoder_spatial_padding_mode="zeros",
-)
-
-
 def build_vae(sizes: Sizes) -> Any:
     if sizes.tiny:
         from ltx2core.models.loading import load_vae
@@ -178,10 +170,8 @@ def build_vae(sizes: Sizes) -> Any:
         return load_vae(resolve_source("tiny", sizes.flavour), dtype=sizes.dtype)
     from diffusers import AutoencoderKLLTX2Video
 
-    layout = VAE_2_3 if sizes.flavour == "2.3" else {}
     with _default_dtype(sizes.dtype), torch.device(sizes.device):  # random init straight on the GPU
-        vae = AutoencoderKLLTX2Video(decoder_causal=False, spatial_compression_ratio=32, temporal_compression_ratio=8,
-                                     **layout)
+        vae = AutoencoderKLLTX2Video(**full_size.video_vae(sizes.flavour))
     return vae.eval().requires_grad_(False)
 
 
@@ -223,7 +213,7 @@ def build_text(sizes: Sizes) -> dict[str, Any]:
                           boi_token_index=255999, eoi_token_index=256000, image_token_index=262144)
     with _default_dtype(sizes.dtype), torch.device(sizes.device):
         text_encoder = Gemma3ForConditionalGeneration(config)
-        connectors = LTX2TextConnectors(**(CONNECTORS_2_3 if sizes.flavour == "2.3" else CONNECTORS_2_0))
+        connectors = LTX2TextConnectors(**full_size.connectors(sizes.flavour))
     return dict(tokenizer=_char_tokenizer(sizes.padded_length), text_encoder=text_encoder.eval().requires_grad_(False),
                 connectors=connectors.eval().requires_grad_(False))
 

@@ -32,13 +32,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 
 def full_config(flavour: str) -> dict:
-    from train_bench import TRANSFORMER_2_0, TRANSFORMER_DELTA
+    from ltx2core.models import full_size
 
-    return TRANSFORMER_2_0 | TRANSFORMER_DELTA.get(flavour, {})
+    return full_size.transformer(flavour)
 
 
 def tiny_config(flavour: str) -> dict:

@@ -87,7 +87,7 @@ def build(tiny: bool, device: torch.device) -> tuple[Any, Any, int]:
     from diffusers import LTX2VideoTransformer3DModel
     from diffusers.pipelines.ltx2 import LTX2TextConnectors
 
-    from bench.train_bench import CONNECTORS_2_0, TRANSFORMER_2_0
+    from ltx2core.models import full_size
     from ltx2core.models.source import TEXT_MAX_LENGTH as TEXT_MAX_LENGTH_1024
 
     torch.manual_seed(0)
@@ -95,8 +95,8 @@ def build(tiny: bool, device: torch.device) -> tuple[Any, Any, int]:
     torch.set_default_dtype(torch.bfloat16)
     try:
         with torch.device(device):  # random init straight on the GPU
-            transformer = LTX2VideoTransformer3DModel.from_config(TRANSFORMER_2_0)
-            connectors = LTX2TextConnectors(**CONNECTORS_2_0)
+            transformer = LTX2VideoTransformer3DModel.from_config(full_size.transformer("2.0"))
+            connectors = LTX2TextConnectors(**full_size.connectors("2.0"))
     finally:
         torch.set_default_dtype(saved)
     transformer.requires_grad_(False)

@@ -88,6 +88,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ltx2core.models import full_size  # noqa: E402
 from ltx2core.models.flavours import FLAVOURS, Flavour  # noqa: E402
 from ltx2core.models.runtime import compute_dtype  # noqa: E402
 from ltx2core.models.scale import LTX2  # noqa: E402
@@ -110,37 +111,6 @@ PEAK_TFLOPS = 790.0  # bf16 matmul peak measured on the lent H100/H200 cards
 REFERENCE_FLOPS, REFERENCE_TOKENS = 5.8e14, 6144  # the issue's count: 768x512x121 video-only, full checkpointing
 SWAP_BLOCKS = 16
 TREAD_RATIO, TREAD_FIRST, TREAD_FROM_END = 0.5, 2, 2  # example config route: blocks 2..-2
-
-TRANSFORMER_2_0 = dict(  # LTX-2.0 (Lightricks/LTX-2) transformer, as ../shared/research/baseline_train_step.py builds it
-    in_channels=128, out_channels=128, patch_size=1, patch_size_t=1, num_attention_heads=32, attention_head_dim=128,
-    cross_attention_dim=4096, vae_scale_factors=(8, 32, 32), pos_embed_max_pos=20, base_height=2048, base_width=2048,
-    gated_attn=False, cross_attn_mod=False, audio_in_channels=128, audio_out_channels=128, audio_patch_size=1,
-    audio_patch_size_t=1, audio_num_attention_heads=32, audio_attention_head_dim=64, audio_cross_attention_dim=2048,
-    audio_scale_factor=4, audio_pos_embed_max_pos=20, audio_sampling_rate=16000, audio_hop_length=160,
-    audio_gated_attn=False, audio_cross_attn_mod=False, num_layers=48, activation_fn="gelu-approximate",
-    qk_norm="rms_norm_across_heads", norm_elementwise_affine=False, norm_eps=1e-6, caption_channels=3840,
-    attention_bias=True, attention_out_bias=True, rope_theta=10000.0, rope_double_precision=True, causal_offset=1,
-    timestep_scale_multiplier=1000, cross_attn_timestep_scale_multiplier=1000, rope_type="split",
-    use_prompt_embeddings=True, perturbed_attn=False,
-)
-CONNECTORS_2_0 = dict(  # LTX-2.0 LTX2TextConnectors (../shared/research/diffusers_ltx2_peers.md, A2)
-    caption_channels=3840, text_proj_in_factor=49, video_connector_num_attention_heads=30,
-    video_connector_attention_head_dim=128, video_connector_num_layers=2, video_connector_num_learnable_registers=128,
-    audio_connector_num_attention_heads=30, audio_connector_attention_head_dim=128, audio_connector_num_layers=2,
-    audio_connector_num_learnable_registers=128, connector_rope_base_seq_len=4096, rope_type="split",
-)
-# What 2.3 and 2.5 change (diffusers' convert_ltx2_to_diffusers.py, ../shared/research/ltx2_flavours.md section 2)
-TRANSFORMER_DELTA = {
-    "2.3": dict(gated_attn=True, audio_gated_attn=True, cross_attn_mod=True, audio_cross_attn_mod=True,
-                use_prompt_embeddings=False, perturbed_attn=True),
-}
-TRANSFORMER_DELTA["2.5"] = TRANSFORMER_DELTA["2.3"] | dict(ff_bias=False, use_keyframes_abs_pos_embedding=True)
-CONNECTORS_2_3 = CONNECTORS_2_0 | dict(  # per-modality projections to 4096/2048, 8 gated layers each
-    video_connector_num_attention_heads=32, video_connector_num_layers=8, video_gated_attn=True,
-    audio_connector_num_attention_heads=32, audio_connector_attention_head_dim=64, audio_connector_num_layers=8,
-    audio_gated_attn=True, per_modality_projections=True, video_hidden_dim=4096, audio_hidden_dim=2048, proj_bias=True,
-)
-
 
 # ---- sizes and rows
 
@@ -404,7 +374,7 @@ def build_transformer(sizes: Sizes) -> Any:
         from diffusers import LTX2VideoTransformer3DModel
 
         torch.manual_seed(0)
-        config = TRANSFORMER_2_0 | TRANSFORMER_DELTA.get(sizes.flavour.release, {})
+        config = full_size.TRANSFORMER[sizes.flavour.release]
         with _default_dtype(sizes.dtype), torch.device(sizes.device):  # random init straight on the GPU
             transformer = LTX2VideoTransformer3DModel.from_config(config)
     transformer.requires_grad_(False)
@@ -422,7 +392,7 @@ def build_connectors(sizes: Sizes) -> Any:
     from diffusers.pipelines.ltx2 import LTX2TextConnectors
 
     with _default_dtype(sizes.dtype), torch.device(sizes.device):
-        connectors = LTX2TextConnectors(**(CONNECTORS_2_3 if sizes.flavour.per_modality_text else CONNECTORS_2_0))
+        connectors = LTX2TextConnectors(**full_size.connectors(sizes.flavour.name))
     return connectors.eval().requires_grad_(False)
 
 

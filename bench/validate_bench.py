@@ -52,14 +52,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.train_bench import (  # noqa: E402
-    CONNECTORS_2_0,
-    TRANSFORMER_2_0,
     _default_dtype,
     _free,
     _gib,
     _sync,
     device_slug,
 )
+from ltx2core.models import full_size  # noqa: E402
 from ltx2core.models.source import TEXT_MAX_LENGTH as TEXT_MAX_LENGTH_1024  # noqa: E402
 from ltx2core.validation.sampling import Sampler, ValidationPrompt, _ConnectorOutputs, sample_t2v  # noqa: E402
 from ltx2core.validation.settings import MemoryOptions, ValidationSettings  # noqa: E402
@@ -129,12 +128,12 @@ def build_components(sizes: Sizes) -> dict[str, Any]:
     torch.manual_seed(0)
     with _default_dtype(sizes.dtype), torch.device(sizes.device):  # random init straight on the GPU
         models = dict(
-            transformer=LTX2VideoTransformer3DModel.from_config(TRANSFORMER_2_0),
+            transformer=LTX2VideoTransformer3DModel.from_config(full_size.transformer("2.0")),
             vae=AutoencoderKLLTX2Video(  # the ratios must be given (A2: the constructor would say 64/16)
                 decoder_causal=False, spatial_compression_ratio=32, temporal_compression_ratio=8),
             audio_vae=AutoencoderKLLTX2Audio(),  # the class defaults are LTX-2.0's (A2)
             vocoder=LTX2Vocoder(),
-            connectors=LTX2TextConnectors(**CONNECTORS_2_0),
+            connectors=LTX2TextConnectors(**full_size.connectors("2.0")),
         )
     for model in models.values():
         model.eval().requires_grad_(False)
