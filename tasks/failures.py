@@ -2,7 +2,7 @@
 
 Infrastructure fails in a few ways that users meet again and again (a full disk, a store that cannot be
 reached or refuses the credentials, a folder they may not write, a resume with changed settings, the GPU
-out of memory); each gets its own sentence and fix. Anything else is named by its type and message. The
+out of memory, a model file that does not fit the flavour); each gets its own sentence and fix. Anything else is named by its type and message. The
 traceback is never the message: it goes to a log file (`write_traceback`) and the Prefect log.
 """
 
@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ltx2core.models.checkpoint_keys import CheckpointFileError
 from ltx2core.training.checkpoint import CheckpointMismatch
 from ltx2core.training.output_lock import OutputBusy
 from storage.lease import LeaseHeld
@@ -56,6 +57,10 @@ def explain(error: BaseException, config: Any = None) -> Failure:
         return Failure(stage, scope, cause, fix)
     if _is_oom(error):
         return Failure(stage, scope, f"the GPU ran out of memory ({_first_line(error)})", _oom_fix(stage, config))
+    if isinstance(error, CheckpointFileError):  # a model file that does not fit: the message names it and the setting
+        return Failure(stage, scope, f"a model file does not fit: {error}",
+                       f"change the file or the setting the cause names (model_flavour, pretrained_model_name_or_path, "
+                       f"pretrained_transformer_model_name_or_path, text_encoder_path), {RERUN}")
     if isinstance(error, CheckpointMismatch):
         return Failure(stage, scope, str(error).split("\nrestore")[0],
                        "put those settings back to resume, or start this run again from step 0 with "

@@ -18,6 +18,12 @@ from collections.abc import Iterable
 
 from ltx2core.models.original_keys import PREFIX
 
+
+class CheckpointFileError(ValueError):
+    """A checkpoint file that does not fit the flavour's component; says which tensors and what to do. (Here, not
+    beside the loader, so that reporting it imports no torch.)"""
+
+
 CONNECTOR_PREFIXES = (
     "text_embedding_projection.", f"{PREFIX}video_embeddings_connector.", f"{PREFIX}audio_embeddings_connector.",
     f"{PREFIX}embeddings_connector.",

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ltx2core.models.checkpoint_keys import COMPONENT_NAMES, component_of
+from ltx2core.models.checkpoint_keys import COMPONENT_NAMES, CheckpointFileError, component_of
 from ltx2core.models.original_keys import PREFIX, diffusers_name
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,6 @@ SCALE_SUFFIXES = (".weight_scale", ".input_scale")  # FP8 files: the weight's sc
 MARKERS = ("scaled_fp8", f"{PREFIX}scaled_fp8")  # ComfyUI's flag tensor of a scaled-FP8 file
 FP8_DTYPES = {"F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 SAMPLED_BYTES = 4096  # per tensor, at its start and end, for the content identity
-
-
-class CheckpointFileError(ValueError):
-    """A checkpoint file that does not fit the flavour's component; says which tensors and what to do."""
 
 
 @dataclass(frozen=True)
