@@ -1,9 +1,10 @@
 """One writing run per store: a lease row in the store's own `leases` table.
 
 Two `ltx2 run`s on one store (a UI trigger and a CI run, say) would both do the latents work, and their
-commits would interleave. The first run inserts the row `writer` (insert-if-absent on the primary key, which
-Lance resolves between concurrent writers, locally and on S3 with conditional PUTs, where a lock file would
-not be atomic); the second finds it and is refused with the holder's flow run, host, pid and start time.
+commits would interleave. The first run inserts the row `writer` (insert-if-absent on the primary key; Lance's commits are atomic, locally
+and on S3 with conditional PUTs, where a lock file would not be); the second finds it and is refused with the
+holder's flow run, host, pid and start time. Two inserts that commit together can both land: the row committed
+first (Lance's row id order) holds the lease for every reader, and the other run takes its row back.
 The holder renews a heartbeat; a lease is stale, and taken over, when its heartbeat is older than
 `STALE_AFTER` or its holder's process is gone from this host (a `kill -9` leaves the row behind).
 """
@@ -76,13 +77,18 @@ def _acquire(store: Store, holder: Holder) -> None:
             if not any(word in str(error) for word in _CONFLICTS):
                 raise
             time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
-        rows = store.read(TABLE, where=sql_eq("name", WRITER)).to_pylist()
+        # Concurrent inserts of the key can both land (Lance does not enforce it between two merges that commit
+        # together); the row committed first holds the lease, the same for every reader, and a later duplicate
+        # of ours is taken back.
+        rows = store.read(TABLE, where=sql_eq("name", WRITER), commit_order=True).to_pylist()
         if not rows:
             continue  # released meanwhile, or our insert lost a race
         other = rows[0]
         if other["holder"] == holder.holder:
             return
         if not _stale(other, now):
+            if any(row["holder"] == holder.holder for row in rows):
+                store.delete_where(TABLE, _mine(holder))
             raise LeaseHeld(_describe(store, other))
         store.delete_where(TABLE, sql_eq("name", WRITER) + " AND " + sql_eq("holder", other["holder"]))
     raise LeaseHeld(f"{store.uri}: could not take the writer lease after {TRIES} tries (other runs starting "

@@ -168,10 +168,13 @@ class Store:
 
     # ---- reads ----------------------------------------------------------------------------
 
-    def read(self, table: str, columns: Sequence[str] | None = None, where: str | None = None) -> pa.Table:
+    def read(self, table: str, columns: Sequence[str] | None = None, where: str | None = None, *,
+             commit_order: bool = False) -> pa.Table:
         """Rows as an Arrow table with the contract schema (empty when the table does not exist).
 
-        Build `where` with `storage.sql` (`sql_in`, `sql_eq`) so values are quoted correctly.
+        Build `where` with `storage.sql` (`sql_in`, `sql_eq`) so values are quoted correctly. A scan returns
+        fragments in any order; `commit_order` sorts the rows by Lance's row id (fragment, then offset), so the
+        row committed first comes first for every reader.
         """
         spec = table_spec(table)
         names = list(columns) if columns is not None else spec.schema.names
@@ -186,7 +189,11 @@ class Store:
         query = tbl.search()
         if where:
             query = query.where(where)
-        data = query.select([c for c in names if c in stored]).limit(None).to_arrow()
+        query = query.select([c for c in names if c in stored]).limit(None)
+        if commit_order:
+            data = query.with_row_id(True).to_arrow().sort_by("_rowid")
+        else:
+            data = query.to_arrow()
         # Columns added to the contract after this table was written read as null.
         arrays = [data.column(c) if c in stored else pa.nulls(data.num_rows, target.field(c).type) for c in names]
         return pa.Table.from_arrays(arrays, schema=target)

@@ -85,3 +85,24 @@ def test_a_holder_that_died_is_taken_over_and_a_live_one_elsewhere_is_not(uri: s
     store.update_where("leases", "holder = 'h'", {"heartbeat": now - STALE_AFTER - timedelta(seconds=1)})
     with writer_lease(store, Holder.this_process(None)):  # its heartbeat stopped: stale
         assert store.read("leases", ["host"]).to_pylist() == [{"host": socket.gethostname()}]
+
+
+def test_when_two_inserts_of_the_lease_both_land_the_first_committed_holds_it(tmp_path: Path) -> None:
+    """Two merges that commit together can both insert the key (seen once on S3 in make test: two runs wrote). The
+    row committed first wins for every reader, and the other run takes its row back as it is refused."""
+    from storage.schemas import table_spec
+    from storage.store import _to_arrow
+
+    store = Store.open(str(tmp_path / "store"))
+    first, second = Holder.this_process("run-1"), Holder.this_process("run-2")
+    now = datetime.now(UTC)
+    rows = [{"name": "writer", "holder": h.holder, "host": h.host, "pid": h.pid, "flow_run_id": h.flow_run_id,
+             "since": now, "heartbeat": now} for h in (first, second)]
+    store.insert_if_absent("leases", rows[0])
+    spec = table_spec("leases")
+    store._writable(spec).add(_to_arrow(spec, [rows[1]], insert=True))  # the duplicate such a race leaves
+    assert [r["holder"] for r in store.read("leases", commit_order=True).to_pylist()] == [first.holder,
+                                                                                          second.holder]
+    with pytest.raises(LeaseHeld, match="flow run run-1"), writer_lease(store, second):
+        pass
+    assert [r["holder"] for r in store.read("leases").to_pylist()] == [first.holder]
