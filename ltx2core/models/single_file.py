@@ -18,6 +18,7 @@ may name such a file (its transformer, text connectors, video and audio VAEs and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -57,14 +58,19 @@ class ComponentTensors:
                 f"{' in FP8 with scales' if self.fp8 else ''}{dropped}")
 
 
-def _header(path: Path) -> dict[str, Any]:
+def _read_header(path: Path) -> tuple[dict[str, Any], int]:
+    """A safetensors file's header and the offset its tensor data starts at."""
     try:
         with path.open("rb") as handle:
             size = int.from_bytes(handle.read(8), "little")
-            return json.loads(handle.read(size))
+            return json.loads(handle.read(size)), 8 + size
     except (OSError, ValueError, UnicodeDecodeError, MemoryError) as error:
         raise CheckpointFileError(f"{path} is not a readable .safetensors file ({error}): point the setting at the "
                                   "checkpoint file itself") from None
+
+
+def _header(path: Path) -> dict[str, Any]:
+    return _read_header(path)[0]
 
 
 def _tensors(path: Path) -> dict[str, dict[str, Any]]:
@@ -185,19 +191,29 @@ def tensor_identities(path: Path, rename: Mapping[str, str] | None = None) -> di
     """Per tensor (under its `rename`d name; only those, when given): a digest of its dtype, shape and the first
     and last bytes of its data. The same weights give the same identities in any file layout (one file, shards,
     Lightricks' names); any retrained or re-quantized tensor changes; hashing all 40 GB would take minutes."""
+    stat = path.stat()
+    identities = _identities(path.resolve(), stat.st_size, stat.st_mtime_ns)
+    if rename is None:
+        return dict(identities)
+    return {rename[key]: identity for key, identity in identities.items() if key in rename}
+
+
+@functools.lru_cache(maxsize=64)
+def _identities(path: Path, size: int, mtime_ns: int) -> dict[str, bytes]:
+    # Cached by the file's size and modification time: every stage resolves the source and keys its caches, and a
+    # whole checkpoint is ~8,000 small reads.
+    header, start = _read_header(path)
+    identities = {}
     with path.open("rb") as handle:
-        size = int.from_bytes(handle.read(8), "little")
-        header, start = json.loads(handle.read(size)), 8 + size
-        identities = {}
         for key, info in sorted(header.items()):
-            if key == "__metadata__" or (rename is not None and key not in rename):
+            if key == "__metadata__":
                 continue
             digest = hashlib.sha256(f"{info['dtype']}\0{info['shape']}\0".encode())
             begin, end = info["data_offsets"]
             for at in sorted({begin, max(begin, end - SAMPLED_BYTES)}):
                 handle.seek(start + at)
                 digest.update(handle.read(min(SAMPLED_BYTES, end - at)))
-            identities[rename[key] if rename is not None else key] = digest.digest()
+            identities[key] = digest.digest()
     return identities
 
 
