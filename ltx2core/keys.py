@@ -91,19 +91,20 @@ def caption_source(dataset: VideoDataset, read_table: Callable[[str, list[str]],
     raise ValueError(f"dataset '{dataset.id}': unknown caption_strategy {dataset.caption_strategy!r}")
 
 
-# ---- text embeddings
-
-
 # ---- the model
 
 
 def model_source(config: TrainConfig) -> ModelSource:
-    """Where every component comes from: the diffusers model, and the transformer's own file when one is named."""
+    """Where every component comes from: the diffusers model, or checkpoint files with `text_encoder_path`'s diffusers
+    model for the rest, and the transformer's own file when one is named (ltx2core/models/source.py)."""
     from ltx2core.models.source import resolve_source
 
     return resolve_source(config.pretrained_model_name_or_path, config.model_flavour,
                           transformer_file=config.pretrained_transformer_model_name_or_path,
                           text_encoder_path=config.text_encoder_path)
+
+
+# ---- text embeddings
 
 
 @dataclass(frozen=True)

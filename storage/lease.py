@@ -1,11 +1,11 @@
 """One writing run per store: a lease row in the store's own `leases` table.
 
 Two `ltx2 run`s on one store (a UI trigger and a CI run, say) would both do the latents work, and their
-commits would interleave. The first run inserts the row `writer` (insert-if-absent on the primary key; Lance's commits are atomic, locally
-and on S3 with conditional PUTs, where a lock file would not be); the second finds it and is refused with the
-holder's flow run, host, pid and start time. Two inserts that commit together can both land: the row committed
-first (Lance's row id order) holds the lease for every reader, and the other run takes its row back.
-The holder renews a heartbeat; a lease is stale, and taken over, when its heartbeat is older than
+commits would interleave. The first run inserts the row `writer` (insert-if-absent on the primary key; Lance's
+commits are atomic, locally and on S3 with conditional PUTs, where a lock file would not be); the second finds it
+and is refused with the holder's flow run, host, pid and start time. Two inserts that commit together can both
+land: the row committed first (Lance's row id order) holds the lease for every reader, and the other run takes its
+row back. The holder renews a heartbeat; a lease is stale, and taken over, when its heartbeat is older than
 `STALE_AFTER` or its holder's process is gone from this host (a `kill -9` leaves the row behind).
 """
 

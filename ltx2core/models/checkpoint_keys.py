@@ -138,8 +138,8 @@ def vocoder_names(keys: Iterable[str]) -> dict[str, str | None]:
 
 
 def to_original(component: str, names: Iterable[str]) -> dict[str, str]:
-    """diffusers -> original names of a component's parameters, the inverse of the rules above (for tests and the
-    benchmark, which write our models in Lightricks' layout)."""
+    """diffusers -> original names of a component's parameters, the inverse of the rules above (for the tests, which
+    write our tiny models in Lightricks' layout and read them back)."""
     names = list(names)
     if component == "connectors":
         top = {v: k for k, v in _CONNECTOR_TOP.items()}

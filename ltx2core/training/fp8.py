@@ -149,7 +149,7 @@ class Fp8Linear(torch.nn.Module):
         if linear.weight.requires_grad:
             raise ValueError("Fp8Linear stores frozen weights only: this Linear's weight requires grad")
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        # an FP8 checkpoint's own values and scales (single_file.load_transformer_file), else quantized here
+        # an FP8 checkpoint's own values and scales (single_file.load_component), else quantized here
         quantized, scale = getattr(linear, "prequantized", None) or quantize_fp8(linear.weight)
         self.weight = torch.nn.Parameter(quantized, requires_grad=False)
         self.register_buffer("scale", scale)
@@ -178,19 +178,29 @@ def apply_fp8_base(transformer: Any, device: torch.device | str | None = None) -
     """
     saved = converted = 0
     for block in transformer.transformer_blocks:
-        for which in ("prequantized", "all"):
-            if which == "all" and device is not None:
-                block.to(device)
-            for parent in list(block.modules()):
-                for name, child in list(parent.named_children()):
-                    if (type(child) is torch.nn.Linear and not child.weight.requires_grad
-                            and (which == "all" or hasattr(child, "prequantized"))):
-                        replacement = Fp8Linear(child)
-                        setattr(parent, name, replacement)
-                        saved += _nbytes(child) - _nbytes(replacement)  # a stand-in counts at its full shape
-                        converted += 1
+        before_move = _to_fp8(block, prequantized_only=True)
+        if device is not None:
+            block.to(device)
+        after_move = _to_fp8(block, prequantized_only=False)
+        saved += before_move[0] + after_move[0]
+        converted += before_move[1] + after_move[1]
     log.info("fp8 base weights: %d Linear layers, %.2f GiB saved", converted, saved / 2**30)
     return saved
+
+
+def _to_fp8(block: torch.nn.Module, *, prequantized_only: bool) -> tuple[int, int]:
+    """Replace the frozen Linear layers of `block` (only those holding an FP8 checkpoint's weights, when asked) by
+    Fp8Linear; (bytes saved, layers replaced). Each old layer is let go at once, its bf16 weight with it."""
+    saved = converted = 0
+    for parent in list(block.modules()):
+        for name, child in list(parent.named_children()):
+            if (type(child) is torch.nn.Linear and not child.weight.requires_grad
+                    and (hasattr(child, "prequantized") or not prequantized_only)):
+                replacement = Fp8Linear(child)
+                setattr(parent, name, replacement)
+                saved += _nbytes(child) - _nbytes(replacement)  # a stand-in counts at its full shape
+                converted += 1
+    return saved, converted
 
 
 def _nbytes(module: torch.nn.Module) -> int:
