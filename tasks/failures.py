@@ -2,8 +2,9 @@
 
 Infrastructure fails in a few ways that users meet again and again (a full disk, a store that cannot be
 reached or refuses the credentials, a folder they may not write, a resume with changed settings, the GPU
-out of memory, a model file that does not fit the flavour); each gets its own sentence and fix. Anything else is named by its type and message. The
-traceback is never the message: it goes to a log file (`write_traceback`) and the Prefect log.
+out of memory, a model file that does not fit the flavour); each gets its own sentence and fix. Anything else is
+named by its type and message. The traceback is never the message: it goes to a log file (`write_traceback`) and
+the Prefect log.
 """
 
 from __future__ import annotations
@@ -57,9 +58,9 @@ def explain(error: BaseException, config: Any = None) -> Failure:
         return Failure(stage, scope, cause, fix)
     if _is_oom(error):
         return Failure(stage, scope, f"the GPU ran out of memory ({_first_line(error)})", _oom_fix(stage, config))
-    if isinstance(error, CheckpointFileError):  # a model file that does not fit: the message names it and the setting
+    if isinstance(error, CheckpointFileError):  # the message names the file and the setting
         return Failure(stage, scope, f"a model file does not fit: {error}",
-                       f"change the file or the setting the cause names (model_flavour, pretrained_model_name_or_path, "
+                       "change the file or the setting the cause names (model_flavour, pretrained_model_name_or_path, "
                        f"pretrained_transformer_model_name_or_path, text_encoder_path), {RERUN}")
     if isinstance(error, CheckpointMismatch):
         return Failure(stage, scope, str(error).split("\nrestore")[0],
