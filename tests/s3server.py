@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import socket
 import subprocess
 import sysconfig
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 import pytest
 
 from ltx2core.process import die_with_parent
+from tests.ports import free_port
 
 HOST = "127.0.0.1"
 REGION = "us-east-1"
@@ -145,13 +145,6 @@ def s3_uri(s3_store_env: S3Server, request: pytest.FixtureRequest, monkeypatch: 
         monkeypatch.setenv(name, value)
     name = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name)[:60]
     return s3_store_env.uri(f"{name}-{uuid.uuid4().hex[:8]}")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def _wait_for_bucket(server: S3Server, process: subprocess.Popen[bytes], log: Path) -> None:

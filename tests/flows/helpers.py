@@ -25,6 +25,7 @@ import pytest
 
 from flows.api_auth import AUTH_FILE
 from ltx2core.media.synth import write_clip
+from tests.ports import free_port
 
 # name -> (width, height, frames, fps, rotation); lengths chosen around min_frames 33 / max_frames 129 at 25 fps
 CLIPS = {
@@ -129,12 +130,6 @@ class LocalServer:
         return httpx.Client(base_url=self.api_url, headers=headers, timeout=60)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def beyond_loopback() -> tuple[str, str]:
     """(address to bind, address to reach it on): this machine's address on its default route if it has one,
     else every interface reached on loopback. Either way the server listens beyond loopback."""
@@ -151,9 +146,7 @@ def launch_server(root: Path) -> LocalServer:
     """Start `ltx2 server` beyond loopback (so with its auth string), with its own PREFECT_HOME under `root`, in
     its own session, and return at once: it takes ~40 s to get ready, which other tests can use meanwhile."""
     bind, host = beyond_loopback()
-    with socket.socket() as s:
-        s.bind((bind, 0))
-        port = s.getsockname()[1]
+    port = free_port(bind)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_", "PREFECT_SERVER_API_AUTH"))}
     env |= {"PREFECT_HOME": str(root / "prefect-home"), "PREFECT_WORKER_QUERY_SECONDS": "2",
             "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING"}

@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from flows.api_auth import AUTH_FILE, CLIENT_VARIABLE, SERVER_VARIABLE, ApiAccessError, server_auth
-from tests.flows.helpers import REPO, free_port, make_dataset, write_configs
+from tests.flows.helpers import REPO, make_dataset, write_configs
+from tests.ports import free_port
 
 
 def test_loopback_runs_without_a_string_unless_one_is_set(tmp_path):

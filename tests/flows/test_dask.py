@@ -35,7 +35,8 @@ from storage.store import Store
 from tasks.latents import latents_shard
 from tasks.pending import latent_work
 from tests.flows.helpers import REPO, write_configs
-from tests.s3server import CLEARED_ENV, free_port
+from tests.ports import free_port
+from tests.s3server import CLEARED_ENV
 
 DASK = Path(sysconfig.get_path("scripts")) / "dask"
 STAGES = ["probe", "filter", "bucket", "latents"]
