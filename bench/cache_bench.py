@@ -58,7 +58,7 @@ from ltx2core.data.encode_latents import AudioSpec, LatentJob, encode_latent_job
 from ltx2core.data.tensors import to_record  # noqa: E402
 from ltx2core.media import synth  # noqa: E402
 from ltx2core.media.decode import ClipPlan, decode_clip  # noqa: E402
-from ltx2core.models import full_size  # noqa: E402
+from ltx2core.models import full_size, tiny  # noqa: E402
 from ltx2core.models.text import ENCODE_BATCH, ENCODE_TOKENS, encode_captions  # noqa: E402
 from ltx2core.models.vae import VaeOptions, encode_video  # noqa: E402
 
@@ -197,35 +197,16 @@ def build_text(sizes: Sizes) -> dict[str, Any]:
                     text_encoder=loading.load_text_encoder(source, dtype=sizes.dtype),
                     connectors=loading.load_connectors(source, dtype=sizes.dtype))
     from diffusers.pipelines.ltx2 import LTX2TextConnectors
-    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig, SiglipVisionConfig
+    from transformers import Gemma3ForConditionalGeneration
 
-    text_config = Gemma3TextConfig(  # google/gemma-3-12b-it
-        vocab_size=262208, hidden_size=3840, intermediate_size=15360, num_hidden_layers=48, num_attention_heads=16,
-        num_key_value_heads=8, head_dim=256, query_pre_attn_scalar=256, hidden_activation="gelu_pytorch_tanh",
-        rms_norm_eps=1e-6, sliding_window=1024, layer_types=(["sliding_attention"] * 5 + ["full_attention"]) * 8,
-        rope_theta=1_000_000.0, rope_local_base_freq=10_000.0, rope_scaling={"factor": 8.0, "rope_type": "linear"},
-        max_position_embeddings=131072, attn_logit_softcapping=None, final_logit_softcapping=None,
-        pad_token_id=0, eos_token_id=1, bos_token_id=2,
-    )
-    vision_config = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
-                                       num_attention_heads=16, image_size=896, patch_size=14, vision_use_head=False)
-    config = Gemma3Config(text_config=text_config, vision_config=vision_config, mm_tokens_per_image=256,
-                          boi_token_index=255999, eoi_token_index=256000, image_token_index=262144)
     with _default_dtype(sizes.dtype), torch.device(sizes.device):
-        text_encoder = Gemma3ForConditionalGeneration(config)
+        text_encoder = Gemma3ForConditionalGeneration(full_size.text_encoder(sizes.flavour))
         connectors = LTX2TextConnectors(**full_size.connectors(sizes.flavour))
-    return dict(tokenizer=_char_tokenizer(sizes.padded_length), text_encoder=text_encoder.eval().requires_grad_(False),
-                connectors=connectors.eval().requires_grad_(False))
+    return dict(tokenizer=_left_padded(tiny.char_tokenizer(sizes.padded_length)),
+                text_encoder=text_encoder.eval().requires_grad_(False), connectors=connectors.eval().requires_grad_(False))
 
 
-def _char_tokenizer(max_length: int) -> Any:
-    """A Gemma tokenizer with one token per character, built in memory: the real one cannot be downloaded here."""
-    from transformers import GemmaTokenizer
-
-    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
-    symbols = ["▁", *"abcdefghijklmnopqrstuvwxyz", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ", *"0123456789", *".,;:!?'\"-()"]
-    vocab = {token: i for i, token in enumerate(specials + symbols)}
-    tokenizer = GemmaTokenizer(vocab=vocab, merges=[], add_bos_token=True, model_max_length=max_length)
+def _left_padded(tokenizer: Any) -> Any:
     tokenizer.padding_side = "left"
     return tokenizer
 

@@ -77,13 +77,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_status([r for r in stage_status(args.storage, videos, project.config) if r["stage"] in todo], args.storage,
                      title="up to date: nothing to run")
         return 0
+    from flows.ephemeral import prefect_api
     from flows.pipeline import pipeline
     from tasks import progress
 
     if not args.verbose:
         _quiet_console_errors()
     try:
-        api = _prefect_api()
+        api = prefect_api()
     except ValueError as error:  # a configured API that cannot be reached or refuses us: before any flow run
         print(f"ltx2 run: {error}", file=sys.stderr)
         return 1
@@ -117,22 +118,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         source = resolve_source(project.config.pretrained_model_name_or_path, project.config.model_flavour)
         print(f"model: {source.label}")
     return 0
-
-
-def _prefect_api():
-    """The configured Prefect API, checked to answer and take our auth string, or a temporary one that dies with
-    this process (flows/ephemeral.py)."""
-    from contextlib import nullcontext
-
-    from prefect.settings import PREFECT_API_URL
-
-    from flows.api_auth import check_client
-    from flows.ephemeral import ephemeral_api
-
-    if url := PREFECT_API_URL.value():
-        check_client(url)
-        return nullcontext()
-    return ephemeral_api()
 
 
 def _quiet_console_errors() -> None:
@@ -200,6 +185,40 @@ def cmd_status(args: argparse.Namespace) -> int:
         print_status(rows, args.storage, title="ltx2 status" if config else "ltx2 status (no config: what the "
                      "store holds; give --config for what is missing)")
     return 0
+
+
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    _prefect_defaults(args.verbose)
+    import tempfile
+
+    from flows.stages import STAGES, selected
+
+    unknown = [s for s in _stages(args.stages) if s not in STAGES]
+    if unknown:
+        print(f"ltx2 rehearse: unknown stage(s) {', '.join(unknown)}; stages are {', '.join(STAGES)}", file=sys.stderr)
+        return 2
+    width, _, height = args.aspect.partition(":")
+    from flows.console import print_rehearsal
+    from flows.rehearse import rehearse
+
+    if not args.verbose:
+        _quiet_console_errors()
+    with tempfile.TemporaryDirectory(prefix="ltx2-rehearse-") as scratch:
+        work = Path(args.keep or scratch).absolute()
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            rehearsal = rehearse(args.config, args.databackend, work, stages=selected(_stages(args.stages)),
+                                 clips=args.clips, steps=args.steps, model=args.model,
+                                 aspect=float(width) / float(height or 1), card_gib=args.card_gib,
+                                 storage=args.storage)
+        except ValueError as error:  # a configured Prefect API that cannot be reached or refuses us
+            print(f"ltx2 rehearse: {error}", file=sys.stderr)
+            return 1
+        (work / "rehearsal.json").write_text(json.dumps(rehearsal.as_dict(), indent=2))
+        print_rehearsal(rehearsal)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rehearsal.as_dict(), indent=2))
+    return 1 if any(f.error and not f.tries for f in rehearsal.stages) else 0
 
 
 def cmd_make_tiny_model(args: argparse.Namespace) -> int:
@@ -289,6 +308,25 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--failed", action="store_true", help="list the files that failed or were rejected, and why")
     status.set_defaults(fn=cmd_status)
+
+    rehearsal = sub.add_parser(
+        "rehearse", formatter_class=_ShowDefaults,
+        help="run the configured stages here on random full-size weights and synthetic clips: speed, memory, fit")
+    rehearsal.add_argument("--config", default=DEFAULT_CONFIG, help="SimpleTuner-style config.json")
+    rehearsal.add_argument("--databackend", help="multidatabackend.json (default: the config's data_backend_config)")
+    rehearsal.add_argument("--stages", help=STAGE_HELP)
+    rehearsal.add_argument("--clips", type=int, default=4, help="synthetic clips per video dataset")
+    rehearsal.add_argument("--steps", type=int, default=8, help="train steps (the first 2 are left out of s/step)")
+    rehearsal.add_argument("--aspect", default="3:2", help="width:height of the synthetic clips")
+    rehearsal.add_argument("--card-gib", type=float, metavar="GIB",
+                           help="rehearse for a card with this much memory (this GPU is capped to it)")
+    rehearsal.add_argument("--model", default="random", choices=["random", "tiny-random"],
+                           help="random: the flavour's full-size model; tiny-random: its tiny sizes (a smoke test)")
+    rehearsal.add_argument("--storage", help="the rehearsal's store (default: in its own folder); s3:// to measure S3")
+    rehearsal.add_argument("--keep", metavar="DIR", help="keep clips, store and outputs in DIR (default: removed)")
+    rehearsal.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
+    rehearsal.add_argument("-v", "--verbose", action="store_true", help="show Prefect's log lines")
+    rehearsal.set_defaults(fn=cmd_rehearse)
 
     tiny = sub.add_parser("make-tiny-model", help="write a tiny random LTX-2 (diffusers layout) to a folder")
     tiny.add_argument("folder")

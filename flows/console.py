@@ -101,3 +101,25 @@ def print_failures(rows: list[dict]) -> None:
     for r in rows:
         table.add_row(r["stage"], r["scope"], r["kind"], r["path"], r["reason"] or "")
     console.print(table)
+
+
+def print_rehearsal(rehearsal) -> None:
+    """`ltx2 rehearse`'s table: per stage, items, the stage's seconds and its flow call's (the difference is Prefect's
+    and the run's bookkeeping), s/item and the peaks; then the train stage's advice."""
+    shapes = ", ".join(f"{d} {s}" for d, s in rehearsal.shapes.items())
+    card = f", {rehearsal.card_gib:.0f} GiB in force" if rehearsal.card_gib else ""
+    table = Table(title=f"ltx2 rehearse: {rehearsal.model} on {rehearsal.device}{card}; clips {shapes}")
+    for column in ("stage", "items", "stage s", "flow s", "s/item", "GPU peak GiB", "host peak GiB", "outcome"):
+        table.add_column(column, justify="left" if column in ("stage", "outcome") else "right")
+    for f in rehearsal.stages:
+        rate = f.rate()
+        table.add_row(f.stage, f"{f.items} {f.unit}s", f"{f.stage_seconds:.1f}", f"{f.seconds:.1f}",
+                      "-" if rate is None else f"{rate:.3f} /{f.unit}", _gib(f.gpu_peak_gib), _gib(f.host_peak_gib),
+                      f.error or "ok")
+    console.print(table)
+    if rehearsal.advice:
+        console.print(rehearsal.advice)
+
+
+def _gib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 from ltx2core.process import die_with_parent
 
@@ -23,6 +23,19 @@ STARTUP_SECONDS = 90
 
 class ApiUnavailable(RuntimeError):
     pass
+
+
+def prefect_api() -> AbstractContextManager:
+    """The configured Prefect API, checked to answer and take our auth string (ValueError if not), or a temporary
+    one that dies with this process."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.api_auth import check_client
+
+    if url := PREFECT_API_URL.value():
+        check_client(url)
+        return nullcontext()
+    return ephemeral_api()
 
 
 @contextmanager

@@ -159,7 +159,7 @@ def load_project(
         warnings += config_warnings
     except ConfigError as error:
         problems += error.problems
-    named = _databackend_of(config_path)
+    named = databackend_of(config_path)
     if databackend_path is None:
         databackend_path = named
     elif named is not None and _names_databackend(config_path) and Path(named).absolute() != Path(
@@ -202,7 +202,7 @@ def _names_databackend(config_path: str | Path) -> bool:
         return False
 
 
-def _databackend_of(config_path: str | Path) -> Path | None:
+def databackend_of(config_path: str | Path) -> Path | None:
     """The datasets file the config names in `data_backend_config` (None if the config is unreadable).
 
     A relative path is looked up beside the config file first, then in the working folder (where SimpleTuner,

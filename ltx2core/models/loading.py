@@ -9,11 +9,13 @@ eval mode: they are the fixed base of a LoRA run; PEFT marks its own adapter wei
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 from huggingface_hub import constants as hf_constants
 
+from ltx2core.models import random_weights
 from ltx2core.models.flavours import release_of
 from ltx2core.models.scale import LTX2, ScaleFactors
 from ltx2core.models.source import ModelSource, check_release, component_config
@@ -85,6 +87,9 @@ def load_text_encoder(source: ModelSource, *, dtype: torch.dtype, device: Device
 
     cls = Gemma4UnifiedForConditionalGeneration if source.flavour.text_encoder == "gemma4" else (
         Gemma3ForConditionalGeneration)
+    if source.random_weights:
+        config = cls.config_class.from_pretrained(Path(source.name_or_path) / "text_encoder")
+        return _frozen(random_weights.draw(cls, config, dtype=dtype, device=device), source, "text_encoder", device)
     model = cls.from_pretrained(
         source.name_or_path, subfolder="text_encoder", dtype=dtype, device_map={"": torch.device(device)},
         **_hub_kwargs(source),
@@ -118,6 +123,9 @@ def load_scheduler(source: ModelSource) -> Any:
 
 def _load_model(cls: type[ModelT], source: ModelSource, subfolder: str, dtype: torch.dtype, device: Device,
                 keep_fp8: bool = False) -> ModelT:
+    if source.random_weights:
+        model = random_weights.draw(cls, component_config(source, subfolder), dtype=dtype, device=device)
+        return _frozen(model, source, subfolder, device)
     if file := source.file_of(subfolder):  # the weights from a checkpoint file, the config from the model
         from ltx2core.models.single_file import load_component
 

@@ -16,14 +16,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from ltx2core.models import tiny
+from ltx2core.models import random_weights, tiny
 from ltx2core.models.flavours import FLAVOURS, Flavour, canonical, release_of
+from ltx2core.models.full_size import TEXT_MAX_LENGTH
 
 log = logging.getLogger(__name__)
 
-TEXT_MAX_LENGTH = 1024  # tokens every caption is padded to, for every release (the connectors' sequence length)
-
 TINY_NAME = "tiny"
+RANDOM_NAMES: dict[str, random_weights.Size] = {"random": "full", "tiny-random": "tiny"}  # weights drawn at load
 Component = Literal[
     "transformer", "vae", "audio_vae", "connectors", "text_encoder", "tokenizer", "scheduler", "vocoder"
 ]
@@ -51,13 +51,15 @@ class ModelSource:
     name_or_path: str  # what `from_pretrained` takes: a local folder or a hub repo id
     flavour: Flavour
     is_local: bool
-    untrained: bool = False  # the tiny random model: whatever it produces is a smoke test, never a model
+    untrained: bool = False  # random weights: whatever it produces is a smoke test, never a model
+    tiny_sized: bool = False  # the tiny model's sizes (captions padded to tiny.TEXT_MAX_LENGTH)
+    random_weights: bool = False  # configs only: the loaders draw the weights (random_weights.py)
     cache_dir: Path | None = None  # hub cache; None: huggingface_hub's default (HF_HOME / HF_HUB_CACHE)
     files: tuple[CheckpointFile, ...] = ()  # single .safetensors files some components come from instead
 
     @property
     def text_max_length(self) -> int:
-        return tiny.TEXT_MAX_LENGTH if self.untrained else TEXT_MAX_LENGTH
+        return tiny.TEXT_MAX_LENGTH if self.tiny_sized else TEXT_MAX_LENGTH
 
     def file_of(self, component: str) -> Path | None:
         """The single file `component`'s weights come from, if one does (its config still comes from here)."""
@@ -71,7 +73,7 @@ class ModelSource:
     def label(self) -> str:
         """How results made with this model should be labelled (and what a checkpoint records it was trained on:
         the format predates 2.3, so that 2.0 runs still resume)."""
-        suffix = ", tiny random weights: UNTRAINED" if self.untrained else ""
+        suffix = f", {'tiny' if self.tiny_sized else 'full-size'} random weights: UNTRAINED" if self.untrained else ""
         for file in self.files:  # by content: the same file elsewhere is the same model
             suffix += f", {'+'.join(sorted(file.components))} from {file.path.name} {file.identity[:12]}"
         return f"{self.name_or_path} (LTX-2 flavour {self.flavour.name}{suffix})"
@@ -116,7 +118,9 @@ def resolve_source(
 
 def _diffusers_source(name: str, flavour: Flavour, cache_dir: Path | None, setting: str) -> ModelSource:
     if name == TINY_NAME:
-        return ModelSource(str(tiny.tiny_model_dir(flavour.name)), flavour, is_local=True, untrained=True)
+        name = str(tiny.tiny_model_dir(flavour.name))
+    elif name in RANDOM_NAMES:
+        name = str(random_weights.random_model_dir(flavour.name, RANDOM_NAMES[name]))
 
     folder = Path(name).expanduser()
     if folder.is_dir():
@@ -128,8 +132,11 @@ def _diffusers_source(name: str, flavour: Flavour, cache_dir: Path | None, setti
                 + ("; a plain Gemma folder is not enough here: the diffusers model also brings the tokenizer, "
                    "scheduler and configs" if setting == "text_encoder_path" else ""))
         model_index = json.loads(index.read_text())
-        untrained = tiny.is_tiny_index(model_index)
-        source = ModelSource(str(folder), flavour, is_local=True, untrained=untrained)
+        random_size = random_weights.size_of_index(model_index)
+        tiny_sized = tiny.is_tiny_index(model_index) or random_size == "tiny"
+        untrained = tiny_sized or random_size is not None
+        source = ModelSource(str(folder), flavour, is_local=True, untrained=untrained, tiny_sized=tiny_sized,
+                             random_weights=random_size is not None)
         found = tiny.release_of_index(model_index) if untrained else release_of(
             component_config(source, "transformer"))
         check_release(source, found)

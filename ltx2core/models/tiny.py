@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ltx2core.models import full_size
 from ltx2core.models.flavours import FLAVOURS
 
 log = logging.getLogger(__name__)
@@ -120,15 +121,9 @@ def _components(flavour: str) -> dict[str, Any]:
     vae = _video_vae(release)
     audio_vae, vocoder = _audio(release)
     transformer = _transformer(flavour)
-    if flavour in ("2.3-distilled", "2.5"):  # 2.5's folder: the distilled scheduler, as LTX-2.5-Diffusers has
-        scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=False, shift_terminal=None)
-    else:  # the non-distilled schedule
-        scheduler = FlowMatchEulerDiscreteScheduler(
-            use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05, base_image_seq_len=1024,
-            max_image_seq_len=4096, shift_terminal=0.1,
-        )
+    scheduler = FlowMatchEulerDiscreteScheduler(**full_size.scheduler(flavour))  # the real model's
     return dict(
-        scheduler=scheduler, vae=vae, audio_vae=audio_vae, text_encoder=text_encoder, tokenizer=_tokenizer(),
+        scheduler=scheduler, vae=vae, audio_vae=audio_vae, text_encoder=text_encoder, tokenizer=char_tokenizer(),
         connectors=connectors, transformer=transformer, vocoder=vocoder,
     )
 
@@ -276,11 +271,12 @@ def _vocab() -> dict[str, int]:
     return {token: i for i, token in enumerate(specials + symbols)}
 
 
-def _tokenizer() -> Any:
+def char_tokenizer(max_length: int = TEXT_MAX_LENGTH) -> Any:
+    """A Gemma tokenizer with one token per character, built in memory (the real one cannot be downloaded here);
+    adds <bos> like the real one. The tiny model's, and the full-size random model's (random_weights.py)."""
     from transformers import GemmaTokenizer
 
-    # One token per character, built in memory (no download); adds <bos> like the real Gemma tokenizer.
-    return GemmaTokenizer(vocab=_vocab(), merges=[], add_bos_token=True, model_max_length=TEXT_MAX_LENGTH)
+    return GemmaTokenizer(vocab=_vocab(), merges=[], add_bos_token=True, model_max_length=max_length)
 
 
 def _save(pipeline: Any, folder: Path, flavour: str) -> None:

@@ -1,0 +1,48 @@
+"""`ltx2 rehearse` on the tiny-sized random model: every stage runs through the pipeline flow (Prefect, Lance,
+PyAV on the synthetic clips it writes) and gets its figures; the user's files and folders are left alone."""
+
+from __future__ import annotations
+
+import json
+
+from tests.flows.test_cli import ltx2
+
+
+def test_rehearse_measures_every_stage_and_leaves_the_user_s_files_alone(tmp_path, prefect_api, ltx2_home):
+    user = tmp_path / "project"
+    user.mkdir()
+    config = {"model_family": "ltxvideo2", "model_flavour": "2.3", "output_dir": str(user / "output"),
+              "lora_rank": 4, "mixed_precision": "no", "max_train_steps": 500, "validation_prompt": "a red square",
+              "validation_resolution": "64x64", "validation_num_video_frames": 9,
+              "validation_num_inference_steps": 2}
+    backend = [{"id": "clips", "type": "local", "dataset_type": "video", "instance_data_dir": str(user / "videos"),
+                "caption_strategy": "parquet", "parquet": {"path": str(user / "captions.parquet")},
+                "resolution": 64, "video": {"num_frames": 17, "frame_rate": 25}},
+               {"id": "text-embeds", "dataset_type": "text_embeds", "default": True, "type": "local"}]
+    (user / "config.json").write_text(json.dumps(config))
+    (user / "multidatabackend.json").write_text(json.dumps(backend))
+    figures = tmp_path / "figures.json"
+
+    done = ltx2("rehearse", "--config", str(user / "config.json"), "--databackend", str(user / "multidatabackend.json"),
+                "--model", "tiny-random", "--clips", "3", "--steps", "4", "--json", str(figures), api=prefect_api)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "train fits this machine as configured" in done.stdout
+
+    result = json.loads(figures.read_text())
+    assert "LTX-2 flavour 2.3, tiny random weights: UNTRAINED" in result["model"] and result["device"] == "cpu"
+    assert result["shapes"] == {"clips": "96x64x17"}
+    stages = {s["stage"]: s for s in result["stages"]}
+    assert list(stages) == ["probe", "filter", "bucket", "captions", "text-embeds", "latents", "train", "validate"]
+    assert {name: s["items"] for name, s in stages.items()} == {
+        "probe": 3, "filter": 3, "bucket": 3, "captions": 3, "text-embeds": 3, "latents": 3, "train": 4, "validate": 1}
+    for s in stages.values():
+        assert s["error"] is None and s["host_peak_gib"] > 0.1 and s["gpu_peak_gib"] is None
+        assert 0 < s["stage_seconds"] <= s["seconds"]  # the flow call holds the stage
+    assert stages["train"]["per_item_s"] > 0  # the median s/step of its loss.csv
+    assert sorted(p.name for p in user.iterdir()) == ["config.json", "multidatabackend.json"]  # nothing written
+    assert json.loads((user / "config.json").read_text()) == config
+
+
+def test_rehearse_refuses_an_unknown_stage_before_any_work(tmp_path, prefect_api):
+    done = ltx2("rehearse", "--stages", "probe,encode", "--config", str(tmp_path / "config.json"), api=prefect_api)
+    assert done.returncode == 2 and "ltx2 rehearse: unknown stage(s) encode" in done.stderr
