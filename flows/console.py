@@ -115,10 +115,10 @@ def print_rehearsal(rehearsal) -> None:
         rate = f.rate()
         table.add_row(f.stage, f"{f.items} {f.unit}s", f"{f.stage_seconds:.1f}", f"{f.seconds:.1f}",
                       "-" if rate is None else f"{rate:.3f} /{f.unit}", _gib(f.gpu_peak_gib), _gib(f.host_peak_gib),
-                      f.error or "ok")
+                      f.error or f.note or "ok")
     console.print(table)
-    if rehearsal.advice:
-        console.print(rehearsal.advice)
+    for sentence in rehearsal.advice:
+        console.print(sentence)
 
 
 def _gib(value: float | None) -> str:

@@ -19,6 +19,7 @@ from ltx2core.config.load import databackend_of, load_project
 from ltx2core.measure import GIB, measured
 from ltx2core.media.synth import write_clip
 from ltx2core.rehearsal import (
+    FIT_TRIES,
     ClipShape,
     FitTry,
     StageFigures,
@@ -30,6 +31,8 @@ from ltx2core.rehearsal import (
     write_rehearsal_configs,
 )
 
+CACHE_STAGES = ("text-embeds", "latents")  # their rows can come from a bigger card (cache on A, train on B)
+MEASURED_AGAIN = ("train", "validate")  # rerun in a kept folder: trained and sampled again, not "up to date"
 UNITS = {"probe": "file", "filter": "clip", "bucket": "clip", "captions": "caption", "text-embeds": "caption",
          "latents": "clip", "train": "step", "validate": "sample"}
 
@@ -41,7 +44,7 @@ class Rehearsal:
     card_gib: float | None
     shapes: dict[str, str]  # dataset id -> synthetic clip shape
     stages: list[StageFigures]
-    advice: str | None  # on the train stage, when it ran
+    advice: list[str]  # per stage that has options to fit (latents, train), when it ran
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -64,15 +67,18 @@ def rehearse(config: str, databackend: str | None, work: Path, *, stages: list[s
     figures: list[StageFigures] = []
     with prefect_api():
         for stage in stages:
-            figures.append(_run_stage(stage, files, store, work / "output"))
-            if figures[-1].error and stage == "train" and _out_of_memory(figures[-1]):
-                figures[-1].tries = _fit(project.config, Path(config), backend, work, model, steps, folders, store)
-            if figures[-1].error:
+            figures.append(_run_stage(stage, files, store, work / "output", force=stage in MEASURED_AGAIN))
+            if _out_of_memory(figures[-1]) and stage in FIT_TRIES:
+                figures[-1].tries = _fit(stage, project.config, Path(config), backend, work, model, steps, folders,
+                                         store)
+            if _out_of_memory(figures[-1]) and stage in CACHE_STAGES and card_gib and device != "cpu" and not any(
+                    t["error"] is None for t in figures[-1].tries):
+                figures[-1] = _uncapped(stage, files, store, work / "output", card_gib, figures[-1].tries)
+            if figures[-1].error and not any(t["error"] is None for t in figures[-1].tries):
                 break  # the later stages need this one's rows
-    train = next((f for f in figures if f.stage == "train"), None)
     source = resolve_source(model, project.config.model_flavour)
     return Rehearsal(source.label, device, card_gib, {d: s.describe() for d, s in shapes.items()}, figures,
-                     advice(train, card_gib) if train else None)
+                     [advice(f, card_gib) for f in figures if f.stage in FIT_TRIES])
 
 
 def _write_clips(folder: Path, shape: ClipShape, count: int) -> Path:
@@ -122,22 +128,39 @@ def _run_stage(stage: str, files: tuple[Path, Path], store: str, output_dir: Pat
     return figures
 
 
+def _uncapped(stage: str, files: tuple[Path, Path], store: str, output_dir: Path, card_gib: float,
+              tries: list[dict]) -> StageFigures:
+    """A cache stage that does not fit the card asked for, run again on the whole GPU so that the rehearsal goes on
+    (its rows can be cached on a larger card: README "Cache on one machine, train on another")."""
+    import torch
+
+    torch.cuda.set_per_process_memory_fraction(1.0)
+    try:
+        figures = _run_stage(stage, files, store, output_dir)
+    finally:
+        _limit_card(card_gib)
+    figures.note = (f"out of memory at {card_gib:.0f} GiB: these figures are without the cap; cache this stage on a "
+                    "larger card")
+    figures.error, figures.tries = f"out of memory at {card_gib:.0f} GiB", tries
+    return figures
+
+
 def _out_of_memory(figures: StageFigures) -> bool:
     return (figures.error or "").startswith("the GPU ran out of memory")
 
 
-def _fit(config, config_path: Path, backend: list, work: Path, model: str, steps: int, folders: dict[str, Path],
-         store: str) -> list[dict]:
-    """The `fit_tries` measured in order until one fits: each trains `steps` steps in its own output_dir (a changed
-    resolution caches its latents first)."""
+def _fit(stage: str, config, config_path: Path, backend: list, work: Path, model: str, steps: int,
+         folders: dict[str, Path], store: str) -> list[dict]:
+    """The stage's `fit_tries` measured in order until one fits, each in its own folder; a train try with a changed
+    resolution buckets and caches its latents first, and is measured by its train stage."""
     measured_tries = []
-    for i, change in enumerate(fit_tries(config), start=1):
-        folder = work / f"try-{i}"
+    for i, change in enumerate(fit_tries(stage, config), start=1):
+        folder = work / f"{stage}-try-{i}"
         folder.mkdir(exist_ok=True)
         files = write_rehearsal_configs(config_path, backend, folder, model=model, steps=steps, clip_folders=folders,
                                         change=change)
-        for stage in ("bucket", "latents", "train") if change.resolution_scale != 1.0 else ("train",):
-            figures = _run_stage(stage, files, store, folder / "output", force=stage == "train")
+        for step in ("bucket", "latents", stage) if change.resolution_scale != 1.0 else (stage,):
+            figures = _run_stage(step, files, store, folder / "output", force=step == stage)
             if figures.error:
                 break
         measured_tries.append(_try_row(change, figures))

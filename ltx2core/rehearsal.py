@@ -5,9 +5,10 @@ weights of the flavour: models/random_weights.py), every video dataset's folder 
 resolution, length and frame rate, captions of a realistic length), output_dir, and the number of steps. Everything
 else -- memory options, LoRA rank, buckets, validation settings -- is the user's, since that is what is measured.
 
-When the train stage does not fit the card, `FIT_TRIES` are tried in order, each a change to the config that a user
-can make: block swap first (exact, and measured no slower on an H100 at 16 blocks), then the FP8 base, then both,
-then a lower resolution. The first that fits is the advice.
+When a stage runs out of memory, its `FIT_TRIES` are tried in order, each a change to the config that a user can
+make. Latents: the exact temporal roll, then patch convolutions, then spatial tiles. Train: block swap first (exact,
+and measured no slower on an H100 at 16 blocks), then the FP8 base, then both, then a lower resolution. The first
+that fits is the advice.
 """
 
 from __future__ import annotations
@@ -49,17 +50,26 @@ class FitTry:
     resolution_scale: float = 1.0  # of every video dataset's resolution
 
 
-FIT_TRIES = (
-    FitTry("musubi_blocks_to_swap 16", {"musubi_blocks_to_swap": 16, "compile_blocks": False}),
-    FitTry("musubi_blocks_to_swap 32", {"musubi_blocks_to_swap": 32, "compile_blocks": False}),
-    FitTry("base_model_precision fp8-e4m3fn", {"base_model_precision": "fp8-e4m3fn"}),
-    FitTry("fp8-e4m3fn + musubi_blocks_to_swap 16",
-           {"base_model_precision": "fp8-e4m3fn", "musubi_blocks_to_swap": 16, "compile_blocks": False}),
-    FitTry("fp8-e4m3fn + musubi_blocks_to_swap 32",
-           {"base_model_precision": "fp8-e4m3fn", "musubi_blocks_to_swap": 32, "compile_blocks": False}),
-    FitTry("fp8-e4m3fn + musubi_blocks_to_swap 32 + resolution x0.75",
-           {"base_model_precision": "fp8-e4m3fn", "musubi_blocks_to_swap": 32, "compile_blocks": False}, 0.75),
-)
+_ROLL = {"vae_enable_temporal_roll": True}
+_SWAP16, _SWAP32 = {"musubi_blocks_to_swap": 16, "compile_blocks": False}, {"musubi_blocks_to_swap": 32,
+                                                                          "compile_blocks": False}
+_FP8 = {"base_model_precision": "fp8-e4m3fn"}
+FIT_TRIES: dict[str, tuple[FitTry, ...]] = {  # per stage, cheapest first; the train tries in the module docstring
+    "latents": (
+        FitTry("vae_enable_temporal_roll", _ROLL),
+        FitTry("vae_enable_temporal_roll + vae_enable_patch_conv", _ROLL | {"vae_enable_patch_conv": True}),
+        FitTry("vae_enable_temporal_roll + vae_enable_patch_conv + vae_enable_tiling",
+               _ROLL | {"vae_enable_patch_conv": True, "vae_enable_tiling": True}),
+    ),
+    "train": (
+        FitTry("musubi_blocks_to_swap 16", _SWAP16),
+        FitTry("musubi_blocks_to_swap 32", _SWAP32),
+        FitTry("base_model_precision fp8-e4m3fn", _FP8),
+        FitTry("fp8-e4m3fn + musubi_blocks_to_swap 16", _FP8 | _SWAP16),
+        FitTry("fp8-e4m3fn + musubi_blocks_to_swap 32", _FP8 | _SWAP32),
+        FitTry("fp8-e4m3fn + musubi_blocks_to_swap 32 + resolution x0.75", _FP8 | _SWAP32, 0.75),
+    ),
+}
 
 
 @dataclass
@@ -75,6 +85,7 @@ class StageFigures:
     gpu_peak_gib: float | None = None
     host_peak_gib: float | None = None
     error: str | None = None
+    note: str | None = None  # what the figures mean when they are not the plain run's
     tries: list[dict[str, Any]] = field(default_factory=list)  # train: the FIT_TRIES measured, in order
 
     def rate(self) -> float | None:
@@ -154,24 +165,24 @@ def median_step_seconds(loss_csv: Path) -> float | None:
     return statistics.median(kept) if kept else None
 
 
-def fit_tries(config: TrainConfig) -> list[FitTry]:
-    """`FIT_TRIES` that change something for this config (a try it already has is no advice)."""
+def fit_tries(stage: str, config: TrainConfig) -> list[FitTry]:
+    """The stage's `FIT_TRIES` that change something for this config (a try it already has is no advice)."""
     current = config.model_dump(mode="json")
-    return [t for t in FIT_TRIES if t.resolution_scale != 1.0 or any(current.get(k) != v for k, v in t.config.items()
-                                                                      if k != "compile_blocks")]
+    return [t for t in FIT_TRIES.get(stage, ()) if t.resolution_scale != 1.0 or any(
+        current.get(k) != v for k, v in t.config.items() if k != "compile_blocks")]
 
 
-def advice(train: StageFigures, card_gib: float | None) -> str:
-    """One sentence on whether the train stage fits, and if not which try does, with the figures measured."""
-    card = f"{card_gib:.0f} GiB" if card_gib else "this machine"
-    if train.error is None:
-        peak = f" (peak {train.gpu_peak_gib:.1f} GiB)" if train.gpu_peak_gib is not None else ""
-        return f"train fits {card} as configured{peak}"
-    fitting = next((t for t in train.tries if t["error"] is None), None)
-    tried = "; ".join(f"{t['label']}: {_outcome(t)}" for t in train.tries)
+def advice(figures: StageFigures, card_gib: float | None) -> str:
+    """One sentence on whether a stage fits, and if not which try does, with the figures measured."""
+    card, stage = f"{card_gib:.0f} GiB" if card_gib else "this machine", figures.stage
+    if figures.error is None:
+        peak = f" (peak {figures.gpu_peak_gib:.1f} GiB)" if figures.gpu_peak_gib is not None else ""
+        return f"{stage} fits {card} as configured{peak}"
+    fitting = next((t for t in figures.tries if t["error"] is None), None)
+    tried = "; ".join(f"{t['label']}: {_outcome(t)}" for t in figures.tries)
     if fitting is None:
-        return f"train does not fit {card} as configured, nor with any option tried ({tried or 'none tried'})"
-    return (f"train does not fit {card} as configured; it fits with {fitting['label']} "
+        return f"{stage} does not fit {card} as configured, nor with any option tried ({tried or 'none tried'})"
+    return (f"{stage} does not fit {card} as configured; it fits with {fitting['label']} "
             f"({_outcome(fitting)}). Tried: {tried}")
 
 

@@ -48,7 +48,8 @@ def test_the_rehearsal_config_changes_the_model_data_output_and_steps_and_keeps_
     work = tmp_path / "work"
     work.mkdir()
     config_file, backend_file = write_rehearsal_configs(
-        user, backend, work, model="random", steps=8, clip_folders={"clips": work / "clips"}, change=FIT_TRIES[-1])
+        user, backend, work, model="random", steps=8, clip_folders={"clips": work / "clips"},
+        change=FIT_TRIES["train"][-1])
     config = json.loads(config_file.read_text())
     assert config["pretrained_model_name_or_path"] == "random" and "text_encoder_path" not in config
     assert config["output_dir"] == str(work / "output") and config["max_train_steps"] == 8
@@ -63,9 +64,12 @@ def test_the_rehearsal_config_changes_the_model_data_output_and_steps_and_keeps_
 
 def test_fit_tries_leave_out_what_the_config_already_has():
     swapped = TrainConfig.model_validate({"output_dir": "out", "musubi_blocks_to_swap": 16})
-    labels = [t.label for t in fit_tries(swapped)]
+    labels = [t.label for t in fit_tries("train", swapped)]
     assert "musubi_blocks_to_swap 16" not in labels and labels[0] == "musubi_blocks_to_swap 32"
-    assert len(fit_tries(TrainConfig.model_validate({"output_dir": "out"}))) == len(FIT_TRIES)
+    plain = TrainConfig.model_validate({"output_dir": "out"})
+    assert len(fit_tries("train", plain)) == len(FIT_TRIES["train"]) and fit_tries("probe", plain) == []
+    rolled = TrainConfig.model_validate({"output_dir": "out", "vae_enable_temporal_roll": True})
+    assert [t.label for t in fit_tries("latents", rolled)][0] == "vae_enable_temporal_roll + vae_enable_patch_conv"
 
 
 def test_advice_names_the_first_option_that_fit_with_its_figures():
@@ -80,6 +84,7 @@ def test_advice_names_the_first_option_that_fit_with_its_figures():
         " Tried: musubi_blocks_to_swap 16: out of memory; musubi_blocks_to_swap 32: 4.21 s/step, peak 19.6 GiB")
     oom.tries = oom.tries[:1]
     assert advice(oom, 24.0).startswith("train does not fit 24 GiB as configured, nor with any option tried")
+    assert advice(StageFigures("latents"), None) == "latents fits this machine as configured"
 
 
 def test_step_seconds_leave_out_the_warm_up_steps(tmp_path):
