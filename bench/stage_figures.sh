@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Stage figures on the GPU machine (issue #18): `ltx2 rehearse` of bench/rehearsal/config.json (768x512x121,
+# selective recompute + compiled blocks) for each flavour, and in the same call the library benchmarks the stages
+# are compared with (train_bench's row of the same options, cache_bench's VAE and text parts). Writes JSON to $OUT.
+#
+#   source bench/device_env.sh && bash bench/stage_figures.sh [CLIPS] [STEPS] [FLAVOURS]   (default 64 40 "2.0 2.3")
+#
+# CLIPS synthetic clips per flavour (the same clips serve both: they are written once under /tmp/rehearsal-clips),
+# STEPS train steps (s/step is their median after the first 2). A flavour's run takes ~4-6 min on an H100.
+# TINY=1: the tiny-random model and the benchmarks' --tiny, on the CPU (a smoke test of this script).
+set -uo pipefail
+clips=${1:-64}
+steps=${2:-40}
+flavours=${3:-"2.0 2.3"}
+out=${OUT:-/tmp/stage-figures}
+row=${TRAIN_ROW:-ours-bf16lora-sac-compile-768}
+model=random tiny=()
+if [ "${TINY:-0}" = 1 ]; then model=tiny-random tiny=(--tiny); fi
+mkdir -p "$out"
+for flavour in $flavours; do
+  config=/tmp/rehearsal-config-$flavour.json
+  sed "s/\"model_flavour\": \"2.0\"/\"model_flavour\": \"$flavour\"/" bench/rehearsal/config.json >"$config"
+  python3 -m flows.cli rehearse --config "$config" --databackend bench/rehearsal/multidatabackend.json \
+    --model "$model" --clips "$clips" --steps "$steps" --keep "/tmp/rehearsal-$flavour" --json "$out/rehearse-$flavour.json" \
+    2>&1 | tee "$out/rehearse-$flavour.log"
+  python3 bench/train_bench.py "${tiny[@]}" --flavour "$flavour" --rows "$row" --steps 10 --no-flops \
+    >"$out/train-bench-$flavour.log" 2>&1  # its JSON goes to $OUT itself
+  python3 bench/cache_bench.py "${tiny[@]}" --flavour "$flavour" --parts vae,text \
+    >"$out/cache-bench-$flavour.log" 2>&1
+done
+ls -la "$out"
