@@ -76,8 +76,7 @@ import re
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -90,6 +89,7 @@ sys.path.insert(0, str(ROOT))
 
 from ltx2core.models import full_size  # noqa: E402
 from ltx2core.models.flavours import FLAVOURS, Flavour  # noqa: E402
+from ltx2core.models.random_weights import default_dtype as _default_dtype  # noqa: E402
 from ltx2core.models.runtime import compute_dtype  # noqa: E402
 from ltx2core.models.scale import LTX2  # noqa: E402
 from ltx2core.models.source import TEXT_MAX_LENGTH as TEXT_MAX_LENGTH_1024  # noqa: E402
@@ -395,15 +395,6 @@ def build_connectors(sizes: Sizes) -> Any:
         connectors = LTX2TextConnectors(**full_size.connectors(sizes.flavour.name))
     return connectors.eval().requires_grad_(False)
 
-
-@contextmanager
-def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    saved = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(saved)
 
 
 def _bytes(module: torch.nn.Module) -> int:

@@ -64,7 +64,7 @@ def draw(cls: type, config: dict[str, Any] | Any, *, dtype: Any, device: Any) ->
     import torch
 
     device = torch.device(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), _default_dtype(dtype), device:
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), default_dtype(dtype), device:
         torch.manual_seed(SEED)
         if hasattr(cls, "from_config"):  # diffusers
             return cls.from_config(config)
@@ -72,15 +72,16 @@ def draw(cls: type, config: dict[str, Any] | Any, *, dtype: Any, device: Any) ->
 
 
 @contextmanager
-def _default_dtype(dtype: Any) -> Iterator[None]:
+def default_dtype(dtype: Any) -> Iterator[None]:
+    """New tensors in `dtype` inside the block (a model built in bf16 never exists in float32)."""
     import torch
 
-    saved = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
+    saved = torch.getdefault_dtype()
+    torch.setdefault_dtype(dtype)
     try:
         yield
     finally:
-        torch.set_default_dtype(saved)
+        torch.setdefault_dtype(saved)
 
 
 def _write(folder: Path, flavour: str, size: Size) -> None:
