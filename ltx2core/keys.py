@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ltx2core.training.assemble import ModelSettings
     from ltx2core.training.data import BucketBatches
     from ltx2core.training.loop import TrainSettings
+    from ltx2core.training.rollout import Rollout
     from ltx2core.validation.settings import MemoryOptions, ValidationSettings
 
 
@@ -262,4 +263,18 @@ def train_settings(config: TrainConfig, source: ModelSource, *, max_steps: int, 
         validation_steps=config.validation_steps,
         tread_routes=resolve_routes(config.tread_config.routes, num_blocks) if config.tread_config else (),
         device=device, sigmas=sigma_sampler(source.flavour.distilled, scheduler_config),
-        cross_timestep=source.flavour.use_cross_timestep)
+        cross_timestep=source.flavour.use_cross_timestep, rollout=rollout(config))
+
+
+def rollout(config: TrainConfig) -> Rollout | None:
+    """Scheduled sampling from SimpleTuner's keys; None when off (no offset, or a chance that is 0 throughout)."""
+    from ltx2core.training.rollout import Rollout
+
+    chance = (config.scheduled_sampling_prob_start, config.scheduled_sampling_prob_end) if (
+        config.scheduled_sampling_ramp_steps) else (config.scheduled_sampling_probability,)
+    if not config.scheduled_sampling_max_step_offset or max(chance) <= 0:
+        return None
+    return Rollout(max_step_offset=config.scheduled_sampling_max_step_offset,
+                   probability=config.scheduled_sampling_probability,
+                   ramp_steps=config.scheduled_sampling_ramp_steps, prob_start=config.scheduled_sampling_prob_start,
+                   prob_end=config.scheduled_sampling_prob_end)

@@ -81,6 +81,10 @@ def load_train_config(path: str | Path, overrides: Overrides | None = None) -> L
         config = TrainConfig.model_validate(data)
     except ValidationError as error:
         raise ConfigError([f"{path}: {line}" for line in _describe(error)]) from None
+    if config.scheduled_sampling_max_step_offset and config.scheduled_sampling_reflexflow is None:
+        warnings.append(f"{path}: scheduled sampling rolls out with plain Euler steps and the plain velocity target; "
+                        "SimpleTuner also adds ReflexFlow's loss terms for flow-matching models by default, which "
+                        "are not implemented here (set scheduled_sampling_reflexflow false to silence this)")
     return LoadedConfig(config, warnings)
 
 

@@ -119,6 +119,19 @@ class TrainConfig(StrictModel):
         None, description="Module name suffixes to adapt; unset = the trainer's default (attention projections)"
     )
 
+    # ---- scheduled sampling (SimpleTuner's rollout: ltx2core/training/rollout.py)
+    scheduled_sampling_max_step_offset: int = Field(0, ge=0, description="Euler steps drawn from 0..N a clip; 0 = off")
+    scheduled_sampling_probability: float = Field(0.0, ge=0, le=1, description="Chance a clip is rolled out")
+    scheduled_sampling_ramp_steps: int = Field(0, ge=0, description="Ramp the chance from prob_start to prob_end")
+    scheduled_sampling_prob_start: float = Field(0.0, ge=0, le=1)
+    scheduled_sampling_prob_end: float = Field(0.5, ge=0, le=1)
+    scheduled_sampling_sampler: str = Field("unipc", description="Flow matching rolls out with Euler steps (SimpleTuner"
+                                            " uses this for eps/v models only)")
+    scheduled_sampling_reflexflow: bool | None = Field(None, description="ReflexFlow loss terms: not implemented")
+    scheduled_sampling_reflexflow_alpha: float | None = None
+    scheduled_sampling_reflexflow_beta1: float | None = None
+    scheduled_sampling_reflexflow_beta2: float | None = None
+
     # ---- checkpoints
     ltx2_first_frame_conditioning_probability: float = Field(
         0.0, ge=0, le=1, description="Image-to-video training: chance a clip's first frame is clean conditioning"
@@ -339,6 +352,22 @@ class TrainConfig(StrictModel):
             if self.compile_blocks and on:
                 problems.append(("compile_blocks", f"compile_blocks with {key} is not supported yet (not verified "
                                  f"to train the same LoRA): set compile_blocks false or remove {key}"))
+        if problems:
+            raise rule_error(*problems)
+        return self
+
+    @model_validator(mode="after")
+    def _check_scheduled_sampling(self) -> TrainConfig:
+        if not self.scheduled_sampling_max_step_offset:
+            return self
+        problems = []
+        if self.scheduled_sampling_reflexflow:
+            problems.append(("scheduled_sampling_reflexflow", "scheduled_sampling_reflexflow is not implemented here: "
+                             "the rollout trains on the plain velocity target; set it false (or remove it)"))
+        if self.fsdp_enable:
+            problems.append(("scheduled_sampling_max_step_offset", "scheduled sampling with fsdp_enable is not "
+                             "supported: the ranks would roll out different numbers of steps and FSDP's gathers "
+                             "would wait on each other; set fsdp_enable false (data parallel works)"))
         if problems:
             raise rule_error(*problems)
         return self

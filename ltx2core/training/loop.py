@@ -52,6 +52,7 @@ from ltx2core.training.flow_matching import LTX2_SHIFT, SigmaSampler
 from ltx2core.training.lora import load_lora_state, lora_spec_of, lora_state_dict
 from ltx2core.training.optim import make_lr_scheduler, make_optimizer
 from ltx2core.training.recompute import Recompute, configure_blocks
+from ltx2core.training.rollout import Rollout
 from ltx2core.training.sinks import MetricSink
 from ltx2core.training.step import training_step
 from ltx2core.training.tread import Route, TreadRouter
@@ -62,8 +63,10 @@ CheckpointCallback = Callable[[int, Path], None]  # (step, checkpoint folder)
 ValidateCallback = Callable[[int], None]  # (step); the callee has the transformer
 CONSTANT_SCHEDULES = ("constant", "constant_with_warmup")
 # Per step, summed over micro-batches and ranks: each loss times its clips, and the clips it covers.
-_SUMS = ("loss", "video_loss", "audio_loss", "crepa_loss", "clips", "audio_clips", "crepa_clips")
-_MEANS = (("loss", "clips"), ("video_loss", "clips"), ("audio_loss", "audio_clips"), ("crepa_loss", "crepa_clips"))
+_SUMS = ("loss", "video_loss", "audio_loss", "crepa_loss", "rollout_steps", "clips", "audio_clips", "crepa_clips",
+         "rollout_clips")
+_MEANS = (("loss", "clips"), ("video_loss", "clips"), ("audio_loss", "audio_clips"), ("crepa_loss", "crepa_clips"),
+          ("rollout_steps", "rollout_clips"))
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class TrainSettings:
     sigmas: SigmaSampler = LTX2_SHIFT  # the flavour's training noise levels (flow_matching.sigma_sampler)
     cross_timestep: bool = False  # the flavour's use_cross_timestep (2.3+)
     tread_routes: tuple[Route, ...] = ()  # resolved spans (tread.resolve_routes); () = no TREAD
+    rollout: Rollout | None = None  # scheduled sampling (rollout.py); None = off
 
     def __post_init__(self) -> None:
         problems = []
@@ -115,6 +119,8 @@ class TrainSettings:
         if self.cross_timestep:  # absent for 2.0, whose checkpoints predate it
             values["cross_timestep"] = True
         values["tread_routes"] = [asdict(route) for route in self.tread_routes]
+        if self.rollout is not None:  # absent when off: checkpoints from before it resume
+            values["rollout"] = asdict(self.rollout)
         if self.lr_scheduler not in CONSTANT_SCHEDULES:  # a decaying schedule is drawn over max_steps
             values["max_steps"] = self.max_steps
         return values
@@ -232,7 +238,8 @@ def train(
                 with autocast:
                     output = training_step(
                         transformer, batch, generator=generator, first_frame_p=settings.first_frame_p,
-                        sigmas=settings.sigmas, cross_timestep=settings.cross_timestep,
+                        sigmas=settings.sigmas, cross_timestep=settings.cross_timestep, rollout=settings.rollout,
+                        step=step + 1,
                     )
                     crepa_loss = crepa.loss(batch.latents) if crepa else None  # reads this forward's hidden states
                 total = output.loss if crepa_loss is None else output.loss + crepa_loss
@@ -255,6 +262,9 @@ def train(
                     if crepa_loss is not None:
                         sums["crepa_clips"] += count
                         sums["crepa_loss"] += crepa_loss.item() * count
+                    if settings.rollout is not None:  # the mean Euler steps of the step's clips (0: not rolled out)
+                        sums["rollout_clips"] += count
+                        sums["rollout_steps"] += float(output.rollout_steps.float().mean()) * count
                     batch_keys.append(chosen.keys)
                 del output, batch, total, crepa_loss  # drop this micro-batch's tensors before the next one is loaded
 

@@ -18,7 +18,8 @@ from typing import Any, Protocol
 
 from ltx2core.training.plot import write_loss_curve
 
-FIELDS = ("step", "loss", "video_loss", "audio_loss", "lr", "grad_norm", "s_per_step")  # what the loop logs
+# What the loop logs; rollout_steps: the mean scheduled-sampling Euler steps of the step's clips.
+FIELDS = ("step", "loss", "video_loss", "audio_loss", "lr", "grad_norm", "s_per_step", "rollout_steps")
 
 
 class MetricSink(Protocol):

@@ -20,6 +20,7 @@ import torch
 
 from ltx2core.training.data import TrainBatch
 from ltx2core.training.flow_matching import LTX2_SHIFT, TIMESTEP_SCALE, SigmaSampler, noisy_and_target
+from ltx2core.training.rollout import Rollout, draw_steps, roll_out
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class StepOutput:
     video_loss: torch.Tensor  # [] detached
     audio_loss: torch.Tensor | None  # [] detached; None on the video-only path
     sigma: torch.Tensor  # [B] sampled sigma, detached
+    rollout_steps: torch.Tensor  # [B] Euler steps each clip's input was rolled out (0: the exact interpolation)
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class ModelInputs:
     audio_target: torch.Tensor | None  # [B, T_a, C_a] float32; None on the video-only path
     loss_mask: torch.Tensor  # [B, N] 1 = token counts in the loss, 0 = clean conditioning token
     sigma: torch.Tensor  # [B]
+    rollout_steps: torch.Tensor  # [B] long
 
 
 def training_step(
@@ -47,10 +50,13 @@ def training_step(
     first_frame_p: float = 0.0,
     sigmas: SigmaSampler = LTX2_SHIFT,
     cross_timestep: bool = False,
+    rollout: Rollout | None = None,
+    step: int = 1,
 ) -> StepOutput:
-    """Forward and loss for one batch; the caller does backward, clipping and the optimizer step."""
+    """Forward and loss for one batch; the caller does backward, clipping and the optimizer step. `step`: the
+    optimizer step being trained (a ramped rollout's chance depends on it)."""
     inputs = model_inputs(transformer, batch, generator=generator, first_frame_p=first_frame_p, sigmas=sigmas,
-                          cross_timestep=cross_timestep)
+                          cross_timestep=cross_timestep, rollout=rollout, step=step)
     video_pred, audio_pred = transformer(**inputs.kwargs)  # [B, N, C], [B, T_a, C_a]
     video_loss = masked_mse(video_pred.float(), inputs.video_target, inputs.loss_mask)
     audio_loss = None
@@ -62,6 +68,7 @@ def training_step(
         video_loss=video_loss.detach(),
         audio_loss=None if audio_loss is None else audio_loss.detach(),
         sigma=inputs.sigma.detach(),
+        rollout_steps=inputs.rollout_steps,
     )
 
 
@@ -73,11 +80,14 @@ def model_inputs(
     first_frame_p: float = 0.0,
     sigmas: SigmaSampler = LTX2_SHIFT,
     cross_timestep: bool = False,
+    rollout: Rollout | None = None,
+    step: int = 1,
 ) -> ModelInputs:
     """Noise the batch and build the transformer's keyword arguments (the step without the forward).
 
     `sigmas`: the flavour's training noise levels (flow_matching.sigma_sampler); `cross_timestep`: the flavour's
-    `use_cross_timestep` (2.3+), as its pipeline calls the transformer."""
+    `use_cross_timestep` (2.3+), as its pipeline calls the transformer; `rollout`: scheduled sampling (rollout.py),
+    whose draws come after every other, so that a run whose chance is 0 draws exactly what a run without it does."""
     _require_unit_patches(transformer)
     device, dtype = batch.latents.device, transformer.dtype
     size, _, frames, height, width = batch.latents.shape
@@ -126,9 +136,12 @@ def model_inputs(
         use_cross_timestep=cross_timestep,
         return_dict=False,
     )
+    rollout_steps = draw_steps(rollout, step, sigma, generator)
+    if rollout_steps.any():
+        kwargs["hidden_states"] = roll_out(transformer, kwargs, x0, noise, sigma, conditioned, rollout_steps).to(dtype)
     return ModelInputs(
         kwargs=kwargs, video_target=video_target, audio_target=audio_target,
-        loss_mask=(~conditioned).float(), sigma=sigma,
+        loss_mask=(~conditioned).float(), sigma=sigma, rollout_steps=rollout_steps,
     )
 
 

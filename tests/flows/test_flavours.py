@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -21,6 +22,8 @@ CACHES = ["probe", "filter", "bucket", "captions", "text-embeds", "latents"]
 VALIDATION = {"validation_prompt": "a red square moving right", "validation_resolution": "64x64",
               "validation_num_video_frames": 9, "validation_num_inference_steps": 2, "validation_steps": 0,
               "validation_using_datasets": True, "eval_dataset_id": "clips"}
+# Scheduled sampling on: every flavour's transformer rolls its own inputs out (SimpleTuner's keys).
+ROLLOUT = {"scheduled_sampling_max_step_offset": 3, "scheduled_sampling_probability": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +35,29 @@ def by_stage(reports: list[dict]) -> dict[str, dict]:
     return {r["stage"]: r for r in reports}
 
 
+def rolled_out(output_dir: Path) -> bool:
+    """Whether the run's loss.csv says some step's clips were rolled out (mean Euler steps above 0)."""
+    with (output_dir / "loss.csv").open(newline="") as handle:
+        return any(float(row["rollout_steps"] or 0) > 0 for row in csv.DictReader(handle))
+
+
+def test_scheduled_sampling_trains_the_2_0_model_from_the_pipeline(tmp_path, clips, prefect_api, tiny):
+    p = train_project(tmp_path, clips, max_train_steps=2, **ROLLOUT)
+    reports = by_stage(pipeline(**p, stages=["probe", "filter", "bucket", "captions", "text-embeds", "latents",
+                                             "train"]))
+    assert reports["train"]["done"] == 2 and rolled_out(tmp_path / "output" / "run")
+
+
 def test_a_simpletuner_2_3_config_trains_and_validates_from_ltx2_run(tmp_path, clips, prefect_api, tiny_of):
     tiny_of("2.3")  # built once per session, in the session's LTX2_HOME
-    p = train_project(tmp_path, clips, model_flavour="2.3-dev", max_train_steps=2, **VALIDATION)
+    p = train_project(tmp_path, clips, model_flavour="2.3-dev", max_train_steps=2, **VALIDATION, **ROLLOUT)
     run = ltx2("run", "--config", p["config"], "--databackend", p["databackend"], "--storage", p["storage"],
                api=prefect_api)
     assert run.returncode == 0, run.stderr[-3000:]
     out = tmp_path / "output" / "run"
     assert lora_flavour(out / "pytorch_lora_weights.safetensors") == lora_flavour(out / "lora_comfyui.safetensors")
     assert lora_flavour(out / "pytorch_lora_weights.safetensors") == "2.3"
+    assert rolled_out(out)
     store = Store.open(p["storage"])
     assert {r["flavour"] for r in store.read("checkpoints").to_pylist()} == {"2.3"}
     rows = store.read("validations").to_pylist()
@@ -57,9 +74,10 @@ def test_a_simpletuner_2_3_config_trains_and_validates_from_ltx2_run(tmp_path, c
 @pytest.mark.parametrize("flavour", ["2.5", "2.3-distilled", "2.5-distilled"])
 def test_2_5_and_the_distilled_flavours_train_and_validate(tmp_path, clips, prefect_api, tiny_of, flavour):
     tiny_of(flavour)
-    p = train_project(tmp_path, clips, model_flavour=flavour, max_train_steps=2, **VALIDATION)
+    p = train_project(tmp_path, clips, model_flavour=flavour, max_train_steps=2, **VALIDATION, **ROLLOUT)
     reports = by_stage(pipeline(**p, stages=ALL))
     assert reports["train"]["done"] == 2 and reports["validate"]["done"] == 3
+    assert rolled_out(tmp_path / "output" / "run")
     assert lora_flavour(tmp_path / "output" / "run" / "pytorch_lora_weights.safetensors") == flavour
     settings = json.loads(Store.open(p["storage"]).read("validations").to_pylist()[0]["settings"])
     if "distilled" in flavour:  # unguided, on the fixed 8-sigma schedule
