@@ -136,6 +136,15 @@ def _note(step: int, metrics) -> str:
     return f"step {step}  loss {metrics['loss']:.4f}  {metrics['s_per_step']:.2f} s/step"
 
 
+def _losses(summary: RunSummary) -> str:
+    """The last step's losses per modality with the audio weight used, and the run's warnings, as markdown."""
+    last, text = summary.last, ""
+    if "audio_loss" in last:
+        text += (f"\nLast step: video loss {last['video_loss']:.4f}, audio loss {last['audio_loss']:.4f}, audio weight "
+                 f"{last.get('audio_weight', 1.0):.3g} (loss = video + weight x audio)\n")
+    return text + "".join(f"\n**Warning:** {w}\n" for w in summary.warnings)
+
+
 def _artifact(run: str, summary: RunSummary, label: str, output_dir: Path, curve: Path) -> None:
     """The loss curve and the LoRA's whereabouts in the Prefect UI."""
     png = base64.b64encode(curve.read_bytes()).decode()
@@ -144,5 +153,5 @@ def _artifact(run: str, summary: RunSummary, label: str, output_dir: Path, curve
         markdown=(f"# Training run `{run}`\n\nModel: {label}\n\nStep {summary.step} "
                   f"(this run: {summary.steps_run}); last loss {summary.last.get('loss', float('nan')):.4f}\n\n"
                   f"![loss curve](data:image/png;base64,{png})\n\nLoRA: `{output_dir}/pytorch_lora_weights.safetensors` "
-                  f"(ComfyUI: `lora_comfyui.safetensors`)\n"),
+                  f"(ComfyUI: `lora_comfyui.safetensors`)\n" + _losses(summary)),
         description=f"LoRA training {run}")

@@ -44,6 +44,7 @@ from ltx2core.models.loading import load_scheduler
 from ltx2core.models.runtime import compute_dtype, pick_device
 from ltx2core.models.source import ModelSource, component_config
 from ltx2core.training.assemble import assemble_training_model
+from ltx2core.training.audio_balance import audio_warnings
 from ltx2core.training.checkpoint import latest_checkpoint
 from ltx2core.training.data import ExpandedCaption, TrainExample, expand_captions
 from ltx2core.training.distributed import World, join_world, leave_world, rank_device, wait_for_main
@@ -52,6 +53,7 @@ from ltx2core.training.lora import save_lora
 from ltx2core.training.sinks import HistorySink, MetricSink
 from storage.sql import sql_in
 from storage.store import Store
+from tasks.datasets import samples_of
 from tasks.pending import train_total, training_refs
 
 STEP_LINE = "ltx2-train-step "  # + JSON {"step", "loss", "s_per_step"}: one line per step from rank 0
@@ -109,6 +111,7 @@ class RunSummary:
     step: int  # optimizer steps done in total
     steps_run: int  # of which in this run
     last: dict[str, float]  # the last step's metrics ({} when none ran)
+    warnings: tuple[str, ...] = ()  # what the user should know about this run (audio_balance.audio_warnings)
 
 
 def plan_run(store: Store, config: TrainConfig, datasets: list[VideoDataset], *, force: bool) -> RunPlan:
@@ -199,11 +202,23 @@ def run_training(
     finally:
         for sink in sinks:
             sink.close()
+    warnings = tuple(audio_warnings(result.history, audio_share(store, datasets, plan)))
     if world.main:
         save_lora(transformer, output_dir, flavour=source.flavour.name)
         history.write_png(output_dir / "loss.png")
+        for warning in warnings:
+            log.warning("train %s: %s", plan.scope, warning)
     return RunSummary(step=result.step, steps_run=result.steps_run,
-                      last=dict(result.history[-1]) if result.history else {})
+                      last=dict(result.history[-1]) if result.history else {}, warnings=warnings)
+
+
+def audio_share(store: Store, datasets: list[VideoDataset], plan: RunPlan) -> float:
+    """The share of an epoch's samples (repeats counted) that carry audio: those of datasets with an audio block."""
+    with_audio = {s["sample_id"] for d in datasets if d.video.audio
+                  for s in samples_of(store, d.id, kept_only=True)}
+    counts = [(repeats + 1, sample in with_audio) for entries in plan.buckets.values() for sample, repeats in entries]
+    total = sum(n for n, _ in counts)
+    return sum(n for n, audio in counts if audio) / total if total else 0.0
 
 
 class StepLines:

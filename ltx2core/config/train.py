@@ -119,6 +119,10 @@ class TrainConfig(StrictModel):
         None, description="Module name suffixes to adapt; unset = the trainer's default (attention projections)"
     )
 
+    audio_loss_weight: float | Literal["auto"] = Field(
+        1.0, description="Weight of the audio loss (video + w * audio); auto: the running video/audio loss ratio"
+    )
+
     # ---- scheduled sampling (SimpleTuner's rollout: ltx2core/training/rollout.py)
     scheduled_sampling_max_step_offset: int = Field(0, ge=0, description="Euler steps drawn from 0..N a clip; 0 = off")
     scheduled_sampling_probability: float = Field(0.0, ge=0, le=1, description="Chance a clip is rolled out")
@@ -355,6 +359,13 @@ class TrainConfig(StrictModel):
         if problems:
             raise rule_error(*problems)
         return self
+
+    @field_validator("audio_loss_weight")
+    @classmethod
+    def _check_audio_weight(cls, value: float | str) -> float | str:
+        if value != "auto" and value < 0:
+            raise rule_error(("audio_loss_weight", f"audio_loss_weight {value} must be 0 or more, or \"auto\""))
+        return value
 
     @model_validator(mode="after")
     def _check_scheduled_sampling(self) -> TrainConfig:

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from ltx2core.models.runtime import compute_dtype
+from ltx2core.training.audio_balance import AudioBalance
 from ltx2core.training.checkpoint import (
     checkpoint_folder,
     load_checkpoint,
@@ -97,6 +98,7 @@ class TrainSettings:
     cross_timestep: bool = False  # the flavour's use_cross_timestep (2.3+)
     tread_routes: tuple[Route, ...] = ()  # resolved spans (tread.resolve_routes); () = no TREAD
     rollout: Rollout | None = None  # scheduled sampling (rollout.py); None = off
+    audio_loss_weight: float | str = 1.0  # the audio term's weight, or "auto" (audio_balance.py)
 
     def __post_init__(self) -> None:
         problems = []
@@ -121,6 +123,8 @@ class TrainSettings:
         values["tread_routes"] = [asdict(route) for route in self.tread_routes]
         if self.rollout is not None:  # absent when off: checkpoints from before it resume
             values["rollout"] = asdict(self.rollout)
+        if self.audio_loss_weight != 1.0:  # likewise
+            values["audio_loss_weight"] = self.audio_loss_weight
         if self.lr_scheduler not in CONSTANT_SCHEDULES:  # a decaying schedule is drawn over max_steps
             values["max_steps"] = self.max_steps
         return values
@@ -185,6 +189,7 @@ def train(
     )
     generator = torch.Generator(device=device)  # noise, sigmas and I2V draws
 
+    balance = AudioBalance.of(settings.audio_loss_weight)
     step, last_checkpoint = 0, None
     if resume_from is not None:
         checkpoint = load_checkpoint(resume_from, config_fingerprint=fingerprint)
@@ -194,6 +199,8 @@ def train(
         batches.restore(checkpoint.data_position)
         if crepa is not None:
             crepa.regularizer.load_state_dict(checkpoint.extra_state["crepa_projector"])
+        if balance.fixed is None and "audio_balance" in (checkpoint.extra_state or {}):
+            balance.load_state_dict(checkpoint.extra_state["audio_balance"])
         step, last_checkpoint = checkpoint.step, checkpoint.folder
         log.info("resumed from %s at step %d", checkpoint.folder, step)
     else:
@@ -222,6 +229,7 @@ def train(
             step_batches = batches.next_step(per_step)
             clips = sum(len(chosen.keys) for chosen in step_batches)
             sums = dict.fromkeys(_SUMS, 0.0)
+            audio_weight = balance.weight()
             for micro in range(accumulation):
                 index = micro * world.size + world.rank  # this batch's place in the step
                 if index < len(step_batches):
@@ -239,7 +247,7 @@ def train(
                     output = training_step(
                         transformer, batch, generator=generator, first_frame_p=settings.first_frame_p,
                         sigmas=settings.sigmas, cross_timestep=settings.cross_timestep, rollout=settings.rollout,
-                        step=step + 1,
+                        step=step + 1, audio_weight=audio_weight,
                     )
                     crepa_loss = crepa.loss(batch.latents) if crepa else None  # reads this forward's hidden states
                 total = output.loss if crepa_loss is None else output.loss + crepa_loss
@@ -279,6 +287,9 @@ def train(
 
             metrics = {name: totals[name] / totals[clips_key] for name, clips_key in _MEANS if totals[clips_key]}
             metrics.update(lr=scheduler.get_last_lr()[0], grad_norm=grad_norm, s_per_step=time.perf_counter() - started)
+            if "audio_loss" in metrics:  # every rank has the same means: the weights stay equal across ranks
+                metrics["audio_weight"] = audio_weight
+                balance.update(metrics["video_loss"], metrics["audio_loss"])
             history.append({"step": float(step), **metrics})
             for sink in sinks:
                 sink.log(step, metrics)
@@ -286,7 +297,7 @@ def train(
             if step % settings.checkpointing_steps == 0 or step == settings.max_steps:
                 if world.main:
                     last_checkpoint = _checkpoint(transformer, settings, step, optimizer, scheduler, generator,
-                                                  batches, fingerprint, crepa)
+                                                  batches, fingerprint, crepa, balance)
                     if on_checkpoint:
                         on_checkpoint(step, last_checkpoint)
                 else:
@@ -310,12 +321,15 @@ def train(
 def _checkpoint(
     transformer: Any, settings: TrainSettings, step: int, optimizer: torch.optim.Optimizer, scheduler: Any,
     generator: torch.Generator, batches: BucketBatches, fingerprint: dict[str, Any], crepa: Crepa | None,
+    balance: AudioBalance,
 ) -> Path:
+    extra = ({"crepa_projector": crepa.regularizer.state_dict()} if crepa else {}) | (
+        {"audio_balance": balance.state_dict()} if balance.fixed is None else {})
     folder = save_checkpoint(
         settings.output_dir, step=step, lora_state=lora_state_dict(transformer), lora_spec=lora_spec_of(transformer),
         flavour=settings.flavour, optimizer=optimizer, lr_scheduler=scheduler,
         data_position=batches.position, config_fingerprint=fingerprint,
-        extra_state={"crepa_projector": crepa.regularizer.state_dict()} if crepa else None,
+        extra_state=extra or None,
     )
     if settings.checkpoints_total_limit:
         prune_checkpoints(settings.output_dir, settings.checkpoints_total_limit)

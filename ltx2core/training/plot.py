@@ -19,22 +19,29 @@ _RAW, _SMOOTH = (170, 200, 235), (20, 70, 160)
 
 
 def write_loss_curve(
-    steps: Sequence[int], losses: Sequence[float], path: Path, *, title: str = "training loss"
+    steps: Sequence[int], losses: Sequence[float], path: Path, *, title: str = "training loss",
+    parts: dict[str, Sequence[tuple[int, float]]] | None = None,
 ) -> Path:
-    """Draw loss against step into `path` (PNG). Non-finite losses are skipped."""
-    points = [(s, v) for s, v in zip(steps, losses, strict=True) if v == v and abs(v) != float("inf")]
+    """Draw loss against step into `path` (PNG). Non-finite losses are skipped. `parts`: the per-modality losses
+    ("video loss", "audio loss": (step, value) points), drawn beside the total where matplotlib draws."""
+    points = [(s, v) for s, v in zip(steps, losses, strict=True) if _finite(v)]
     if not points:
         raise ValueError("no finite loss values to draw")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if importlib.util.find_spec("matplotlib") is not None:
-        _matplotlib(points, path, title)
+        _matplotlib(points, path, title, {k: [p for p in v if _finite(p[1])] for k, v in (parts or {}).items()})
     else:
         path.write_bytes(_raster_png(points))
     return path
 
 
-def _matplotlib(points: list[tuple[int, float]], path: Path, title: str) -> None:
+def _finite(value: float) -> bool:
+    return value == value and abs(value) != float("inf")
+
+
+def _matplotlib(points: list[tuple[int, float]], path: Path, title: str,
+                parts: dict[str, list[tuple[int, float]]]) -> None:
     # Figure + Agg canvas directly: pyplot would set a process-wide backend and keep figures alive.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -45,6 +52,9 @@ def _matplotlib(points: list[tuple[int, float]], path: Path, title: str) -> None
     steps, losses = zip(*points, strict=True)
     axes.plot(steps, losses, color="#aac8eb", linewidth=1, label="loss")
     axes.plot(steps, _smoothed(list(losses)), color="#1446a0", linewidth=2, label="moving average")
+    for (name, part), color in zip(parts.items(), ("#2a9d4b", "#d4651c"), strict=False):
+        if part:
+            axes.plot(*zip(*part, strict=True), color=color, linewidth=1, label=name)
     axes.set_xlabel("step")
     axes.set_ylabel("loss")
     axes.set_title(title)

@@ -18,8 +18,10 @@ from typing import Any, Protocol
 
 from ltx2core.training.plot import write_loss_curve
 
-# What the loop logs; rollout_steps: the mean scheduled-sampling Euler steps of the step's clips.
-FIELDS = ("step", "loss", "video_loss", "audio_loss", "lr", "grad_norm", "s_per_step", "rollout_steps")
+# What the loop logs; audio_weight: the audio term's weight that step; rollout_steps: the mean scheduled-sampling
+# Euler steps of the step's clips.
+FIELDS = ("step", "loss", "video_loss", "audio_loss", "audio_weight", "lr", "grad_norm", "s_per_step",
+          "rollout_steps")
 
 
 class MetricSink(Protocol):
@@ -71,7 +73,9 @@ class HistorySink:
     def write_png(self, path: Path) -> Path:
         """The loss curve of every row so far (matplotlib if installed, else the built-in writer)."""
         rows = [r for r in self.rows if "loss" in r]
-        return write_loss_curve([int(r["step"]) for r in rows], [r["loss"] for r in rows], path)
+        parts = {f"{k.split('_')[0]} loss": [(int(r["step"]), r[k]) for r in rows if k in r]
+                 for k in ("video_loss", "audio_loss")} if any("audio_loss" in r for r in rows) else None
+        return write_loss_curve([int(r["step"]) for r in rows], [r["loss"] for r in rows], path, parts=parts)
 
     def close(self) -> None:
         pass

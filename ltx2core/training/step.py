@@ -52,9 +52,10 @@ def training_step(
     cross_timestep: bool = False,
     rollout: Rollout | None = None,
     step: int = 1,
+    audio_weight: float = 1.0,
 ) -> StepOutput:
-    """Forward and loss for one batch; the caller does backward, clipping and the optimizer step. `step`: the
-    optimizer step being trained (a ramped rollout's chance depends on it)."""
+    """Forward and loss (video + audio_weight * audio) for one batch; the caller does backward, clipping and the
+    optimizer step. `step`: the optimizer step being trained (a ramped rollout's chance depends on it)."""
     inputs = model_inputs(transformer, batch, generator=generator, first_frame_p=first_frame_p, sigmas=sigmas,
                           cross_timestep=cross_timestep, rollout=rollout, step=step)
     video_pred, audio_pred = transformer(**inputs.kwargs)  # [B, N, C], [B, T_a, C_a]
@@ -62,7 +63,7 @@ def training_step(
     audio_loss = None
     if inputs.audio_target is not None:
         audio_loss = torch.nn.functional.mse_loss(audio_pred.float(), inputs.audio_target)
-    loss = video_loss if audio_loss is None else video_loss + audio_loss
+    loss = video_loss if audio_loss is None else video_loss + audio_weight * audio_loss
     return StepOutput(
         loss=loss,
         video_loss=video_loss.detach(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import time
 from pathlib import Path
 
@@ -82,10 +83,10 @@ def test_wandb_sink_logs_the_metrics_offline_and_resumes_the_same_run(tmp_path: 
         sink = WandbSink(project="ltx2-test", run="demo", directory=tmp_path, config={"lora_rank": 4})
         sink.log(step, {"loss": 1.0 / step, "audio_loss": None})
         sink.close()
-    # one wandb id for both (the folder is named by the second the run started and its id: two runs started
-    # within one second share one folder)
+    # one wandb id for both: a folder is offline-run-<second>-<id>, and wandb adds -1 to the second run's folder
+    # when both started within one second
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
-    assert runs and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1
+    assert len(runs) == 2 and len({re.sub(r"-\d{1,3}$", "", r.name.split("-", 3)[3]) for r in runs}) == 1
     # the run file is wandb's protobuf log (a history record holds each key and its value as JSON text),
     # written by wandb's service process, which may still be flushing it when finish() returns
     records, deadline = b"", time.monotonic() + 30
