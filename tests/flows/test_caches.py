@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -123,3 +124,21 @@ def test_a_dataset_with_audio_caches_audio_latents(work):
     for r in rows:
         audio = from_record(r["audio_latents"], r["audio_latents_shape"], r["audio_latents_dtype"])
         assert audio.ndim == 2 and audio.shape[1] == 4 and torch.isfinite(audio).all()  # tiny: 2 channels x 2 mel
+
+
+def test_an_audio_dataset_trains_both_modalities_with_the_auto_weight_and_shows_both_losses(work):
+    config, backend = write_configs(work["root"], work["data"], audio={"sample_rate": 16000, "channels": 2,
+                                                                       "allow_zero_audio": True})
+    out = work["root"] / "output" / "av"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {
+        "output_dir": str(out), "max_train_steps": 3, "lora_rank": 4, "mixed_precision": "no",
+        "audio_loss_weight": "auto"}))
+    reports = pipeline(config=work["config"], databackend=work["backend"], storage=work["storage"],
+                       stages=[*CACHE_STAGES, "train"])
+    assert [r["done"] for r in reports if r["stage"] == "train"] == [3]
+    with (out / "loss.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert all(float(r["audio_loss"]) > 0 and float(r["video_loss"]) > 0 for r in rows)
+    assert float(rows[0]["audio_weight"]) == 1.0 and float(rows[-1]["audio_weight"]) != 1.0  # auto, once known
+    train = next(a for key, a in _artifacts_of_last_run().items() if key.startswith("train-"))
+    assert "audio loss" in train.data and "audio weight" in train.data
