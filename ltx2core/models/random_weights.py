@@ -76,12 +76,12 @@ def default_dtype(dtype: Any) -> Iterator[None]:
     """New tensors in `dtype` inside the block (a model built in bf16 never exists in float32)."""
     import torch
 
-    saved = torch.getdefault_dtype()
-    torch.setdefault_dtype(dtype)
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
     try:
         yield
     finally:
-        torch.setdefault_dtype(saved)
+        torch.set_default_dtype(saved)
 
 
 def _write(folder: Path, flavour: str, size: Size) -> None:
