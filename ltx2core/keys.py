@@ -264,7 +264,7 @@ def train_settings(config: TrainConfig, source: ModelSource, *, max_steps: int, 
         tread_routes=resolve_routes(config.tread_config.routes, num_blocks) if config.tread_config else (),
         device=device, sigmas=sigma_sampler(source.flavour.distilled, scheduler_config),
         cross_timestep=source.flavour.use_cross_timestep, rollout=rollout(config),
-        audio_loss_weight=config.audio_loss_weight)
+        audio_loss_weight=config.audio_loss_weight, audio_video_mode=config.audio_video_mode)
 
 
 def rollout(config: TrainConfig) -> Rollout | None:

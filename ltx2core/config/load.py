@@ -177,6 +177,11 @@ def load_project(
             warnings += dataset_warnings
         except ConfigError as error:
             problems += error.problems
+    if config is not None and datasets is not None and config.audio_video_mode != "joint" and not any(
+            isinstance(d, VideoDataset) and not d.disabled and d.video.audio for d in datasets):
+        problems.append(f"{config_path}: audio_video_mode {config.audio_video_mode} trains one modality conditioned on "
+                        f"the other, but no enabled video dataset in {databackend_path} has an audio block: add one "
+                        "(\"video\": {\"audio\": {}}) or set audio_video_mode joint")
     if config is not None and datasets is not None and config.eval_dataset_id is not None:
         videos = [d.id for d in datasets if isinstance(d, VideoDataset) and not d.disabled]
         if config.eval_dataset_id not in videos:

@@ -119,6 +119,10 @@ class TrainConfig(StrictModel):
         None, description="Module name suffixes to adapt; unset = the trainer's default (attention projections)"
     )
 
+    audio_video_mode: Literal["joint", "video_to_audio", "audio_to_video"] = Field(
+        "joint", description="joint: both noised; video_to_audio (foley) / audio_to_video: the first is the clean "
+        "condition at timestep 0, the loss is the other's"
+    )
     audio_loss_weight: float | Literal["auto"] = Field(
         1.0, description="Weight of the audio loss (video + w * audio); auto: the running video/audio loss ratio"
     )
@@ -366,6 +370,20 @@ class TrainConfig(StrictModel):
         if value != "auto" and value < 0:
             raise rule_error(("audio_loss_weight", f"audio_loss_weight {value} must be 0 or more, or \"auto\""))
         return value
+
+    @model_validator(mode="after")
+    def _check_audio_video_mode(self) -> TrainConfig:
+        if self.audio_video_mode != "video_to_audio":
+            return self
+        uses_video = {"scheduled_sampling_max_step_offset": (self.scheduled_sampling_max_step_offset, "roll out"),
+                      "ltx2_first_frame_conditioning_probability": (
+                          self.ltx2_first_frame_conditioning_probability, "condition on its first frame")}
+        problems = [(key, f"{key} with audio_video_mode video_to_audio: the video is the clean condition there, so "
+                     f"there is no noised video to {what}; remove {key} or use another audio_video_mode")
+                    for key, (on, what) in uses_video.items() if on]
+        if problems:
+            raise rule_error(*problems)
+        return self
 
     @model_validator(mode="after")
     def _check_scheduled_sampling(self) -> TrainConfig:

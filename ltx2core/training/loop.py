@@ -55,7 +55,7 @@ from ltx2core.training.optim import make_lr_scheduler, make_optimizer
 from ltx2core.training.recompute import Recompute, configure_blocks
 from ltx2core.training.rollout import Rollout
 from ltx2core.training.sinks import MetricSink
-from ltx2core.training.step import training_step
+from ltx2core.training.step import AudioVideoMode, training_step
 from ltx2core.training.tread import Route, TreadRouter
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ class TrainSettings:
     tread_routes: tuple[Route, ...] = ()  # resolved spans (tread.resolve_routes); () = no TREAD
     rollout: Rollout | None = None  # scheduled sampling (rollout.py); None = off
     audio_loss_weight: float | str = 1.0  # the audio term's weight, or "auto" (audio_balance.py)
+    audio_video_mode: AudioVideoMode = "joint"  # step.py: which modality, if any, is the clean condition
 
     def __post_init__(self) -> None:
         problems = []
@@ -125,6 +126,8 @@ class TrainSettings:
             values["rollout"] = asdict(self.rollout)
         if self.audio_loss_weight != 1.0:  # likewise
             values["audio_loss_weight"] = self.audio_loss_weight
+        if self.audio_video_mode != "joint":  # likewise
+            values["audio_video_mode"] = self.audio_video_mode
         if self.lr_scheduler not in CONSTANT_SCHEDULES:  # a decaying schedule is drawn over max_steps
             values["max_steps"] = self.max_steps
         return values
@@ -247,7 +250,7 @@ def train(
                     output = training_step(
                         transformer, batch, generator=generator, first_frame_p=settings.first_frame_p,
                         sigmas=settings.sigmas, cross_timestep=settings.cross_timestep, rollout=settings.rollout,
-                        step=step + 1, audio_weight=audio_weight,
+                        step=step + 1, audio_weight=audio_weight, mode=settings.audio_video_mode,
                     )
                     crepa_loss = crepa.loss(batch.latents) if crepa else None  # reads this forward's hidden states
                 total = output.loss if crepa_loss is None else output.loss + crepa_loss

@@ -9,18 +9,24 @@ Image-to-video training (`first_frame_p`): with that probability per clip, the t
 latent frame stay clean, get timestep 0 (the transformer takes a per-token timestep [B, N], as
 LTX2ImageToVideoPipeline passes it) and are left out of the loss. The first latent frame of a clip is
 its first pixel frame alone (the VAE is causal), exactly what the I2V pipeline conditions on.
+
+Audio-conditioned modes (`audio_video_mode`, audio-video data only): "video_to_audio" (foley) keeps the whole video
+clean at timestep 0 and trains on the audio loss alone; "audio_to_video" keeps the audio clean at timestep 0 and
+trains on the video loss alone. The clean modality's prompt-AdaLN sigma (2.3+) is 0 too, as a clean input's is.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from ltx2core.training.data import TrainBatch
 from ltx2core.training.flow_matching import LTX2_SHIFT, TIMESTEP_SCALE, SigmaSampler, noisy_and_target
 from ltx2core.training.rollout import Rollout, draw_steps, roll_out
+
+AudioVideoMode = Literal["joint", "video_to_audio", "audio_to_video"]
 
 
 @dataclass(frozen=True)
@@ -53,11 +59,12 @@ def training_step(
     rollout: Rollout | None = None,
     step: int = 1,
     audio_weight: float = 1.0,
+    mode: AudioVideoMode = "joint",
 ) -> StepOutput:
     """Forward and loss (video + audio_weight * audio) for one batch; the caller does backward, clipping and the
     optimizer step. `step`: the optimizer step being trained (a ramped rollout's chance depends on it)."""
     inputs = model_inputs(transformer, batch, generator=generator, first_frame_p=first_frame_p, sigmas=sigmas,
-                          cross_timestep=cross_timestep, rollout=rollout, step=step)
+                          cross_timestep=cross_timestep, rollout=rollout, step=step, mode=mode)
     video_pred, audio_pred = transformer(**inputs.kwargs)  # [B, N, C], [B, T_a, C_a]
     video_loss = masked_mse(video_pred.float(), inputs.video_target, inputs.loss_mask)
     audio_loss = None
@@ -83,6 +90,7 @@ def model_inputs(
     cross_timestep: bool = False,
     rollout: Rollout | None = None,
     step: int = 1,
+    mode: AudioVideoMode = "joint",
 ) -> ModelInputs:
     """Noise the batch and build the transformer's keyword arguments (the step without the forward).
 
@@ -101,10 +109,18 @@ def model_inputs(
     # x_t = (1 - sigma) * x0 + sigma * noise; target = noise - x0
     noisy, video_target = noisy_and_target(x0, noise, sigma)
     conditioned = first_frame_mask(size, frames, height * width, first_frame_p, generator).to(device)  # [B, N]
+    if mode != "joint" and batch.audio_latents is None:
+        raise ValueError(f"audio_video_mode {mode} needs audio latents: give the datasets an audio block")
+    if mode == "video_to_audio":
+        conditioned = torch.ones_like(conditioned)  # the whole video is the condition
     noisy = torch.where(conditioned[..., None], x0, noisy)  # conditioning tokens stay clean
     timestep = sigma * TIMESTEP_SCALE  # [B]
+    video_sigma = audio_sigma = timestep  # the prompt AdaLN's (2.3+)
     # Per-token timesteps only when some clip is conditioned: [B, N] embeddings cost N times [B].
     video_timestep = timestep[:, None] * (~conditioned) if conditioned.any() else timestep
+    audio_timestep = timestep
+    if mode == "video_to_audio":
+        video_timestep = video_sigma = torch.zeros_like(timestep)
 
     if batch.audio_latents is None:
         # Video-only fast path: 1 dummy token, cross-modal attention off (the video never sees it).
@@ -113,6 +129,9 @@ def model_inputs(
     else:
         audio_noise = _randn(batch.audio_latents.shape, generator, device)
         audio_in, audio_target = noisy_and_target(batch.audio_latents.float(), audio_noise, sigma)
+        if mode == "audio_to_video":  # the audio is the condition: clean, timestep 0, no audio loss
+            audio_in, audio_target = batch.audio_latents.float(), None
+            audio_timestep = audio_sigma = torch.zeros_like(timestep)
 
     # RoPE time axis in seconds: each clip's own fps (a batch may mix frame rates).
     video_coords = torch.cat([
@@ -126,8 +145,9 @@ def model_inputs(
         encoder_attention_mask=batch.text_mask,
         audio_encoder_attention_mask=batch.text_mask,
         timestep=video_timestep,
-        audio_timestep=timestep,
-        sigma=timestep,  # prompt AdaLN of 2.3+ (ignored by 2.0); the pipelines pass the scaled timestep too
+        audio_timestep=audio_timestep,
+        sigma=video_sigma,  # prompt AdaLN of 2.3+ (ignored by 2.0); the pipelines pass the scaled timestep too
+        audio_sigma=audio_sigma,
         num_frames=frames,
         height=height,
         width=width,

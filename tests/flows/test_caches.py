@@ -142,3 +142,22 @@ def test_an_audio_dataset_trains_both_modalities_with_the_auto_weight_and_shows_
     assert float(rows[0]["audio_weight"]) == 1.0 and float(rows[-1]["audio_weight"]) != 1.0  # auto, once known
     train = next(a for key, a in _artifacts_of_last_run().items() if key.startswith("train-"))
     assert "audio loss" in train.data and "audio weight" in train.data
+
+
+@pytest.mark.parametrize("mode", ["video_to_audio", "audio_to_video"])
+def test_the_audio_conditioned_modes_train_from_the_pipeline(work, mode):
+    config, _ = write_configs(work["root"], work["data"], audio={"sample_rate": 16000, "channels": 2,
+                                                                 "allow_zero_audio": True})
+    out = work["root"] / "output" / mode
+    config.write_text(json.dumps(json.loads(config.read_text()) | {
+        "output_dir": str(out), "max_train_steps": 2, "lora_rank": 4, "mixed_precision": "no",
+        "audio_video_mode": mode}))
+    reports = pipeline(config=work["config"], databackend=work["backend"], storage=work["storage"],
+                       stages=[*CACHE_STAGES, "train"])
+    assert [r["done"] for r in reports if r["stage"] == "train"] == [2]
+    with (out / "loss.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if mode == "video_to_audio":  # the loss is the audio's alone
+        assert all(float(r["video_loss"]) == 0 and float(r["loss"]) == float(r["audio_loss"]) > 0 for r in rows)
+    else:  # the loss is the video's alone; no audio loss is computed
+        assert all(r["audio_loss"] == "" and float(r["loss"]) == float(r["video_loss"]) > 0 for r in rows)
