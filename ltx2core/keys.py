@@ -156,6 +156,8 @@ def latent_model(source: ModelSource, options: VaeOptions) -> LatentModel:
 def latent_key(sample: dict[str, Any], dataset: VideoDataset, model: LatentModel) -> str:
     audio = dataset.video.audio
     audio_key = f"audio={audio.sample_rate}x{audio.channels}" if audio else "audio=none"
+    if audio and audio.audio_only:  # zeros stand for the video: never the rows of the same clip with its video
+        audio_key += ";video=none"
     return fingerprint("latents", sample["video_id"], clip_spec(dataset), sample["bucket"], model.vae_fp,
                        model.options_key, audio_key)
 
@@ -234,7 +236,8 @@ def model_settings(config: TrainConfig, *, num_blocks: int, with_audio: bool, wo
 
     return ModelSettings(
         lora=LoraSpec(rank=config.lora_rank, alpha=config.lora_alpha or config.lora_rank, dropout=config.lora_dropout,
-                      targets=tuple(target_modules(config.peft_lora_target_modules, with_audio=with_audio))),
+                      targets=tuple(target_modules(config.peft_lora_target_modules, with_audio=with_audio,
+                                                   audio_only=config.audio_video_mode == "audio_only"))),
         seed=config.seed, base_precision=config.base_model_precision, with_audio=with_audio,
         # block swap: musubi_blocks_to_swap, or enable_group_offload mapped onto it with a warning
         swap=swap_plan(num_blocks=num_blocks, **config.model_dump(include=set(SWAP_KEYS))),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import nullcontext
 
 import torch
 from prefect import get_run_logger, task
@@ -19,7 +20,7 @@ from ltx2core.config.train import TrainConfig
 from ltx2core.data.encode_latents import AudioSpec, LatentJob, encode_latent_jobs
 from ltx2core.data.tensors import to_record
 from ltx2core.keys import LatentModel, clip_spec, latent_model, model_source, vae_options
-from ltx2core.models.loading import load_audio_vae, load_vae
+from ltx2core.models.loading import load_audio_vae, load_vae, load_vae_config
 from ltx2core.models.placement import on_device
 from ltx2core.models.runtime import compute_dtype, pick_device
 from storage.store import Store
@@ -40,10 +41,11 @@ def _decode_threads(device: torch.device) -> int:
     return DECODE_WORKERS if device.type == "cuda" else min(DECODE_WORKERS, torch.get_num_threads() - 1)
 
 
-def _job(key: str, sample: dict, dataset: VideoDataset) -> LatentJob:
+def _job(key: str, sample: dict, dataset: VideoDataset, latent_channels: int) -> LatentJob:
     audio = dataset.video.audio
     return LatentJob(key=key, path=sample["path"], plan=clip_plan(sample),
-                     audio=AudioSpec(audio.sample_rate, audio.channels, audio.allow_zero_audio) if audio else None)
+                     audio=AudioSpec(audio.sample_rate, audio.channels, audio.allow_zero_audio) if audio else None,
+                     placeholder_channels=latent_channels if audio and audio.audio_only else None)
 
 
 @task(name="latents-shard", cache_policy=NO_CACHE, retries=1)
@@ -62,13 +64,15 @@ def latents_shard(store_uri: str, config: TrainConfig, dataset: VideoDataset, ke
                            "for; give every Dask worker the same model files (or hub cache)")
     device = pick_device()
     dtype = compute_dtype(config.mixed_precision, device)
-    vae = load_vae(source, dtype=dtype)
+    audio_only = dataset.video.audio is not None and dataset.video.audio.audio_only
+    vae = None if audio_only else load_vae(source, dtype=dtype)  # an audio-only dataset does no video work
     # 53M parameters: float32 costs nothing and keeps the mel front end exact (Lightricks does the same).
     audio_vae = load_audio_vae(source, dtype=torch.float32) if dataset.video.audio else None
     spec, errors, rows = clip_spec(dataset), 0, []
-    jobs = [_job(key, sample, dataset) for key, sample in keyed]
+    channels = load_vae_config(source)["latent_channels"]
+    jobs = [_job(key, sample, dataset, channels) for key, sample in keyed]
     samples = dict(keyed)
-    with on_device(vae, device, offload=config.offload_during_startup):
+    with on_device(vae, device, offload=config.offload_during_startup) if vae is not None else nullcontext():
         if audio_vae is not None:
             audio_vae.to(device)
         for result in encode_latent_jobs(jobs, vae=vae, audio_vae=audio_vae, options=options, device=device,

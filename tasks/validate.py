@@ -38,11 +38,12 @@ from ltx2core.validation.sampling import (
     ValidationPrompt,
     encode_prompts,
     load_sampler,
+    sample_audio,
     sample_i2v,
     sample_t2v,
 )
 from ltx2core.validation.settings import MemoryOptions, ValidationSettings
-from ltx2core.validation.video_io import first_frame_of, write_mp4
+from ltx2core.validation.video_io import first_frame_of, write_mp4, write_wav
 from storage.sql import sql_eq, sql_in
 from storage.store import Store
 from tasks.artifacts import artifact_key
@@ -131,7 +132,11 @@ def run_validation(store: Store, config: TrainConfig, datasets: list[VideoDatase
     t2v_prompts, i2v_prompts, negative = prompts[:len(texts)], prompts[len(texts):-1], prompts[-1]
     memory = MemoryOptions() if transformer is not None else sampling_memory(config)
     sampler = load_sampler(source, device=device, dtype=dtype, memory=memory, transformer=transformer)
-    samples = sample_t2v(sampler, t2v_prompts, negative, settings, lora=lora) if t2v_prompts else []
+    if config.audio_video_mode == "audio_only":  # an audio LoRA: the eval clips lend their captions only
+        samples = sample_audio(sampler, [*t2v_prompts, *i2v_prompts], negative, settings, lora=lora)
+        clips = []
+    else:
+        samples = sample_t2v(sampler, t2v_prompts, negative, settings, lora=lora) if t2v_prompts else []
     if clips:
         images = [first_frame_of(s["path"], clip_plan(s)) for _, s in clips]
         samples += sample_i2v(sampler, i2v_prompts, images, negative, settings, lora=lora)
@@ -154,6 +159,8 @@ def _store_sample(store: Store, config: TrainConfig, source: ModelSource, s: Sam
     path = Path(config.output_dir) / "validation" / f"step_{step:06d}_{s.mode}_{key[:8]}_{w}x{h}.mp4"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_mp4(path, s.frames, fps=s.frame_rate, audio=s.audio, sample_rate=s.sample_rate)
+    if s.mode == "audio":  # the sound itself, beside the mp4 of a still frame
+        write_wav(path.with_suffix(".wav"), s.audio, sample_rate=s.sample_rate)
     row = {"key": key, "run_id": run, "step": step, "mode": s.mode, "prompt": s.prompt, "seed": s.seed, "width": w,
            "height": h, "lora": with_lora, "settings": json.dumps(details), "video_path": str(path),
            "video": path.read_bytes(), "created_at": datetime.now(UTC)}

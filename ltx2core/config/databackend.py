@@ -51,6 +51,8 @@ class AudioOptions(StrictModel):
     sample_rate: int = Field(16000, gt=0, description="Hz the soundtrack is resampled to (LTX-2's audio VAE: 16000)")
     channels: Literal[1, 2] = Field(2, description="Channels read from the file (LTX-2's audio VAE is stereo)")
     allow_zero_audio: bool = Field(False, description="Use silence for videos without an audio stream")
+    audio_only: bool = Field(False, description="Train the soundtrack alone: no video is decoded or encoded "
+                             "(needs audio_video_mode audio_only)")
 
 
 class VideoOptions(StrictModel):

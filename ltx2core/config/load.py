@@ -182,6 +182,12 @@ def load_project(
         problems.append(f"{config_path}: audio_video_mode {config.audio_video_mode} trains one modality conditioned on "
                         f"the other, but no enabled video dataset in {databackend_path} has an audio block: add one "
                         "(\"video\": {\"audio\": {}}) or set audio_video_mode joint")
+    audio_only = [d.id for d in datasets or [] if isinstance(d, VideoDataset) and not d.disabled and d.video.audio
+                  and d.video.audio.audio_only]
+    if config is not None and audio_only and config.audio_video_mode != "audio_only":
+        problems.append(f"{databackend_path}: {', '.join(audio_only)} {'is' if len(audio_only) == 1 else 'are'} "
+                        f"audio-only (audio.audio_only), which trains with audio_video_mode audio_only: set that in "
+                        f"{config_path}, or remove audio_only (a run trains one kind of LoRA)")
     if config is not None and datasets is not None and config.eval_dataset_id is not None:
         videos = [d.id for d in datasets if isinstance(d, VideoDataset) and not d.disabled]
         if config.eval_dataset_id not in videos:

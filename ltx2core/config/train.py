@@ -119,9 +119,9 @@ class TrainConfig(StrictModel):
         None, description="Module name suffixes to adapt; unset = the trainer's default (attention projections)"
     )
 
-    audio_video_mode: Literal["joint", "video_to_audio", "audio_to_video"] = Field(
+    audio_video_mode: Literal["joint", "video_to_audio", "audio_to_video", "audio_only"] = Field(
         "joint", description="joint: both noised; video_to_audio (foley) / audio_to_video: the first is the clean "
-        "condition at timestep 0, the loss is the other's"
+        "condition at timestep 0, the loss is the other's; audio_only: the audio stream alone, no video"
     )
     audio_loss_weight: float | Literal["auto"] = Field(
         1.0, description="Weight of the audio loss (video + w * audio); auto: the running video/audio loss ratio"
@@ -373,13 +373,14 @@ class TrainConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_audio_video_mode(self) -> TrainConfig:
-        if self.audio_video_mode != "video_to_audio":
+        if self.audio_video_mode not in ("video_to_audio", "audio_only"):
             return self
         uses_video = {"scheduled_sampling_max_step_offset": (self.scheduled_sampling_max_step_offset, "roll out"),
                       "ltx2_first_frame_conditioning_probability": (
-                          self.ltx2_first_frame_conditioning_probability, "condition on its first frame")}
-        problems = [(key, f"{key} with audio_video_mode video_to_audio: the video is the clean condition there, so "
-                     f"there is no noised video to {what}; remove {key} or use another audio_video_mode")
+                          self.ltx2_first_frame_conditioning_probability, "condition on its first frame"),
+                      "crepa_enabled": (self.crepa_enabled, "align"), "tread_config": (self.tread_config, "route")}
+        problems = [(key, f"{key} with audio_video_mode {self.audio_video_mode}: there is no noised video to {what}; "
+                     f"remove {key} or use another audio_video_mode")
                     for key, (on, what) in uses_video.items() if on]
         if problems:
             raise rule_error(*problems)

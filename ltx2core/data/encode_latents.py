@@ -29,6 +29,7 @@ import torch
 
 from ltx2core.media.decode import ClipPlan, decode_frames, extract_audio, to_pixels
 from ltx2core.models.audio import encode_audio
+from ltx2core.models.scale import LTX2
 from ltx2core.models.vae import VaeOptions, encode_video
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ class LatentJob:
     path: str
     plan: ClipPlan
     audio: AudioSpec | None = None
+    # An audio-only dataset's clip: no frame is decoded or encoded; zeros of this many channels, one latent cell
+    # per latent frame, stand in for the video (the audio-only step never reads them).
+    placeholder_channels: int | None = None
 
 
 @dataclass
@@ -85,15 +89,15 @@ def encode_latent_jobs(
 ) -> Iterator[LatentResult]:
     """Encode each job's clip, yielding results in job order.
 
-    `vae` must already be on `device` in `dtype`. Up to `prefetch` clips are decoded ahead by `decode_workers`
-    threads while the VAE runs on the caller's thread (under torch.inference_mode); with `decode_workers` 0 the
-    caller's thread decodes each clip before encoding it (a process given one core). `jobs` is read lazily, so
-    memory stays bounded whatever its length. A clip that cannot be decoded gives a result with `error` set and
+    `vae` must already be on `device` in `dtype` (None when every job is audio-only). Up to `prefetch` clips are
+    decoded ahead by `decode_workers` threads while the VAE runs on the caller's thread (under
+    torch.inference_mode); with `decode_workers` 0 the caller's thread decodes each clip before encoding it (a
+    process given one core). `jobs` is read lazily, so memory stays bounded whatever its length. A clip that cannot be decoded gives a result with `error` set and
     the loop carries on; an audio request without a matching `audio_vae` is a configuration error and raises.
     """
     if decode_workers < 0 or prefetch < 1:
         raise ValueError(f"decode_workers ({decode_workers}) must be at least 0 and prefetch ({prefetch}) at least 1")
-    if vae.dtype != dtype:
+    if vae is not None and vae.dtype != dtype:
         raise ValueError(f"the VAE is in {vae.dtype} but dtype is {dtype}: load the VAE in the dtype it runs in")
     pin = torch.device(device).type == "cuda"
     if decode_workers == 0:
@@ -139,14 +143,15 @@ def _check_audio_request(job: LatentJob, audio_vae: Any) -> None:
 def _decode(job: LatentJob, dtype: torch.dtype, pin: bool) -> _Decoded:
     """Runs on a worker thread: the clip's pixels (and soundtrack), or why they cannot be read."""
     try:
-        pixels = decode_frames(job.path, job.plan)  # uint8: converted to the VAE dtype on the device
+        # uint8: converted to the VAE dtype on the device
+        pixels = decode_frames(job.path, job.plan) if job.placeholder_channels is None else None
         waveform = _soundtrack(job, job.audio) if job.audio is not None else None
     except DECODE_ERRORS as exc:
         text = str(exc)
         error = text if job.path in text else f"{job.path}: {text}"
         log.warning("latents: skipping %s: %s", job.key, error)
         return _Decoded(None, None, error)
-    return _Decoded(pixels.pin_memory() if pin else pixels, waveform, None)
+    return _Decoded(pixels.pin_memory() if pin and pixels is not None else pixels, waveform, None)
 
 
 def _soundtrack(job: LatentJob, spec: AudioSpec) -> torch.Tensor:
@@ -173,14 +178,19 @@ def _encode(
     if decoded.error is not None:
         return LatentResult(job.key, error=decoded.error)
     with torch.inference_mode():
-        frames = decoded.pixels.to(device, non_blocking=True)  # pinned: the copy overlaps the launch
-        pixels = to_pixels(frames, torch.float32).to(vae.dtype)[None]  # the rounding decode_clip + cast gives
-        video = encode_video(vae, pixels, options=options)
+        if job.placeholder_channels is not None:
+            frames = (job.plan.num_frames - 1) // LTX2.temporal + 1
+            latents, logvar = torch.zeros(job.placeholder_channels, frames, 1, 1), torch.zeros(1, frames, 1, 1)
+        else:
+            pixels = decoded.pixels.to(device, non_blocking=True)  # pinned: the copy overlaps the launch
+            pixels = to_pixels(pixels, torch.float32).to(vae.dtype)[None]  # the rounding decode_clip + cast gives
+            video = encode_video(vae, pixels, options=options)
+            latents, logvar = video.latents[0], video.logvar[0]
         audio = encode_audio(audio_vae, decoded.waveform) if decoded.waveform is not None else None
         return LatentResult(
             job.key,
-            latents=_stored(video.latents[0], store_dtype),
-            logvar=_stored(video.logvar[0], store_dtype),
+            latents=_stored(latents, store_dtype),
+            logvar=_stored(logvar, store_dtype),
             audio_latents=_stored(audio, store_dtype) if audio is not None else None,
         )
 

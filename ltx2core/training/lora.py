@@ -79,18 +79,21 @@ class LoraSpec:
             raise ValueError("; ".join(problems))
 
 
-def target_modules(configured: Sequence[str] | None, *, with_audio: bool, feed_forward: bool = False) -> list[str]:
+def target_modules(configured: Sequence[str] | None, *, with_audio: bool, feed_forward: bool = False,
+                   audio_only: bool = False) -> list[str]:
     """The LoRA targets: `configured` (config `peft_lora_target_modules`) as given, else the default.
 
     Default: the q/k/v/out projections of the video attentions (`attn1`, `attn2`); with audio data all six
-    attentions; `feed_forward` adds the video (and with audio, the audio) feed-forward layers.
+    attentions; `audio_only` (an audio-only LoRA, whose step isolates the modalities) the audio self- and text
+    attentions alone; `feed_forward` adds the trained streams' feed-forward layers.
     """
     if configured:
         return list(dict.fromkeys(configured))
-    attentions = VIDEO_ATTENTIONS + (AUDIO_ATTENTIONS if with_audio else ())
+    attentions = AUDIO_ATTENTIONS[:2] if audio_only else VIDEO_ATTENTIONS + (AUDIO_ATTENTIONS if with_audio else ())
     targets = [f"{attention}.{projection}" for attention in attentions for projection in PROJECTIONS]
     if feed_forward:
-        targets += [*VIDEO_FEED_FORWARD, *(AUDIO_FEED_FORWARD if with_audio else ())]
+        video_ff = () if audio_only else VIDEO_FEED_FORWARD
+        targets += [*video_ff, *(AUDIO_FEED_FORWARD if with_audio or audio_only else ())]
     return targets
 
 

@@ -13,6 +13,8 @@ its first pixel frame alone (the VAE is causal), exactly what the I2V pipeline c
 Audio-conditioned modes (`audio_video_mode`, audio-video data only): "video_to_audio" (foley) keeps the whole video
 clean at timestep 0 and trains on the audio loss alone; "audio_to_video" keeps the audio clean at timestep 0 and
 trains on the video loss alone. The clean modality's prompt-AdaLN sigma (2.3+) is 0 too, as a clean input's is.
+"audio_only" is the video-only fast path mirrored: ONE zero video token, cross-modal attention off, the audio loss
+alone; the batch's video latents (zeros, for an audio-only dataset) are never read.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ltx2core.training.data import TrainBatch
 from ltx2core.training.flow_matching import LTX2_SHIFT, TIMESTEP_SCALE, SigmaSampler, noisy_and_target
 from ltx2core.training.rollout import Rollout, draw_steps, roll_out
 
-AudioVideoMode = Literal["joint", "video_to_audio", "audio_to_video"]
+AudioVideoMode = Literal["joint", "video_to_audio", "audio_to_video", "audio_only"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ def model_inputs(
     `use_cross_timestep` (2.3+), as its pipeline calls the transformer; `rollout`: scheduled sampling (rollout.py),
     whose draws come after every other, so that a run whose chance is 0 draws exactly what a run without it does."""
     _require_unit_patches(transformer)
+    if mode == "audio_only":
+        return _audio_only_inputs(transformer, batch, generator=generator, sigmas=sigmas, cross_timestep=cross_timestep)
     device, dtype = batch.latents.device, transformer.dtype
     size, _, frames, height, width = batch.latents.shape
     # Patchify (patch 1x1x1): [B, C, F, H, W] -> [B, F*H*W, C], frame-major as LTX2Pipeline._pack_latents
@@ -164,6 +168,33 @@ def model_inputs(
         kwargs=kwargs, video_target=video_target, audio_target=audio_target,
         loss_mask=(~conditioned).float(), sigma=sigma, rollout_steps=rollout_steps,
     )
+
+
+def _audio_only_inputs(transformer: Any, batch: TrainBatch, *, generator: torch.Generator, sigmas: SigmaSampler,
+                       cross_timestep: bool) -> ModelInputs:
+    """The audio stream alone: a noised audio, one zero video token at timestep 0 that it never attends to. The
+    noise levels are the flavour's, shifted as for a clip of as many tokens as the audio has."""
+    if batch.audio_latents is None:
+        raise ValueError("audio_video_mode audio_only needs audio latents: give the datasets an audio block")
+    device, dtype = batch.audio_latents.device, transformer.dtype
+    size = batch.audio_latents.shape[0]
+    sigma = sigmas.sample(size, batch.audio_latents.shape[1], generator).to(device)
+    noise = _randn(batch.audio_latents.shape, generator, device)
+    audio_in, audio_target = noisy_and_target(batch.audio_latents.float(), noise, sigma)
+    timestep, zero = sigma * TIMESTEP_SCALE, torch.zeros(size, device=device)
+    video = torch.zeros(size, 1, transformer.config.in_channels, device=device)
+    kwargs = dict(
+        hidden_states=video.to(dtype), audio_hidden_states=audio_in.to(dtype),
+        encoder_hidden_states=batch.text.to(dtype), audio_encoder_hidden_states=batch.audio_text.to(dtype),
+        encoder_attention_mask=batch.text_mask, audio_encoder_attention_mask=batch.text_mask,
+        timestep=zero, audio_timestep=timestep, sigma=zero, audio_sigma=timestep, num_frames=1, height=1, width=1,
+        audio_num_frames=audio_in.shape[1],
+        video_coords=transformer.rope.prepare_video_coords(size, 1, 1, 1, device, fps=batch.frame_rates[0]),
+        isolate_modalities=True, use_cross_timestep=cross_timestep, return_dict=False,
+    )
+    return ModelInputs(kwargs=kwargs, video_target=torch.zeros_like(video), audio_target=audio_target,
+                       loss_mask=torch.zeros(size, 1, device=device), sigma=sigma,
+                       rollout_steps=torch.zeros(size, dtype=torch.long))
 
 
 def first_frame_mask(

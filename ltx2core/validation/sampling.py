@@ -26,6 +26,7 @@ decoded by `ltx2core.models.vae.decode_video`, so VAE tiling and the other decod
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps
 
@@ -49,7 +51,8 @@ from ltx2core.validation.video_io import h264_roundtrip
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["t2v", "i2v"]
+Mode = Literal["t2v", "i2v", "audio"]
+STILL_SIZE = 64  # the black still frame an audio-only sample's mp4 shows, in pixels
 LORA_ADAPTER = "validation"
 
 
@@ -246,6 +249,79 @@ def _sample(
                     sample_rate=int(pipe.vocoder.config.output_sampling_rate), frame_rate=settings.frame_rate,
                     prompt=prompt.text, resolution=(width, height), seed=settings.seed, mode=mode, lora=lora_file,
                 ))
+    return samples
+
+
+def sample_audio(
+    sampler: Sampler,
+    prompts: Sequence[ValidationPrompt],
+    negative: ValidationPrompt | None,
+    settings: ValidationSettings,
+    *,
+    lora: str | Path | None = None,
+) -> list[Sample]:
+    """Audio-only samples (an audio-only LoRA, trained with the modalities isolated): the audio stream denoised
+    alone beside one zero video token it never attends to, as audio_only training runs it; the flavour's schedule
+    shifted for the audio's token count, classifier-free guidance at `audio_guidance`. The sample's frames are a
+    black still frame for the audio's duration."""
+    from diffusers.pipelines.ltx2.pipeline_ltx2 import calculate_shift, retrieve_timesteps
+
+    if settings.audio_guidance > 1 and negative is None:
+        raise ValueError(f"audio guidance {settings.audio_guidance} > 1 needs the negative prompt's features")
+    pipe, device = sampler.t2v, sampler.device
+    transformer, audio_vae = pipe.transformer, pipe.audio_vae
+    embeds, masks = _connector_outputs(sampler, [*prompts, *([negative] if negative is not None else [])])
+    video_width = pipe.connectors.video_width
+    guided = settings.audio_guidance > 1
+    duration_s = settings.num_frames / settings.frame_rate
+    length = round(duration_s * pipe.audio_sampling_rate / pipe.audio_hop_length
+                   / pipe.audio_vae_temporal_compression_ratio)
+    mel_bins = audio_vae.config.mel_bins // pipe.audio_vae_mel_compression_ratio
+    lora_file = _lora_file(Path(lora)) if lora is not None else None
+    samples = []
+    with _lora_applied(sampler, lora_file), _eval_mode(transformer), torch.no_grad():
+        for index, prompt in enumerate(prompts):
+            log.info("validation audio sample %d/%d%s: %.60s", index + 1, len(prompts),
+                     f" with {lora_file}" if lora_file else "", prompt.text)
+            rows = [index, len(embeds) - 1] if guided else [index]
+            text, mask = embeds[rows], masks[rows]
+            scheduler = copy.deepcopy(pipe.scheduler)
+            mu = calculate_shift(length, scheduler.config.get("base_image_seq_len", 1024),
+                                 scheduler.config.get("max_image_seq_len", 4096),
+                                 scheduler.config.get("base_shift", 0.95), scheduler.config.get("max_shift", 2.05))
+            sigmas = list(settings.sigmas) if settings.sigmas else list(
+                np.linspace(1.0, 1 / settings.steps, settings.steps))
+            timesteps, _ = retrieve_timesteps(scheduler, len(sigmas), device, sigmas=sigmas, mu=mu)
+            with _global_rng(settings.seed, device):
+                latents = pipe.prepare_audio_latents(
+                    1, num_channels_latents=audio_vae.config.latent_channels, audio_latent_length=length,
+                    num_mel_bins=audio_vae.config.mel_bins, dtype=torch.float32, device=device,
+                    generator=torch.Generator("cpu").manual_seed(settings.seed))
+                video = torch.zeros(len(rows), 1, transformer.config.in_channels, device=device, dtype=sampler.dtype)
+                coords = transformer.rope.prepare_video_coords(len(rows), 1, 1, 1, device, fps=settings.frame_rate)
+                for t in timesteps:
+                    step = t.expand(len(rows)).to(device)
+                    zero = torch.zeros_like(step)
+                    _, audio = transformer(
+                        hidden_states=video, audio_hidden_states=latents.expand(len(rows), -1, -1).to(sampler.dtype),
+                        encoder_hidden_states=text[..., :video_width],
+                        audio_encoder_hidden_states=text[..., video_width:],
+                        encoder_attention_mask=mask, audio_encoder_attention_mask=mask, timestep=zero,
+                        audio_timestep=step, sigma=zero, audio_sigma=step, num_frames=1, height=1, width=1,
+                        audio_num_frames=length, video_coords=coords, isolate_modalities=True,
+                        use_cross_timestep=sampler.flavour.use_cross_timestep, return_dict=False)
+                    audio = audio.float()
+                    if guided:  # row 0 the prompt, row 1 the negative
+                        audio = audio[1:] + settings.audio_guidance * (audio[:1] - audio[1:])
+                    latents = scheduler.step(audio, t, latents, return_dict=False)[0]
+                latents = pipe._denormalize_audio_latents(latents, audio_vae.latents_mean, audio_vae.latents_std)
+                waveform = _decode_audio(pipe, pipe._unpack_audio_latents(latents, length, num_mel_bins=mel_bins))
+            samples.append(Sample(
+                frames=torch.zeros(settings.num_frames, STILL_SIZE, STILL_SIZE, 3, dtype=torch.uint8), audio=waveform,
+                sample_rate=int(pipe.vocoder.config.output_sampling_rate), frame_rate=settings.frame_rate,
+                prompt=prompt.text, resolution=(STILL_SIZE, STILL_SIZE), seed=settings.seed, mode="audio",
+                lora=lora_file,
+            ))
     return samples
 
 

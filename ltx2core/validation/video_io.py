@@ -141,6 +141,24 @@ def _x264_cpu(codec: str) -> dict[str, str]:
     return {"x264-params": f"asm={_X264_AVX2}"} if codec == H264 and _has_avx512() else {}
 
 
+def write_wav(path: str | Path, audio: torch.Tensor | np.ndarray, *, sample_rate: int) -> Path:
+    """`audio` [channels, samples] in [-1, 1] as 16-bit PCM WAV (lossless, for an audio-only sample), landing
+    whole like `write_mp4`."""
+    path = Path(path)
+    waveform = _waveform(path, audio, sample_rate)
+    pcm = (waveform * 32767).round().astype(np.int16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".wav-") as staging:
+        partial = Path(staging) / path.name
+        with av.open(str(partial), "w", format="wav") as container:
+            sound = container.add_stream("pcm_s16le", rate=sample_rate, layout=_LAYOUTS[pcm.shape[0]])
+            chunk = av.AudioFrame.from_ndarray(pcm.T.reshape(1, -1).copy(), format="s16", layout=sound.layout.name)
+            chunk.sample_rate, chunk.pts = sample_rate, 0
+            container.mux(sound.encode(chunk))
+            container.mux(sound.encode(None))
+        return publish(partial, path)
+
+
 def _waveform(path: Path, audio: torch.Tensor | np.ndarray | None, sample_rate: int | None) -> np.ndarray | None:
     if audio is None:
         return None

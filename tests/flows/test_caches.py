@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -161,3 +163,42 @@ def test_the_audio_conditioned_modes_train_from_the_pipeline(work, mode):
         assert all(float(r["video_loss"]) == 0 and float(r["loss"]) == float(r["audio_loss"]) > 0 for r in rows)
     else:  # the loss is the video's alone; no audio loss is computed
         assert all(r["audio_loss"] == "" and float(r["loss"]) == float(r["video_loss"]) > 0 for r in rows)
+
+
+def test_an_audio_only_dataset_encodes_no_video_and_trains_an_audio_lora(work):
+    config, _ = write_configs(work["root"], work["data"], audio={"sample_rate": 16000, "channels": 2,
+                                                                 "allow_zero_audio": True, "audio_only": True})
+    out = work["root"] / "output" / "audio"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {
+        "output_dir": str(out), "max_train_steps": 2, "lora_rank": 4, "mixed_precision": "no",
+        "audio_video_mode": "audio_only"}))
+    reports = pipeline(config=work["config"], databackend=work["backend"], storage=work["storage"],
+                       stages=[*CACHE_STAGES, "train"])
+    assert [r["done"] for r in reports if r["stage"] == "train"] == [2]
+    for r in Store.open(work["storage"]).read("latents").to_pylist():
+        video = from_record(r["latents"], r["latents_shape"], r["latents_dtype"])
+        assert video.shape[2:] == (1, 1) and not video.any()  # zeros stand for the video: nothing was encoded
+        assert from_record(r["audio_latents"], r["audio_latents_shape"], r["audio_latents_dtype"]).ndim == 2
+    lora = load_file(out / "pytorch_lora_weights.safetensors")
+    assert lora and all(".audio_attn1." in k or ".audio_attn2." in k for k in lora)
+
+    # Its validation: audio samples, as an mp4 of a still frame and a .wav, from the audio stream alone.
+    config.write_text(json.dumps(json.loads(config.read_text()) | {
+        "validation_prompt": "rain on a tin roof", "validation_num_video_frames": 9,
+        "validation_num_inference_steps": 2}))
+    (report,) = pipeline(config=work["config"], databackend=work["backend"], storage=work["storage"],
+                         stages=["validate"])
+    assert report["done"] == 1
+    (row,) = Store.open(work["storage"]).read("validations").to_pylist()
+    assert row["mode"] == "audio" and (row["width"], row["height"]) == (64, 64)
+    wav = Path(row["video_path"]).with_suffix(".wav")
+    with av.open(str(wav)) as container:
+        (stream,) = container.streams.audio
+        samples = np.concatenate([f.to_ndarray() for f in container.decode(stream)], axis=1)
+    assert stream.rate == 16000 and samples.size and np.abs(samples).max() > 0  # the tiny vocoder's rate
+    with av.open(row["video_path"]) as container:
+        assert container.streams.video[0].width == 64 and container.streams.audio
+
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"audio_video_mode": "joint"}))
+    with pytest.raises(Exception, match="audio-only .audio.audio_only., which trains with audio_video_mode audio_only"):
+        pipeline(config=work["config"], databackend=work["backend"], storage=work["storage"], stages=["train"])

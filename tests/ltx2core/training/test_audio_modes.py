@@ -90,3 +90,29 @@ def test_a_mode_without_an_audio_dataset_is_refused_at_load(tmp_path) -> None:
                                                         "instance_data_dir": str(tmp_path), "video": {"num_frames": 9}}]))
     with pytest.raises(ConfigError, match="no enabled video dataset in .* has an audio block"):
         load_project(tmp_path / "config.json", tmp_path / "backend.json")
+
+
+def test_audio_only_trains_the_audio_stream_alone_without_reading_the_video(
+    lora_transformer: Callable[..., Any], connectors: Any, text_max_length: int
+) -> None:
+    transformer, batch = _setup(lora_transformer, connectors, text_max_length)
+    inputs = model_inputs(transformer, batch, generator=torch.Generator().manual_seed(3), mode="audio_only")
+    kwargs = inputs.kwargs
+    assert kwargs["hidden_states"].shape == (2, 1, 8) and not kwargs["hidden_states"].any()  # one zero token
+    assert kwargs["isolate_modalities"] and not kwargs["timestep"].any()
+    assert torch.equal(kwargs["audio_timestep"], inputs.sigma * 1000)
+    other_video = batch.__class__(**{**vars(batch), "latents": torch.randn_like(batch.latents)})
+    again = model_inputs(transformer, other_video, generator=torch.Generator().manual_seed(3), mode="audio_only")
+    assert torch.equal(again.kwargs["audio_hidden_states"], kwargs["audio_hidden_states"])  # the video is never read
+    output = training_step(transformer, batch, generator=torch.Generator().manual_seed(3), mode="audio_only")
+    assert output.video_loss == 0 and output.audio_loss > 0
+
+
+def test_audio_only_lora_targets_are_the_audio_attentions():
+    from ltx2core.training.lora import target_modules
+
+    targets = target_modules(None, with_audio=True, audio_only=True)
+    assert {t.rsplit(".", 1)[0] for t in targets} == {"audio_attn1", "audio_attn2", "audio_attn1.to_out",
+                                                      "audio_attn2.to_out"}
+    assert "audio_ff.net.2" in target_modules(None, with_audio=True, audio_only=True, feed_forward=True)
+    assert "ff.net.2" not in target_modules(None, with_audio=True, audio_only=True, feed_forward=True)
