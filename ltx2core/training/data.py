@@ -202,6 +202,7 @@ class TrainBatch:
     text_mask: torch.Tensor  # [B, L] 1 = attend
     frame_rates: tuple[float, ...]  # per clip
     audio_latents: torch.Tensor | None  # [B, T_a, C_a]; None = video-only fast path
+    reference_latents: torch.Tensor | None = None  # [B, C, F_r, H_r, W_r] IC-LoRA references (clean); None = none
 
 
 def collate(

@@ -15,6 +15,11 @@ clean at timestep 0 and trains on the audio loss alone; "audio_to_video" keeps t
 trains on the video loss alone. The clean modality's prompt-AdaLN sigma (2.3+) is 0 too, as a clean input's is.
 "audio_only" is the video-only fast path mirrored: ONE zero video token, cross-modal attention off, the audio loss
 alone; the batch's video latents (zeros, for an audio-only dataset) are never read.
+
+IC-LoRA (a batch with reference latents): the reference's tokens follow the clip's in one sequence, clean at
+timestep 0 and out of the loss, with RoPE positions of the reference's own grid scaled to the target's pixel space
+by the downscale factor (target size / reference size, e.g. 2 for a half-resolution reference) -- as diffusers'
+LTX2InContextPipeline packs its reference conditions (tested against it).
 """
 
 from __future__ import annotations
@@ -141,6 +146,10 @@ def model_inputs(
     video_coords = torch.cat([
         transformer.rope.prepare_video_coords(1, frames, height, width, device, fps=fps) for fps in batch.frame_rates
     ])
+    loss_mask = (~conditioned).float()
+    if batch.reference_latents is not None:
+        noisy, video_target, video_timestep, loss_mask, video_coords = _with_reference(
+            transformer, batch, noisy, video_target, video_timestep, loss_mask, video_coords)
     kwargs = dict(
         hidden_states=noisy.to(dtype),
         audio_hidden_states=audio_in.to(dtype),
@@ -162,12 +171,35 @@ def model_inputs(
         return_dict=False,
     )
     rollout_steps = draw_steps(rollout, step, sigma, generator)
+    if rollout_steps.any() and batch.reference_latents is not None:
+        raise ValueError("scheduled sampling with IC-LoRA references is not supported: remove one of them")
     if rollout_steps.any():
         kwargs["hidden_states"] = roll_out(transformer, kwargs, x0, noise, sigma, conditioned, rollout_steps).to(dtype)
     return ModelInputs(
         kwargs=kwargs, video_target=video_target, audio_target=audio_target,
-        loss_mask=(~conditioned).float(), sigma=sigma, rollout_steps=rollout_steps,
+        loss_mask=loss_mask, sigma=sigma, rollout_steps=rollout_steps,
     )
+
+
+def _with_reference(transformer: Any, batch: TrainBatch, noisy: torch.Tensor, target: torch.Tensor,
+                    timestep: torch.Tensor, loss_mask: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The clip's tokens followed by its reference's: clean, timestep 0, no loss, positions scaled (module doc)."""
+    reference = batch.reference_latents.float()
+    size, channels, frames, height, width = reference.shape
+    factor = batch.latents.shape[3] // height
+    if batch.latents.shape[3:] != (height * factor, width * factor) or reference.shape[2] != batch.latents.shape[2]:
+        raise ValueError(f"IC-LoRA reference latents {tuple(reference.shape[2:])} do not fit the clip's "
+                         f"{tuple(batch.latents.shape[2:])}: the same frames at the clip's size divided by a whole "
+                         "factor (reference_downscale_factor)")
+    tokens = reference.permute(0, 2, 3, 4, 1).reshape(size, frames * height * width, channels)
+    ref_coords = torch.cat([transformer.rope.prepare_video_coords(1, frames, height, width, noisy.device, fps=fps)
+                            for fps in batch.frame_rates])
+    ref_coords[:, 1:3] = ref_coords[:, 1:3] * factor  # height and width axes, in the target's pixel space
+    per_token = timestep[:, None].expand(size, noisy.shape[1]) if timestep.ndim == 1 else timestep
+    zeros = torch.zeros(size, tokens.shape[1], device=noisy.device)
+    return (torch.cat([noisy, tokens], dim=1), torch.cat([target, torch.zeros_like(tokens)], dim=1),
+            torch.cat([per_token, zeros.to(per_token)], dim=1), torch.cat([loss_mask, zeros], dim=1),
+            torch.cat([coords, ref_coords], dim=2))
 
 
 def _audio_only_inputs(transformer: Any, batch: TrainBatch, *, generator: torch.Generator, sigmas: SigmaSampler,
