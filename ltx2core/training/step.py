@@ -160,7 +160,6 @@ def model_inputs(
         timestep=video_timestep,
         audio_timestep=audio_timestep,
         sigma=video_sigma,  # prompt AdaLN of 2.3+ (ignored by 2.0); the pipelines pass the scaled timestep too
-        audio_sigma=audio_sigma,
         num_frames=frames,
         height=height,
         width=width,
@@ -170,6 +169,8 @@ def model_inputs(
         use_cross_timestep=cross_timestep,
         return_dict=False,
     )
+    if mode != "joint":  # the audio's own prompt-AdaLN sigma; else it follows `sigma`, as the pipelines call it
+        kwargs["audio_sigma"] = audio_sigma
     rollout_steps = draw_steps(rollout, step, sigma, generator)
     if rollout_steps.any() and batch.reference_latents is not None:
         raise ValueError("scheduled sampling with IC-LoRA references is not supported: remove one of them")
