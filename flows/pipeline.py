@@ -16,7 +16,7 @@ from flows.cluster import cluster_access, shards_on
 from flows.stages import READS_SOURCE_FILES, Stage, selected
 from ltx2core.config.load import load_project
 from ltx2core.config.overrides import Overrides
-from ltx2core.keys import run_id
+from ltx2core.keys import probe_folders, run_id
 from ltx2core.training.output_lock import output_lock
 from storage.lease import Holder, writer_lease
 from storage.location import NO_CREDENTIALS_PATTERN
@@ -108,7 +108,7 @@ def _units(stage: str, store_uri: str, config, videos: list, checkpoint: int | N
     """A stage's units of work: (scope, inputs recorded in `stage_runs`, the call). Per dataset, or one.
     `min_shards`: the cache stages cut their work into at least this many shard tasks (one per worker share)."""
     if stage == "probe":
-        folders = sorted({str(d.instance_data_dir) for d in videos})
+        folders = probe_folders(videos)
         yield "*", {"folders": folders}, partial(probe.run, store_uri, folders, force=redo, min_shards=min_shards)
     elif stage == "text-embeds":
         yield "*", {"datasets": [d.id for d in videos]}, partial(

@@ -53,6 +53,11 @@ def clip_spec(dataset: VideoDataset) -> str:
     return f"start=0;frames={frames};fps={float(v.frame_rate):g}"
 
 
+def probe_folders(datasets: list[VideoDataset]) -> list[str]:
+    """The folders the probe stage reads: every video dataset's, and its IC-LoRA references' (conditioning_data)."""
+    return sorted({str(f) for d in datasets for f in (d.instance_data_dir, d.reference_dir) if f is not None})
+
+
 def sample_id(dataset_id: str, video_id: str, spec: str) -> str:
     return fingerprint("sample", dataset_id, video_id, spec)
 
@@ -135,6 +140,7 @@ class LatentModel:
 
     vae_fp: str
     options_key: str
+    reference_scale: int = 1  # IC-LoRA references at the clip's size / this (ltx2_reference_spatial_scale_factor)
 
 
 def vae_options(config: TrainConfig) -> VaeOptions:
@@ -145,19 +151,23 @@ def vae_options(config: TrainConfig) -> VaeOptions:
                       patch_conv=config.vae_enable_patch_conv, temporal_roll=config.vae_enable_temporal_roll)
 
 
-def latent_model(source: ModelSource, options: VaeOptions) -> LatentModel:
+def latent_model(source: ModelSource, config: TrainConfig) -> LatentModel:
     from ltx2core.models.fingerprint import component_fingerprint
     from ltx2core.models.source import component_config
 
     return LatentModel(vae_fp=component_fingerprint(source, "vae"),
-                       options_key=options.cache_key(component_config(source, "vae")))
+                       options_key=vae_options(config).cache_key(component_config(source, "vae")),
+                       reference_scale=config.ltx2_reference_spatial_scale_factor)
 
 
-def latent_key(sample: dict[str, Any], dataset: VideoDataset, model: LatentModel) -> str:
+def latent_key(sample: dict[str, Any], dataset: VideoDataset, model: LatentModel, reference: str | None = None) -> str:
+    """`reference`: the video_id of the sample's IC-LoRA reference (tasks/datasets.references_of), if it has one."""
     audio = dataset.video.audio
     audio_key = f"audio={audio.sample_rate}x{audio.channels}" if audio else "audio=none"
     if audio and audio.audio_only:  # zeros stand for the video: never the rows of the same clip with its video
         audio_key += ";video=none"
+    if dataset.reference_dir is not None:  # absent without IC-LoRA: the keys of every other dataset are unchanged
+        audio_key += f";reference={reference or 'missing'}/{model.reference_scale}"
     return fingerprint("latents", sample["video_id"], clip_spec(dataset), sample["bucket"], model.vae_fp,
                        model.options_key, audio_key)
 

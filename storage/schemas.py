@@ -182,6 +182,7 @@ LATENTS = _spec(
     *tensor_fields("latents"),  # [C, F', H', W'] normalised posterior mean
     *tensor_fields("logvar"),  # [1, F', H', W'] (the encoder shares one log-variance across channels)
     *tensor_fields("audio_latents"),  # [T, C*M] packed and normalised; null for video-only datasets
+    *tensor_fields("reference_latents"),  # [C, F', H'/s, W'/s] IC-LoRA reference; null without conditioning_data
 )
 
 # One row per saved checkpoint of a training run: the LoRA itself (diffusers safetensors bytes), so another

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from storage.sql import sql_eq
 from storage.store import Store
 
@@ -19,6 +21,24 @@ def dataset_videos(store: Store, folder: str) -> dict[str, str]:
         if r["path"].startswith(prefix):
             out.setdefault(r["video_id"], r["path"])
     return out
+
+
+def references_of(store: Store, dataset) -> dict[str, dict]:
+    """IC-LoRA: clip path -> its reference video (video_id, path, width, height) in the dataset's reference_dir,
+    paired by the path under the folder without its extension (SimpleTuner's reference_strict). {} without one."""
+    if dataset.reference_dir is None:
+        return {}
+    here, there = Path(str(dataset.instance_data_dir)), Path(str(dataset.reference_dir))
+    by_stem = {str(Path(path).relative_to(there).with_suffix("")): vid
+               for vid, path in dataset_videos(store, str(there)).items()}
+    videos = {r["video_id"]: r for r in store.read("videos", ["video_id", "path", "width", "height"],
+                                                   where="error IS NULL").to_pylist()}
+    pairs = {}
+    for vid, path in dataset_videos(store, str(here)).items():
+        reference = by_stem.get(str(Path(path).relative_to(here).with_suffix("")))
+        if reference in videos:
+            pairs[path] = videos[reference]
+    return pairs
 
 
 def samples_of(store: Store, dataset_id: str, columns: list[str] | None = None, kept_only: bool = False) -> list[dict]:

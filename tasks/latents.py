@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 from prefect import get_run_logger, task
@@ -17,12 +18,14 @@ from prefect.cache_policies import NO_CACHE
 
 from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
+from ltx2core.data.buckets import cover
 from ltx2core.data.encode_latents import AudioSpec, LatentJob, encode_latent_jobs
 from ltx2core.data.tensors import to_record
 from ltx2core.keys import LatentModel, clip_spec, latent_model, model_source, vae_options
 from ltx2core.models.loading import load_audio_vae, load_vae, load_vae_config
 from ltx2core.models.placement import on_device
 from ltx2core.models.runtime import compute_dtype, pick_device
+from ltx2core.models.scale import LTX2
 from storage.store import Store
 from tasks.datasets import clip_plan
 from tasks.pending import latent_work
@@ -41,11 +44,34 @@ def _decode_threads(device: torch.device) -> int:
     return DECODE_WORKERS if device.type == "cuda" else min(DECODE_WORKERS, torch.get_num_threads() - 1)
 
 
-def _job(key: str, sample: dict, dataset: VideoDataset, latent_channels: int) -> LatentJob:
+def _job(key: str, sample: dict, dataset: VideoDataset, latent_channels: int, reference_scale: int) -> LatentJob:
     audio = dataset.video.audio
-    return LatentJob(key=key, path=sample["path"], plan=clip_plan(sample),
+    plan = clip_plan(sample)
+    reference, problem = _reference(sample, dataset, plan, reference_scale) if dataset.reference_dir else (None, None)
+    return LatentJob(key=key, path=sample["path"], plan=plan,
                      audio=AudioSpec(audio.sample_rate, audio.channels, audio.allow_zero_audio) if audio else None,
-                     placeholder_channels=latent_channels if audio and audio.audio_only else None)
+                     placeholder_channels=latent_channels if audio and audio.audio_only else None,
+                     reference=reference, reference_error=problem)
+
+
+def _reference(sample: dict, dataset: VideoDataset, plan, scale: int) -> tuple[tuple[str, object] | None, str | None]:
+    """(reference file, its ClipPlan) -- the clip's frames, at the clip's size / `scale`, covered and centre-cropped
+    -- or why there is none (recorded as the clip's latents error: the clip is then not trained)."""
+    from dataclasses import replace
+
+    reference = sample.get("reference")
+    if reference is None:
+        stem = Path(sample["path"]).relative_to(Path(str(dataset.instance_data_dir))).with_suffix("")
+        return None, (f"{sample['path']}: no reference video {stem}.* in {dataset.reference_dir} (conditioning_data "
+                      f"{dataset.conditioning_data}, reference_strict: a reference is named like its clip)")
+    width, height = plan.width // scale, plan.height // scale
+    if (width * scale, height * scale) != (plan.width, plan.height) or width % LTX2.spatial or height % LTX2.spatial:
+        return None, (f"{sample['path']}: its bucket {plan.width}x{plan.height} divided by "
+                      f"ltx2_reference_spatial_scale_factor {scale} is not a multiple of {LTX2.spatial}: choose a "
+                      "resolution whose buckets divide, or another factor")
+    rw, rh, left, top = cover(reference["width"], reference["height"], width, height)
+    return (reference["path"], replace(plan, width=width, height=height, resize_width=rw, resize_height=rh,
+                                       crop_left=left, crop_top=top)), None
 
 
 @task(name="latents-shard", cache_policy=NO_CACHE, retries=1)
@@ -59,7 +85,7 @@ def latents_shard(store_uri: str, config: TrainConfig, dataset: VideoDataset, ke
     store = Store.open(store_uri)
     source = model_source(config)
     options = vae_options(config)
-    if latent_model(source, options) != model:
+    if latent_model(source, config) != model:
         raise RuntimeError(f"the VAE of {source.label} on this machine differs from the one the flow planned "
                            "for; give every Dask worker the same model files (or hub cache)")
     device = pick_device()
@@ -70,7 +96,7 @@ def latents_shard(store_uri: str, config: TrainConfig, dataset: VideoDataset, ke
     audio_vae = load_audio_vae(source, dtype=torch.float32) if dataset.video.audio else None
     spec, errors, rows = clip_spec(dataset), 0, []
     channels = load_vae_config(source)["latent_channels"]
-    jobs = [_job(key, sample, dataset, channels) for key, sample in keyed]
+    jobs = [_job(key, sample, dataset, channels, model.reference_scale) for key, sample in keyed]
     samples = dict(keyed)
     with on_device(vae, device, offload=config.offload_during_startup) if vae is not None else nullcontext():
         if audio_vae is not None:
@@ -81,7 +107,7 @@ def latents_shard(store_uri: str, config: TrainConfig, dataset: VideoDataset, ke
             row = {"key": result.key, "video_id": sample["video_id"], "clip_spec": spec, "bucket": sample["bucket"],
                    "vae_fp": model.vae_fp, "options": model.options_key, "frame_rate": sample["frame_rate"],
                    "error": result.error}
-            for name in ("latents", "logvar", "audio_latents"):
+            for name in ("latents", "logvar", "audio_latents", "reference_latents"):
                 tensor = getattr(result, name)
                 data, shape, dt = to_record(tensor) if tensor is not None else (None, None, None)
                 row |= {name: data, f"{name}_shape": shape, f"{name}_dtype": dt}
@@ -104,7 +130,7 @@ def run(store_uri: str, config: TrainConfig, dataset: VideoDataset, force: bool 
     log = get_run_logger()
     with reporting(store_uri, "latents", dataset.id, tables=["latents"], verb="encoded") as (store, report):
         source = model_source(config)
-        model = latent_model(source, vae_options(config))
+        model = latent_model(source, config)
         work = latent_work(store, dataset, model, force)
         report.skipped = len(work.wanted) - len(work.todo)
         sink().start(f"latents {dataset.id}", len(work.todo))

@@ -27,16 +27,16 @@ from ltx2core.keys import (
     latent_model,
     max_steps,
     model_source,
+    probe_folders,
     run_id,
     sample_id,
     text_model,
     train_batches,
-    vae_options,
 )
 from storage.files import read_parquet_rows
 from storage.sql import sql_eq
 from storage.store import Store
-from tasks.datasets import dataset_videos, folder_prefix, samples_of
+from tasks.datasets import dataset_videos, folder_prefix, references_of, samples_of
 
 BUCKET_COLUMNS = ("bucket", "width", "height", "num_frames", "start_frame", "frame_rate", "resize_width",
                   "resize_height", "crop_left", "crop_top", "bucket_fp")
@@ -128,10 +128,10 @@ def nothing_pending(store: Store, config, datasets: list[VideoDataset], stages: 
         return model_source(config)
 
     def latents_current(d: VideoDataset) -> bool:
-        return not latent_work(store, d, latent_model(source(), vae_options(config))).todo
+        return not latent_work(store, d, latent_model(source(), config)).todo
 
     checks = {
-        "probe": lambda: not (w := probe_work(store, sorted({str(d.instance_data_dir) for d in datasets}))).todo
+        "probe": lambda: not (w := probe_work(store, probe_folders(datasets))).todo
         and not w.gone,
         "filter": lambda: all(not (w := filter_work(store, d)).stale and not w.gone for d in datasets),
         "bucket": lambda: all(not (w := bucket_work(store, d)).stale and not w.dropped for d in datasets),
@@ -180,9 +180,12 @@ class LatentWork:
 
 def latent_work(store: Store, dataset: VideoDataset, model: LatentModel, force: bool = False) -> LatentWork:
     rows = [r for r in samples_of(store, dataset.id, kept_only=True) if r["bucket"] is not None]
+    references = references_of(store, dataset)
     wanted: dict[str, dict] = {}
     for r in sorted(rows, key=lambda r: r["sample_id"]):
-        wanted.setdefault(latent_key(r, dataset, model), r)
+        reference = references.get(r["path"])
+        wanted.setdefault(latent_key(r, dataset, model, reference and reference["video_id"]),
+                          r | {"reference": reference})
     present = set() if force else store.keys("latents")  # failed clips too: `--force latents` retries them
     return LatentWork(wanted, {k: r for k, r in wanted.items() if k not in present})
 
@@ -202,15 +205,17 @@ def training_refs(store: Store, config, datasets: list[VideoDataset], source) ->
     text = text_model(source)
     cached_latents = store.keys("latents", where="error IS NULL")
     cached_text = store.keys("text_embeds")
-    lat_model = latent_model(source, vae_options(config))
+    lat_model = latent_model(source, config)
     refs, buckets = {}, defaultdict(list)
     for d in datasets:
         captions = store.column_map("captions", "caption", where=sql_eq("dataset_id", d.id))
+        references = references_of(store, d)
         for s in samples_of(store, d.id, kept_only=True):
             caption = captions.get(s["sample_id"])
             if s["bucket"] is None or caption is None:
                 continue
-            lat, txt = latent_key(s, d, lat_model), text.key(caption)
+            reference = references.get(s["path"])
+            lat, txt = latent_key(s, d, lat_model, reference and reference["video_id"]), text.key(caption)
             if lat in cached_latents and txt in cached_text:
                 refs[s["sample_id"]] = (lat, txt, s["frame_rate"])
                 buckets[s["bucket"]].append((s["sample_id"], s["repeats"]))

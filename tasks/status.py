@@ -42,7 +42,7 @@ def stage_status(storage: str, datasets: list[VideoDataset], config=None) -> lis
     """
     store = Store.open(storage)
     rows = _Rows(store)
-    folders = sorted({str(d.instance_data_dir) for d in datasets})
+    folders = keys.probe_folders(datasets)
     probe = pending.probe_work(store, folders)
     rows.add("probe", "*", probe.current, len(probe.todo), store.count("videos", where="error IS NOT NULL"))
     for d in datasets:
@@ -62,7 +62,7 @@ def stage_status(storage: str, datasets: list[VideoDataset], config=None) -> lis
     source = keys.model_source(config)
     t = pending.text_embed_work(store, pending.wanted_captions(store, datasets), keys.text_model(source))
     rows.add("text-embeds", "*", len(t.wanted) - len(t.todo), len(t.todo))
-    model = keys.latent_model(source, keys.vae_options(config))
+    model = keys.latent_model(source, config)
     failed = store.column_map("latents", "error", where="error IS NOT NULL")
     for d in datasets:
         w = pending.latent_work(store, d, model)

@@ -83,12 +83,12 @@ class StoreSource:
         for key in keys:
             lat_key, text_key, fps = self.refs[key]
             z, t = latents[lat_key], texts[text_key]
-            audio = (from_record(z["audio_latents"], z["audio_latents_shape"], z["audio_latents_dtype"])
-                     if z["audio_latents"] is not None else None)
+            audio, reference = (from_record(z[name], z[f"{name}_shape"], z[f"{name}_dtype"]).float()
+                                if z.get(name) is not None else None for name in ("audio_latents", "reference_latents"))
             out.append(TrainExample(
                 key=key, latents=from_record(z["latents"], z["latents_shape"], z["latents_dtype"]).float(),
                 text_features=from_record(t["features"], t["features_shape"], t["features_dtype"]).float(),
-                frame_rate=fps, audio_latents=audio.float() if audio is not None else None,
+                frame_rate=fps, audio_latents=audio, reference_latents=reference,
                 caption=self.captions.get(text_key)))
         return out
 

@@ -27,9 +27,9 @@ BucketStrategy = Literal["aspect_ratio", "resolution_frames"]
 ResolutionType = Literal["pixel", "pixel_area", "area"]
 BackendType = Literal["local", "aws"]
 
-SUPPORTED_DATASET_TYPES = ("video", "text_embeds")
+SUPPORTED_DATASET_TYPES = ("video", "text_embeds", "conditioning")
 # SimpleTuner dataset types a file may hold that this project does not train on yet.
-SKIPPED_DATASET_TYPES = ("image", "eval", "audio", "conditioning", "image_embeds", "conditioning_image_embeds")
+SKIPPED_DATASET_TYPES = ("image", "eval", "audio", "image_embeds", "conditioning_image_embeds")
 
 
 class ParquetCaptions(StrictModel):
@@ -128,6 +128,9 @@ class VideoDataset(StrictModel):
     crop_style: Literal["random", "center", "corner", "face"] = "random"
     crop_aspect: Literal["square", "preserve", "closest", "random"] = "square"
     cache_dir_vae: Path | None = Field(None, description="SimpleTuner's VAE cache folder")
+    conditioning_data: str | None = Field(None, description="IC-LoRA: the id of the conditioning dataset whose "
+                                          "videos are this one's references (paired by file name)")
+    reference_dir: Path | None = Field(None, description="Set from conditioning_data when the file is loaded")
     video: VideoOptions = Field(description="Clip length, length filters and bucketing")
     aws_bucket_name: str | None = None
     aws_region_name: str | None = None
@@ -221,7 +224,36 @@ class TextEmbedsDataset(StrictModel):
         return resolve_path(value) if info.data.get("type") == "local" else value
 
 
-Dataset = VideoDataset | TextEmbedsDataset
+class ConditioningDataset(StrictModel):
+    """A `dataset_type: conditioning` block: IC-LoRA reference videos, named by a video dataset's
+    `conditioning_data` and paired with its clips by file name (SimpleTuner's reference_strict)."""
+
+    id: str = Field(min_length=1)
+    dataset_type: Literal["conditioning"] = "conditioning"
+    conditioning_type: Literal["reference_strict"] = Field(
+        "reference_strict", description="reference_strict: the reference of a.mp4 is the file named a.* here")
+    type: Literal["local"] = "local"
+    disabled: bool = Field(False, validation_alias=AliasChoices("disabled", "disable"))
+    instance_data_dir: Path = Field(description="Folder of reference videos")
+
+    @field_validator("conditioning_type", mode="before")
+    @classmethod
+    def _only_strict(cls, value: Any) -> Any:
+        if value == "reference_loose":
+            raise rule_error(("conditioning_type", "conditioning_type reference_loose (pairing by order) is not "
+                              "supported: name each reference like its clip and use reference_strict"))
+        return value
+
+    @field_validator("instance_data_dir", mode="before")
+    @classmethod
+    def _check_data_dir(cls, value: Any, info: ValidationInfo) -> Any:
+        path = resolve_path(value)
+        if problem := missing_path("instance_data_dir", value, path, info, folder=True):
+            raise rule_error(("instance_data_dir", problem))
+        return path
+
+
+Dataset = VideoDataset | TextEmbedsDataset | ConditioningDataset
 
 
 def check_dataset_set(datasets: list[Dataset]) -> list[tuple[str | None, str]]:
@@ -235,4 +267,17 @@ def check_dataset_set(datasets: list[Dataset]) -> list[tuple[str | None, str]]:
         problems.append((None, f"text_embeds datasets {defaults} all set default: true; keep one"))
     if not any(isinstance(d, VideoDataset) and not d.disabled for d in datasets):
         problems.append((None, 'no enabled video dataset: add a block with "dataset_type": "video"'))
+    conditioning = {d.id for d in datasets if isinstance(d, ConditioningDataset) and not d.disabled}
+    for d in datasets:
+        if isinstance(d, VideoDataset) and d.conditioning_data is not None and d.conditioning_data not in conditioning:
+            problems.append((d.id, f"conditioning_data {d.conditioning_data!r} names no enabled conditioning dataset "
+                             f"(those are {sorted(conditioning) or 'none'}): add a block with \"dataset_type\": "
+                             "\"conditioning\" and that id"))
     return problems
+
+
+def with_references(datasets: list[Dataset]) -> list[Dataset]:
+    """Each video dataset with its conditioning dataset's folder as `reference_dir` (IC-LoRA)."""
+    folders = {d.id: d.instance_data_dir for d in datasets if isinstance(d, ConditioningDataset)}
+    return [d.model_copy(update={"reference_dir": folders[d.conditioning_data]})
+            if isinstance(d, VideoDataset) and d.conditioning_data in folders else d for d in datasets]

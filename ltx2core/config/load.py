@@ -18,18 +18,21 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from ltx2core.config.databackend import (
     SKIPPED_DATASET_TYPES,
     SUPPORTED_DATASET_TYPES,
+    ConditioningDataset,
     Dataset,
     TextEmbedsDataset,
     VideoDataset,
     check_dataset_set,
+    with_references,
 )
 from ltx2core.config.fields import RULE_ERROR
 from ltx2core.config.overrides import Overrides
 from ltx2core.config.train import TrainConfig
 
-DATASET_MODELS: dict[str, type[VideoDataset | TextEmbedsDataset]] = {
+DATASET_MODELS: dict[str, type[VideoDataset | TextEmbedsDataset | ConditioningDataset]] = {
     "video": VideoDataset,
     "text_embeds": TextEmbedsDataset,
+    "conditioning": ConditioningDataset,
 }
 
 
@@ -141,6 +144,7 @@ def load_databackend(
             problems.append(f"{path}: dataset {who!r}: {what}" if who else f"{path}: {what}")
     if problems:
         raise ConfigError(problems)
+    datasets = with_references(datasets)
     if unknown:
         warnings.insert(0, _unknown_warning(path, unknown, VideoDataset))
     return LoadedDatasets(datasets, warnings)

@@ -127,6 +127,11 @@ class TrainConfig(StrictModel):
         1.0, description="Weight of the audio loss (video + w * audio); auto: the running video/audio loss ratio"
     )
 
+    # ---- IC-LoRA (SimpleTuner's keys): references at the clip's size divided by this factor
+    ltx2_reference_spatial_scale_factor: int = Field(1, ge=1, description="Reference size = clip size / this")
+    ltx2_reference_temporal_scale_factor: int = Field(1, ge=1, description="Only 1: the in-context pipeline keeps "
+                                                      "the reference's frames")
+
     # ---- scheduled sampling (SimpleTuner's rollout: ltx2core/training/rollout.py)
     scheduled_sampling_max_step_offset: int = Field(0, ge=0, description="Euler steps drawn from 0..N a clip; 0 = off")
     scheduled_sampling_probability: float = Field(0.0, ge=0, le=1, description="Chance a clip is rolled out")
@@ -363,6 +368,15 @@ class TrainConfig(StrictModel):
         if problems:
             raise rule_error(*problems)
         return self
+
+    @field_validator("ltx2_reference_temporal_scale_factor")
+    @classmethod
+    def _only_full_frames(cls, value: int) -> int:
+        if value != 1:
+            raise rule_error(("ltx2_reference_temporal_scale_factor", f"ltx2_reference_temporal_scale_factor {value} "
+                              "is not supported: diffusers' LTX2InContextPipeline, which validates and runs IC-LoRAs, "
+                              "keeps every frame of the reference; use 1"))
+        return value
 
     @field_validator("audio_loss_weight")
     @classmethod

@@ -72,9 +72,16 @@ def plan_bucket(width: int, height: int, frames_at_rate: int, spec: BucketSpec,
                 scale: ScaleFactors = LTX2) -> BucketPlan:
     w, h = target_size(width, height, spec, scale)
     f = clip_frames(frames_at_rate, spec)
-    s = max(w / width, h / height)
-    rw, rh = max(w, math.ceil(width * s - 1e-9)), max(h, math.ceil(height * s - 1e-9))
+    rw, rh, left, top = cover(width, height, w, h)
     return BucketPlan(
         bucket=f"{w}x{h}@{f}", width=w, height=h, num_frames=f, start_frame=0, frame_rate=spec.frame_rate,
-        resize_width=rw, resize_height=rh, crop_left=(rw - w) // 2, crop_top=(rh - h) // 2,
+        resize_width=rw, resize_height=rh, crop_left=left, crop_top=top,
     )
+
+
+def cover(width: int, height: int, out_width: int, out_height: int) -> tuple[int, int, int, int]:
+    """(resize width, resize height, crop left, crop top): scale `width` x `height` to cover the output keeping its
+    aspect, then crop the centre."""
+    s = max(out_width / width, out_height / height)
+    rw, rh = max(out_width, math.ceil(width * s - 1e-9)), max(out_height, math.ceil(height * s - 1e-9))
+    return rw, rh, (rw - out_width) // 2, (rh - out_height) // 2

@@ -57,6 +57,8 @@ class LatentJob:
     # An audio-only dataset's clip: no frame is decoded or encoded; zeros of this many channels, one latent cell
     # per latent frame, stand in for the video (the audio-only step never reads them).
     placeholder_channels: int | None = None
+    reference: tuple[str, ClipPlan] | None = None  # IC-LoRA: the reference file and how to cut it (same frames)
+    reference_error: str | None = None  # why the clip has no usable reference (then nothing is encoded)
 
 
 @dataclass
@@ -65,6 +67,7 @@ class LatentResult:
     latents: torch.Tensor | None = None  # [C, F', H', W'] normalised posterior mean, CPU, storage dtype
     logvar: torch.Tensor | None = None  # [1, F', H', W'] posterior log-variance (shared by all channels)
     audio_latents: torch.Tensor | None = None  # [T, C * M] packed and normalised; None without an audio request
+    reference_latents: torch.Tensor | None = None  # [C, F', H'/s, W'/s] like `latents`; None without a reference
     error: str | None = None  # why the clip could not be decoded, naming the file; the tensors are then None
 
 
@@ -73,6 +76,7 @@ class _Decoded:
     pixels: torch.Tensor | None  # [F, H, W, 3] uint8 frames
     waveform: torch.Tensor | None  # [channels, samples] at the audio VAE's sample rate
     error: str | None
+    reference: torch.Tensor | None = None  # [F, H/s, W/s, 3] uint8 frames of the IC-LoRA reference
 
 
 def encode_latent_jobs(
@@ -92,8 +96,9 @@ def encode_latent_jobs(
     `vae` must already be on `device` in `dtype` (None when every job is audio-only). Up to `prefetch` clips are
     decoded ahead by `decode_workers` threads while the VAE runs on the caller's thread (under
     torch.inference_mode); with `decode_workers` 0 the caller's thread decodes each clip before encoding it (a
-    process given one core). `jobs` is read lazily, so memory stays bounded whatever its length. A clip that cannot be decoded gives a result with `error` set and
-    the loop carries on; an audio request without a matching `audio_vae` is a configuration error and raises.
+    process given one core). `jobs` is read lazily, so memory stays bounded whatever its length. A clip that cannot
+    be decoded (or has no usable reference) gives a result with `error` set and the loop carries on; an audio
+    request without a matching `audio_vae` is a configuration error and raises.
     """
     if decode_workers < 0 or prefetch < 1:
         raise ValueError(f"decode_workers ({decode_workers}) must be at least 0 and prefetch ({prefetch}) at least 1")
@@ -142,16 +147,24 @@ def _check_audio_request(job: LatentJob, audio_vae: Any) -> None:
 
 def _decode(job: LatentJob, dtype: torch.dtype, pin: bool) -> _Decoded:
     """Runs on a worker thread: the clip's pixels (and soundtrack), or why they cannot be read."""
+    if job.reference_error is not None:
+        log.warning("latents: skipping %s: %s", job.key, job.reference_error)
+        return _Decoded(None, None, job.reference_error)
+    path = job.path
     try:
         # uint8: converted to the VAE dtype on the device
         pixels = decode_frames(job.path, job.plan) if job.placeholder_channels is None else None
         waveform = _soundtrack(job, job.audio) if job.audio is not None else None
+        if job.reference is not None:
+            path = job.reference[0]
+            reference = decode_frames(*job.reference)
     except DECODE_ERRORS as exc:
         text = str(exc)
-        error = text if job.path in text else f"{job.path}: {text}"
+        error = text if path in text else f"{path}: {text}"
         log.warning("latents: skipping %s: %s", job.key, error)
         return _Decoded(None, None, error)
-    return _Decoded(pixels.pin_memory() if pin and pixels is not None else pixels, waveform, None)
+    pinned = [t.pin_memory() if pin and t is not None else t for t in (pixels, reference if job.reference else None)]
+    return _Decoded(pinned[0], waveform, None, pinned[1])
 
 
 def _soundtrack(job: LatentJob, spec: AudioSpec) -> torch.Tensor:
@@ -182,17 +195,25 @@ def _encode(
             frames = (job.plan.num_frames - 1) // LTX2.temporal + 1
             latents, logvar = torch.zeros(job.placeholder_channels, frames, 1, 1), torch.zeros(1, frames, 1, 1)
         else:
-            pixels = decoded.pixels.to(device, non_blocking=True)  # pinned: the copy overlaps the launch
-            pixels = to_pixels(pixels, torch.float32).to(vae.dtype)[None]  # the rounding decode_clip + cast gives
-            video = encode_video(vae, pixels, options=options)
+            video = _encode_frames(decoded.pixels, vae, options, device)
             latents, logvar = video.latents[0], video.logvar[0]
+        reference = None
+        if decoded.reference is not None:
+            reference = _encode_frames(decoded.reference, vae, options, device).latents[0]
         audio = encode_audio(audio_vae, decoded.waveform) if decoded.waveform is not None else None
         return LatentResult(
             job.key,
             latents=_stored(latents, store_dtype),
             logvar=_stored(logvar, store_dtype),
             audio_latents=_stored(audio, store_dtype) if audio is not None else None,
+            reference_latents=_stored(reference, store_dtype) if reference is not None else None,
         )
+
+
+def _encode_frames(frames: torch.Tensor, vae: Any, options: VaeOptions, device: torch.device | str) -> Any:
+    pixels = frames.to(device, non_blocking=True)  # pinned: the copy overlaps the launch
+    pixels = to_pixels(pixels, torch.float32).to(vae.dtype)[None]  # the rounding decode_clip + cast gives
+    return encode_video(vae, pixels, options=options)
 
 
 def _stored(t: torch.Tensor, store_dtype: torch.dtype) -> torch.Tensor:

@@ -40,6 +40,7 @@ class TrainExample:
     frame_rate: float  # the clip's fps: the time axis of the video RoPE
     audio_latents: torch.Tensor | None = None  # [T_a, C_a] packed, normalised; None for video-only data
     caption: ExpandedCaption | None = None  # the connectors' output for text_features, when precomputed
+    reference_latents: torch.Tensor | None = None  # [C, F, H/s, W/s] IC-LoRA reference; None without one
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,10 @@ def collate(
                 [e.text_features for e in examples], max_length=text_max_length, connectors=connectors,
                 device=device, dtype=dtype,
             )
+    references = [e.reference_latents for e in examples]
+    if any(r is not None for r in references) and any(r is None for r in references):
+        raise ValueError(f"samples {[e.key for e in examples if e.reference_latents is None][:3]} have no IC-LoRA "
+                         "reference while others in the batch do: rerun the latents stage for them")
     return TrainBatch(
         keys=tuple(e.key for e in examples),
         latents=torch.stack([e.latents for e in examples]).to(device, dtype),
@@ -253,4 +258,5 @@ def collate(
         text_mask=mask,
         frame_rates=tuple(float(e.frame_rate) for e in examples),
         audio_latents=audio,
+        reference_latents=torch.stack(references).to(device, dtype) if references[0] is not None else None,
     )

@@ -202,3 +202,38 @@ def test_an_audio_only_dataset_encodes_no_video_and_trains_an_audio_lora(work):
     config.write_text(json.dumps(json.loads(config.read_text()) | {"audio_video_mode": "joint"}))
     with pytest.raises(Exception, match="audio-only .audio.audio_only., which trains with audio_video_mode audio_only"):
         pipeline(config=work["config"], databackend=work["backend"], storage=work["storage"], stages=["train"])
+
+
+def test_an_ic_lora_dataset_caches_each_clip_s_reference_and_trains_with_it(tmp_path, prefect_api, tiny):
+    from ltx2core.media.synth import write_clip
+
+    clips, refs = tmp_path / "clips", tmp_path / "refs"
+    for folder, seed in ((clips, 0), (refs, 10)):
+        folder.mkdir()
+        for i, name in enumerate(("a.mp4", "b.mp4", "c.mp4")):
+            if folder == refs and name == "c.mp4":
+                continue  # c has no reference: its clip is recorded as an error and not trained
+            write_clip(folder / name, width=128, height=128, num_frames=40, fps=25, seed=seed + i)
+            (folder / name).with_suffix(".txt").write_text(f"clip {name}")
+    config, backend = write_configs(tmp_path, clips, block={"conditioning_data": "refs"})
+    blocks = json.loads(backend.read_text())
+    backend.write_text(json.dumps([*blocks, {"id": "refs", "dataset_type": "conditioning",
+                                             "conditioning_type": "reference_strict",
+                                             "instance_data_dir": str(refs)}]))
+    out = tmp_path / "output" / "ic"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {
+        "output_dir": str(out), "max_train_steps": 2, "lora_rank": 4, "mixed_precision": "no",
+        "ltx2_reference_spatial_scale_factor": 2}))
+    store_uri = str(tmp_path / "store")
+    reports = pipeline(config=str(config), databackend=str(backend), storage=store_uri,
+                       stages=[*CACHE_STAGES, "train"])
+    assert [r["done"] for r in reports if r["stage"] == "train"] == [2]
+    rows = Store.open(store_uri).read("latents").to_pylist()
+    (missing,) = [r["error"] for r in rows if r["error"]]
+    assert "c.mp4: no reference video c.* in" in missing
+    encoded = [r for r in rows if r["error"] is None]
+    assert len(encoded) == 2
+    for r in encoded:
+        video = from_record(r["latents"], r["latents_shape"], r["latents_dtype"])
+        reference = from_record(r["reference_latents"], r["reference_latents_shape"], r["reference_latents_dtype"])
+        assert video.shape == (8, 5, 2, 2) and reference.shape == (8, 5, 1, 1)  # 64x64 clips, 32x32 references

@@ -28,7 +28,7 @@ from flows.cluster import Capacity, ClusterUnavailable, Fanout, capacity, cluste
 from flows.cluster_certs import make_certs, role_files
 from flows.pipeline import pipeline
 from ltx2core.config.load import load_project
-from ltx2core.keys import latent_model, vae_options
+from ltx2core.keys import latent_model
 from ltx2core.media.synth import write_clip
 from ltx2core.models.source import resolve_source
 from storage.store import Store
@@ -142,8 +142,7 @@ def test_latents_over_two_workers_equal_a_single_process_run(cluster, work, s3_u
     # Dask may run a finished shard again after losing the worker that held its result: nothing changes.
     project = load_project(work.config, work.backend, check_paths=False)
     config, dataset = project.config, project.datasets[0]
-    model = latent_model(resolve_source(config.pretrained_model_name_or_path, config.model_flavour),
-                         vae_options(config))
+    model = latent_model(resolve_source(config.pretrained_model_name_or_path, config.model_flavour), config)
     shard = list(latent_work(store, dataset, model, force=True).todo.items())[:5]
     version = store.version("latents")
     assert latents_shard.fn(s3_uri, config, dataset, shard, model) == {"encoded": 5, "errors": 0}

@@ -34,7 +34,7 @@ def config(**keys_: Any) -> TrainConfig:
 
 
 def all_keys(tiny: ModelSource, d: VideoDataset, c: TrainConfig, sample: dict = SAMPLE) -> dict[str, str]:
-    latent_model = keys.latent_model(tiny, keys.vae_options(c))
+    latent_model = keys.latent_model(tiny, c)
     return {"sample_id": keys.sample_id(d.id, sample["video_id"], keys.clip_spec(d)),
             "filter": keys.filter_fingerprint(d), "bucket": keys.bucket_spec(d).fingerprint,
             "latents": keys.latent_key(sample, d, latent_model), "text": keys.text_model(tiny).key(CAPTION)}
