@@ -30,6 +30,7 @@ from ltx2core.keys import (
     text_model,
     validation_settings,
 )
+from ltx2core.media.decode import decode_frames
 from ltx2core.models.runtime import compute_dtype, pick_device
 from ltx2core.models.source import ModelSource
 from ltx2core.validation.contact_sheet import contact_sheet
@@ -40,6 +41,7 @@ from ltx2core.validation.sampling import (
     load_sampler,
     sample_audio,
     sample_i2v,
+    sample_ic,
     sample_t2v,
 )
 from ltx2core.validation.settings import MemoryOptions, ValidationSettings
@@ -47,7 +49,7 @@ from ltx2core.validation.video_io import first_frame_of, write_mp4, write_wav
 from storage.sql import sql_eq, sql_in
 from storage.store import Store
 from tasks.artifacts import artifact_key
-from tasks.datasets import clip_plan, samples_of
+from tasks.datasets import clip_plan, references_of, samples_of
 from tasks.progress import sink
 from tasks.report import StageReport, reporting
 
@@ -137,13 +139,32 @@ def run_validation(store: Store, config: TrainConfig, datasets: list[VideoDatase
         clips = []
     else:
         samples = sample_t2v(sampler, t2v_prompts, negative, settings, lora=lora) if t2v_prompts else []
-    if clips:
+    eval_dataset = next((d for d in datasets if d.id == config.eval_dataset_id), None)
+    if clips and eval_dataset is not None and eval_dataset.reference_dir is not None:  # an IC-LoRA
+        references = references_of(store, eval_dataset)
+        paired = [p for p, (_, s) in zip(i2v_prompts, clips, strict=True) if s["path"] in references]
+        frames = [decode_frames(r["path"], _full_size_plan(s, r)) for _, s in clips
+                  if (r := references.get(s["path"]))]
+        samples += sample_ic(sampler, paired, frames, negative, settings,
+                             downscale=config.ltx2_reference_spatial_scale_factor, lora=lora)
+    elif clips:
         images = [first_frame_of(s["path"], clip_plan(s)) for _, s in clips]
         samples += sample_i2v(sampler, i2v_prompts, images, negative, settings, lora=lora)
     if not write:
         return []
     with_lora = lora is not None or transformer is not None
     return [_store_sample(store, config, source, s, step, settings, with_lora) for s in samples]
+
+
+def _full_size_plan(sample: dict, reference: dict):
+    """The eval clip's frames of its reference, covering the clip's bucket (the pipeline scales it down itself)."""
+    from dataclasses import replace
+
+    from ltx2core.data.buckets import cover
+
+    plan = clip_plan(sample)
+    rw, rh, left, top = cover(reference["width"], reference["height"], plan.width, plan.height)
+    return replace(plan, resize_width=rw, resize_height=rh, crop_left=left, crop_top=top)
 
 
 def _store_sample(store: Store, config: TrainConfig, source: ModelSource, s: Sample, step: int,

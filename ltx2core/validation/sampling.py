@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +51,7 @@ from ltx2core.validation.video_io import h264_roundtrip
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["t2v", "i2v", "audio"]
+Mode = Literal["t2v", "i2v", "ic", "audio"]
 STILL_SIZE = 64  # the black still frame an audio-only sample's mp4 shows, in pixels
 LORA_ADAPTER = "validation"
 
@@ -81,6 +81,7 @@ class Sampler:
 
     t2v: Any  # LTX2Pipeline without a text encoder, with the pass-through connectors
     i2v: Any  # LTX2ImageToVideoPipeline sharing t2v's components
+    ic: Any  # LTX2InContextPipeline (IC-LoRA reference videos) sharing them too
     connectors: Any  # the real LTX2TextConnectors, on the CPU between calls
     text_max_length: int  # prompts are padded to this many tokens, as in training
     flavour: Flavour
@@ -114,6 +115,7 @@ def load_sampler(
     `transformer`: use this one (the one being trained, its LoRA active) instead of loading a second copy.
     """
     from diffusers import LTX2ImageToVideoPipeline, LTX2Pipeline
+    from diffusers.pipelines.ltx2.pipeline_ltx2_ic_lora import LTX2InContextPipeline
 
     device = torch.device(device)
     if memory.use_stream and device.type != "cuda":
@@ -141,11 +143,11 @@ def load_sampler(
         text_encoder=None,
         tokenizer=None,
     )
-    t2v, i2v = LTX2Pipeline(**components), LTX2ImageToVideoPipeline(**components)
-    for pipe in (t2v, i2v):
+    t2v, i2v, ic = (cls(**components) for cls in (LTX2Pipeline, LTX2ImageToVideoPipeline, LTX2InContextPipeline))
+    for pipe in (t2v, i2v, ic):
         pipe.set_progress_bar_config(disable=True)  # library code: progress goes to the log, per sample
     return Sampler(
-        t2v=t2v, i2v=i2v, connectors=connectors,
+        t2v=t2v, i2v=i2v, ic=ic, connectors=connectors,
         text_max_length=source.text_max_length, flavour=source.flavour, device=device, dtype=dtype,
         vae_options=memory.vae,
     )
@@ -182,7 +184,7 @@ def sample_t2v(
 ) -> list[Sample]:
     """One text-to-video sample per prompt and resolution, in that order. `negative` is needed when
     guidance > 1 (the pipeline's own default negative prompt is the empty string)."""
-    return _sample(sampler, prompts, [None] * len(prompts), negative, settings, lora)
+    return _sample(sampler, prompts, [("t2v", lambda width, height: {})] * len(prompts), negative, settings, lora)
 
 
 def sample_i2v(
@@ -202,17 +204,49 @@ def sample_i2v(
     """
     if len(images) != len(prompts):
         raise ValueError(f"sample_i2v: {len(images)} images for {len(prompts)} prompts: give one first frame each")
-    return _sample(sampler, prompts, [_as_image(image) for image in images], negative, settings, lora)
+
+    def first_frame(image: Image.Image) -> Callable[[int, int], dict[str, Any]]:
+        # re-compressed here, deterministically (video_io)
+        return lambda width, height: {"image": h264_roundtrip(ImageOps.fit(image, (width, height), Image.LANCZOS),
+                                                              sampler.flavour.image_crf), "image_crf": 0}
+
+    return _sample(sampler, prompts, [("i2v", first_frame(_as_image(image))) for image in images], negative,
+                   settings, lora)
+
+
+def sample_ic(
+    sampler: Sampler,
+    prompts: Sequence[ValidationPrompt],
+    references: Sequence[torch.Tensor],
+    negative: ValidationPrompt | None,
+    settings: ValidationSettings,
+    *,
+    downscale: int = 1,
+    lora: str | Path | None = None,
+) -> list[Sample]:
+    """IC-LoRA: `references[i]` (uint8 frames [F, H, W, 3]) conditions the videos of `prompts[i]` through diffusers'
+    LTX2InContextPipeline, at each resolution / `downscale` (ltx2_reference_spatial_scale_factor), strength 1."""
+    from diffusers.pipelines.ltx2.pipeline_ltx2_ic_lora import LTX2ReferenceCondition
+
+    if len(references) != len(prompts):
+        raise ValueError(f"sample_ic: {len(references)} references for {len(prompts)} prompts: give one each")
+
+    def conditioned_on(frames: torch.Tensor) -> Callable[[int, int], dict[str, Any]]:
+        condition = LTX2ReferenceCondition(frames=list(frames.numpy()), strength=1.0)
+        return lambda width, height: {"reference_conditions": [condition], "reference_downscale_factor": downscale}
+
+    return _sample(sampler, prompts, [("ic", conditioned_on(r)) for r in references], negative, settings, lora)
 
 
 def _sample(
     sampler: Sampler,
     prompts: Sequence[ValidationPrompt],
-    images: Sequence[Image.Image | None],
+    requests: Sequence[tuple[Mode, Callable[[int, int], dict[str, Any]]]],
     negative: ValidationPrompt | None,
     settings: ValidationSettings,
     lora: str | Path | None,
 ) -> list[Sample]:
+    """Per prompt, its (mode, the pipeline's extra arguments at a width and height), at every resolution."""
     if settings.guided and negative is None:
         raise ValueError(
             f"validation_guidance {settings.guidance} / audio {settings.audio_guidance} > 1 needs the negative "
@@ -223,16 +257,12 @@ def _sample(
     lora_file = _lora_file(Path(lora)) if lora is not None else None
     samples = []
     with _lora_applied(sampler, lora_file), _eval_mode(sampler.t2v.transformer):
-        for index, (prompt, image) in enumerate(zip(prompts, images, strict=True)):
+        for index, (prompt, (mode, extra_at)) in enumerate(zip(prompts, requests, strict=True)):
             for width, height in settings.resolutions:
-                mode: Mode = "t2v" if image is None else "i2v"
                 log.info("validation %s sample %d/%d at %dx%d%s: %.60s", mode, index + 1, len(prompts), width,
                          height, f" with {lora_file}" if lora_file else "", prompt.text)
-                pipe = sampler.t2v if image is None else sampler.i2v
-                extra = {} if image is None else {  # re-compressed here, deterministically (video_io)
-                    "image": h264_roundtrip(ImageOps.fit(image, (width, height), Image.LANCZOS),
-                                            sampler.flavour.image_crf),
-                    "image_crf": 0}
+                pipe = {"t2v": sampler.t2v, "i2v": sampler.i2v, "ic": sampler.ic}[mode]
+                extra = extra_at(width, height)
                 with _global_rng(settings.seed, sampler.device):
                     video_latents, audio_latents = pipe(
                         prompt_embeds=embeds[index : index + 1], prompt_attention_mask=masks[index : index + 1],

@@ -204,8 +204,12 @@ def test_an_audio_only_dataset_encodes_no_video_and_trains_an_audio_lora(work):
         pipeline(config=work["config"], databackend=work["backend"], storage=work["storage"], stages=["train"])
 
 
-def test_an_ic_lora_dataset_caches_each_clip_s_reference_and_trains_with_it(tmp_path, prefect_api, tiny):
+@pytest.mark.parametrize("flavour", ["2.0", "2.3", "2.5"])
+def test_an_ic_lora_dataset_caches_each_clip_s_reference_trains_and_validates_with_it(tmp_path, prefect_api,
+                                                                                     tiny_of, flavour):
     from ltx2core.media.synth import write_clip
+
+    tiny_of(flavour)
 
     clips, refs = tmp_path / "clips", tmp_path / "refs"
     for folder, seed in ((clips, 0), (refs, 10)):
@@ -223,11 +227,15 @@ def test_an_ic_lora_dataset_caches_each_clip_s_reference_and_trains_with_it(tmp_
     out = tmp_path / "output" / "ic"
     config.write_text(json.dumps(json.loads(config.read_text()) | {
         "output_dir": str(out), "max_train_steps": 2, "lora_rank": 4, "mixed_precision": "no",
-        "ltx2_reference_spatial_scale_factor": 2}))
+        "ltx2_reference_spatial_scale_factor": 2, "model_flavour": flavour, "validation_using_datasets": True,
+        "eval_dataset_id": "clips", "validation_resolution": "64x64", "validation_num_video_frames": 9,
+        "validation_num_inference_steps": 2}))
     store_uri = str(tmp_path / "store")
     reports = pipeline(config=str(config), databackend=str(backend), storage=store_uri,
-                       stages=[*CACHE_STAGES, "train"])
+                       stages=[*CACHE_STAGES, "train", "validate"])
     assert [r["done"] for r in reports if r["stage"] == "train"] == [2]
+    validations = Store.open(store_uri).read("validations").to_pylist()
+    assert sorted(v["mode"] for v in validations) == ["ic", "ic"]  # the two clips that have a reference
     rows = Store.open(store_uri).read("latents").to_pylist()
     (missing,) = [r["error"] for r in rows if r["error"]]
     assert "c.mp4: no reference video c.* in" in missing
@@ -236,4 +244,4 @@ def test_an_ic_lora_dataset_caches_each_clip_s_reference_and_trains_with_it(tmp_
     for r in encoded:
         video = from_record(r["latents"], r["latents_shape"], r["latents_dtype"])
         reference = from_record(r["reference_latents"], r["reference_latents_shape"], r["reference_latents_dtype"])
-        assert video.shape == (8, 5, 2, 2) and reference.shape == (8, 5, 1, 1)  # 64x64 clips, 32x32 references
+        assert video.shape[1:] == (5, 2, 2) and reference.shape[1:] == (5, 1, 1)  # 64x64 clips, 32x32 references
