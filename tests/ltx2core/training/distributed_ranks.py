@@ -26,6 +26,7 @@ import torch
 
 from ltx2core.models import loading
 from ltx2core.models.source import resolve_source
+from ltx2core.models.text import projection_widths
 from ltx2core.training.checkpoint import checkpoint_folder
 from ltx2core.training.data import BucketBatches, TrainExample
 from ltx2core.training.distributed import (
@@ -37,11 +38,12 @@ from ltx2core.training.distributed import (
     rank_device,
     shard_base,
 )
+from ltx2core.training.flow_matching import sigma_sampler
 from ltx2core.training.loop import TrainResult, TrainSettings, ValidateCallback, train
 from ltx2core.training.lora import LoraSpec, add_lora, target_modules
 from ltx2core.validation.sampling import ValidationPrompt, load_sampler, sample_t2v
 from ltx2core.validation.settings import ValidationSettings
-from tests.ltx2core.training.helpers import CAPTION_CHANNELS, LATENT_CHANNELS, MemorySource, make_examples
+from tests.ltx2core.training.helpers import LATENT_CHANNELS, MemorySource, make_examples
 
 STEPS, RESUME_AT = 4, 2
 RANKS = 2
@@ -49,9 +51,14 @@ WIDE = (LATENT_CHANNELS, 2, 2, 4)  # a second bucket: 128x64 pixels
 VALIDATION = ValidationSettings(guidance=1.0, audio_guidance=1.0, steps=2, resolutions=((64, 64),), num_frames=9)
 
 
-def examples() -> dict[str, TrainExample]:
+def text_width(flavour: str) -> int:
+    """The flavour's cached caption width (2.3+ caches the connectors' per-modality projections)."""
+    return sum(projection_widths(loading.load_connectors(resolve_source("tiny", flavour), dtype=torch.float32)))
+
+
+def examples(flavour: str = "2.0") -> dict[str, TrainExample]:
     """Two buckets: four square clips and three wide ones, so some steps leave a rank without a clip."""
-    square = make_examples(4, audio=True)
+    square = make_examples(4, audio=True, text_width=text_width(flavour))
     generator = torch.Generator().manual_seed(1)
     wide = {
         f"wide{i}": TrainExample(key=f"wide{i}", latents=torch.randn(WIDE, generator=generator),
@@ -68,65 +75,74 @@ def batches() -> BucketBatches:
     return BucketBatches(buckets, batch_size=1, seed=3)
 
 
-def settings(output_dir: Path, max_steps: int, *, accumulation: int, device: str = "cpu") -> TrainSettings:
+def settings(output_dir: Path, max_steps: int, *, accumulation: int, device: str = "cpu",
+             flavour: str = "2.0") -> TrainSettings:
     # Dropout, I2V conditioning and audio make every random stream matter; lr is large so 4 steps move the LoRA.
+    # The flavour's own noise levels and transformer call, as the train stage sets them (keys.train_settings).
+    source = resolve_source("tiny", flavour)
     return TrainSettings(output_dir=output_dir, max_steps=max_steps,
-                         text_max_length=resolve_source("tiny").text_max_length, model="tiny", learning_rate=1e-2,
+                         text_max_length=source.text_max_length, model="tiny", learning_rate=1e-2,
                          seed=5, first_frame_p=0.5,
                          gradient_accumulation_steps=accumulation, checkpointing_steps=RESUME_AT, mixed_precision="no",
-                         validation_steps=STEPS, device=device)
+                         validation_steps=STEPS, device=device, flavour=flavour,
+                         sigmas=sigma_sampler(source.flavour.distilled, loading.load_scheduler(source).config),
+                         cross_timestep=source.flavour.use_cross_timestep)
 
 
-def lora_transformer(*, seed: int = 1, device: torch.device | str = "cpu") -> Any:
-    transformer = loading.load_transformer(resolve_source("tiny"), dtype=torch.float32)
+def lora_transformer(*, seed: int = 1, device: torch.device | str = "cpu", flavour: str = "2.0") -> Any:
+    transformer = loading.load_transformer(resolve_source("tiny", flavour), dtype=torch.float32)
     add_lora(transformer, LoraSpec(4, 4, 0.1, tuple(target_modules(None, with_audio=True))), seed=seed)
     return transformer.to(device)
 
 
 def run(transformer: Any, output_dir: Path, max_steps: int, *, world: World = SINGLE, accumulation: int = 1,
         resume_from: Path | None = None, source: MemorySource | None = None, device: str = "cpu",
-        on_validate: ValidateCallback | None = None) -> TrainResult:
-    connectors = loading.load_connectors(resolve_source("tiny"), dtype=torch.float32, device=device)
-    return train(transformer, source or MemorySource(examples()), batches(), connectors=connectors,
-                 settings=settings(output_dir, max_steps, accumulation=accumulation, device=device),
+        on_validate: ValidateCallback | None = None, flavour: str = "2.0") -> TrainResult:
+    connectors = loading.load_connectors(resolve_source("tiny", flavour), dtype=torch.float32, device=device)
+    return train(transformer, source or MemorySource(examples(flavour)), batches(), connectors=connectors,
+                 settings=settings(output_dir, max_steps, accumulation=accumulation, device=device, flavour=flavour),
                  resume_from=resume_from, world=world, on_validate=on_validate)
 
 
-def sample_into(path: Path, transformer: Any, device: torch.device) -> ValidateCallback:
+def sample_into(path: Path, transformer: Any, device: torch.device, flavour: str = "2.0") -> ValidateCallback:
     """Validation with the training transformer, as the train stage does: one T2V sample, its frames saved."""
-    prompt = ValidationPrompt("a fox", torch.randn(5, CAPTION_CHANNELS, generator=torch.Generator().manual_seed(7)))
+    prompt = ValidationPrompt("a fox", torch.randn(5, text_width(flavour), generator=torch.Generator().manual_seed(7)))
 
     def on_validate(step: int) -> None:
-        sampler = load_sampler(resolve_source("tiny"), device=device, dtype=torch.float32, transformer=transformer)
+        sampler = load_sampler(resolve_source("tiny", flavour), device=device, dtype=torch.float32,
+                               transformer=transformer)
         [sample] = sample_t2v(sampler, [prompt], None, VALIDATION)
         torch.save(sample.frames, path)
 
     return on_validate
 
 
-def main(out: Path, device_type: str) -> None:
+def main(out: Path, device_type: str, flavour: str = "2.0") -> None:
     torch.set_num_threads(1)
     world = join_world(device_type)
     device = rank_device(world, device_type)
     served: dict[str, list[list[str]]] = {}
 
     def interrupted(name: str, fsdp: bool) -> bool:
-        source, sharded = MemorySource(examples()), True
+        source, sharded = MemorySource(examples(flavour)), True
         for max_steps, resume, seed in ((RESUME_AT, None, 1), (STEPS, checkpoint_folder(out / name, RESUME_AT), 99)):
-            transformer = lora_transformer(seed=seed, device=device)  # the resumed one starts from another init
+            # the resumed one starts from another init
+            transformer = lora_transformer(seed=seed, device=device, flavour=flavour)
             if fsdp:
                 shard_base(transformer)
                 sharded = sharded and is_sharded(transformer)
-            validate = sample_into(out / f"{name}-sample-rank{world.rank}.pt", transformer, device) if fsdp else None
+            validate = sample_into(out / f"{name}-sample-rank{world.rank}.pt", transformer, device,
+                                   flavour) if fsdp else None
             run(transformer, out / name, max_steps, world=world, resume_from=resume, source=source,
-                device=str(device), on_validate=validate)
+                device=str(device), on_validate=validate, flavour=flavour)
         served[name] = [list(keys) for keys in source.served]
         return sharded
 
-    source = MemorySource(examples())
-    transformer = lora_transformer(device=device)
+    source = MemorySource(examples(flavour))
+    transformer = lora_transformer(device=device, flavour=flavour)
     run(transformer, out / "straight", STEPS, world=world, source=source, device=str(device),
-        on_validate=sample_into(out / f"straight-sample-rank{world.rank}.pt", transformer, device))
+        on_validate=sample_into(out / f"straight-sample-rank{world.rank}.pt", transformer, device, flavour),
+        flavour=flavour)
     served["straight"] = [list(keys) for keys in source.served]
     interrupted("resumed", fsdp=False)
     sharded = interrupted("fsdp", fsdp=True)
@@ -136,4 +152,4 @@ def main(out: Path, device_type: str) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "cpu")
+    main(Path(sys.argv[1]), *sys.argv[2:4])

@@ -28,8 +28,10 @@ BUCKET = "64x64@9"
 
 
 def make_examples(
-    count: int, *, seed: int = 0, audio: bool = False, frame_rate: float = 25.0
+    count: int, *, seed: int = 0, audio: bool = False, frame_rate: float = 25.0, text_width: int = CAPTION_CHANNELS
 ) -> dict[str, TrainExample]:
+    """`text_width`: the cached caption features' channels (2.0's tiny Gemma width; 2.3+: the connectors'
+    projection widths, models/text.projection_widths)."""
     generator = torch.Generator().manual_seed(seed)
     examples = {}
     for i in range(count):
@@ -37,7 +39,7 @@ def make_examples(
         examples[key] = TrainExample(
             key=key,
             latents=torch.randn(LATENT_SHAPE, generator=generator),
-            text_features=torch.randn(3 + i, CAPTION_CHANNELS, generator=generator),
+            text_features=torch.randn(3 + i, text_width, generator=generator),
             frame_rate=frame_rate,
             audio_latents=torch.randn(AUDIO_TOKENS, AUDIO_CHANNELS, generator=generator) if audio else None,
         )

@@ -86,8 +86,9 @@ def test_a_mode_without_an_audio_dataset_is_refused_at_load(tmp_path) -> None:
     from ltx2core.config.load import ConfigError, load_project
 
     (tmp_path / "config.json").write_text(json.dumps({"output_dir": "o", "audio_video_mode": "audio_to_video"}))
-    (tmp_path / "backend.json").write_text(json.dumps([{"id": "clips", "dataset_type": "video", "resolution": 64,
-                                                        "instance_data_dir": str(tmp_path), "video": {"num_frames": 9}}]))
+    clips = {"id": "clips", "dataset_type": "video", "resolution": 64, "instance_data_dir": str(tmp_path),
+             "video": {"num_frames": 9}}
+    (tmp_path / "backend.json").write_text(json.dumps([clips]))
     with pytest.raises(ConfigError, match="no enabled video dataset in .* has an audio block"):
         load_project(tmp_path / "config.json", tmp_path / "backend.json")
 

@@ -1,7 +1,8 @@
 """Data-parallel training on two processes (torchrun) against one process with the same global batch.
 
 The ranks run on the CPU over gloo, and (marked gpu) on two GPUs over NCCL against a one-process reference on
-one of the GPUs.
+one of the GPUs; each on the tiny model of LTX-2.0, 2.3 and 2.5 (the GPUs: 2.0 and 2.3), trained as the train stage
+trains that flavour (its noise levels and transformer call).
 
 One torchrun launch (distributed_ranks.py) trains three runs on two ranks; the tests compare their
 checkpoints with one-process runs here. Two ranks with gradient accumulation 1 take the same batches and draw
@@ -48,18 +49,33 @@ LAUNCH_TIMEOUT_S = 300
 two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 
 
-@pytest.fixture(scope="module", params=["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, two_gpus])])
-def device(request: pytest.FixtureRequest) -> str:
-    """Where the ranks and the one-process reference train: the CPU (gloo), or GPUs (NCCL; the reference on GPU 0)."""
-    return request.param
+@pytest.fixture(scope="module", params=["cpu/2.0", "cpu/2.3", "cpu/2.5",
+                                        pytest.param("cuda/2.0", marks=[pytest.mark.gpu, two_gpus]),
+                                        pytest.param("cuda/2.3", marks=[pytest.mark.gpu, two_gpus])])
+def launch(request: pytest.FixtureRequest, tiny_of: Any) -> tuple[str, str]:
+    """(where the ranks and the one-process reference train: the CPU (gloo), or GPUs (NCCL; the reference on
+    GPU 0), the tiny model's flavour)."""
+    device, flavour = request.param.split("/")
+    tiny_of(flavour)  # built once, before two ranks would race to build it
+    return device, flavour
 
 
 @pytest.fixture(scope="module")
-def two_ranks(device: str, tiny: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def device(launch: tuple[str, str]) -> str:
+    return launch[0]
+
+
+@pytest.fixture(scope="module")
+def flavour(launch: tuple[str, str]) -> str:
+    return launch[1]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(device: str, flavour: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder distributed_ranks.py trained into, on two ranks."""
-    out = tmp_path_factory.mktemp(f"two-ranks-{device}")
+    out = tmp_path_factory.mktemp(f"two-ranks-{device}-{flavour}")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks.RANKS}",
-               "-m", "tests.ltx2core.training.distributed_ranks", str(out), device]
+               "-m", "tests.ltx2core.training.distributed_ranks", str(out), device, flavour]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(
                               filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
@@ -69,15 +85,15 @@ def two_ranks(device: str, tiny: Any, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="module")
-def reference(device: str, tiny: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def reference(device: str, flavour: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One process, gradient accumulation 2: the same global batch as two ranks with accumulation 1."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        transformer = ranks.lora_transformer(device=device)
-        source = ranks.MemorySource(ranks.examples())
-        ranks.run(transformer, tmp_path_factory.mktemp(f"reference-{device}"), ranks.STEPS,
-                  accumulation=ranks.RANKS, source=source, device=device)
+        transformer = ranks.lora_transformer(device=device, flavour=flavour)
+        source = ranks.MemorySource(ranks.examples(flavour))
+        ranks.run(transformer, tmp_path_factory.mktemp(f"reference-{device}-{flavour}"), ranks.STEPS,
+                  accumulation=ranks.RANKS, source=source, device=device, flavour=flavour)
     finally:
         torch.set_num_threads(threads)
     return {"lora": lora_state_dict(transformer), "served": [list(keys) for keys in source.served]}
@@ -143,15 +159,15 @@ def test_validation_samples_once_with_ddp_and_on_every_rank_with_fsdp(two_ranks)
     assert (fsdp.int() - ddp.int()).abs().max().item() <= SAMPLE_LEVELS
 
 
-def test_a_two_rank_checkpoint_resumes_on_one_process(two_ranks, tmp_path, caplog) -> None:
+def test_a_two_rank_checkpoint_resumes_on_one_process(two_ranks, flavour, tmp_path, caplog) -> None:
     # The same config on one process: the global batch halves, so the epoch's remaining order is cut anew.
     # On the CPU, also after two GPUs: a checkpoint holds no random state that would tie it to its devices.
     shutil.copytree(two_ranks / "resumed", tmp_path, dirs_exist_ok=True)
     shutil.rmtree(checkpoint_folder(tmp_path, ranks.STEPS))
-    source = ranks.MemorySource(ranks.examples())
+    source = ranks.MemorySource(ranks.examples(flavour))
     with caplog.at_level(logging.WARNING, logger="ltx2core.training.data"):
-        result = ranks.run(ranks.lora_transformer(seed=99), tmp_path, ranks.STEPS, source=source,
-                           resume_from=checkpoint_folder(tmp_path, ranks.RESUME_AT))
+        result = ranks.run(ranks.lora_transformer(seed=99, flavour=flavour), tmp_path, ranks.STEPS, source=source,
+                           resume_from=checkpoint_folder(tmp_path, ranks.RESUME_AT), flavour=flavour)
     assert result.step == ranks.STEPS and result.steps_run == ranks.STEPS - ranks.RESUME_AT
     assert "steps took 2 batches of 1 clips, now 1" in caplog.text
     # it continues where BucketBatches puts a two-batch position at one batch per step

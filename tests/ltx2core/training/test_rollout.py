@@ -12,7 +12,6 @@ import torch
 from ltx2core.config.train import TrainConfig
 from ltx2core.keys import rollout as rollout_of
 from ltx2core.training.data import collate
-from ltx2core.training.lora import lora_state_dict
 from ltx2core.training.rollout import ONE_TIMESTEP, Rollout, draw_steps
 from ltx2core.training.step import model_inputs
 from tests.ltx2core.training.helpers import make_examples, train_steps
@@ -101,9 +100,11 @@ def test_simpletuner_s_keys_map_to_the_rollout_and_what_cannot_work_is_refused()
     assert rollout_of(config(scheduled_sampling_max_step_offset=8)) is None  # a chance of 0 throughout: off
     assert rollout_of(config(scheduled_sampling_max_step_offset=8, scheduled_sampling_probability=0.3)) == Rollout(
         max_step_offset=8, probability=0.3)
-    assert rollout_of(config(scheduled_sampling_max_step_offset=8, scheduled_sampling_ramp_steps=200)).ramp_steps == 200
+    ramped = rollout_of(config(scheduled_sampling_max_step_offset=8, scheduled_sampling_ramp_steps=200))
+    assert ramped.ramp_steps == 200
     with pytest.raises(ValueError, match="scheduled_sampling_reflexflow is not implemented here"):
-        config(scheduled_sampling_max_step_offset=8, scheduled_sampling_probability=1, scheduled_sampling_reflexflow=True)
+        config(scheduled_sampling_max_step_offset=8, scheduled_sampling_probability=1,
+               scheduled_sampling_reflexflow=True)
     with pytest.raises(ValueError, match="scheduled sampling with fsdp_enable is not supported"):
         config(scheduled_sampling_max_step_offset=8, scheduled_sampling_probability=1, fsdp_enable=True,
                num_processes=2)
