@@ -52,15 +52,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.train_bench import (  # noqa: E402
-    _default_dtype,
     _free,
     _gib,
     _sync,
     device_slug,
 )
-from ltx2core.models import full_size  # noqa: E402
 from ltx2core.models.source import TEXT_MAX_LENGTH as TEXT_MAX_LENGTH_1024  # noqa: E402
-from ltx2core.validation.sampling import Sampler, ValidationPrompt, _ConnectorOutputs, sample_t2v  # noqa: E402
+from ltx2core.validation.sampling import ValidationPrompt, load_sampler, sample_t2v  # noqa: E402
 from ltx2core.validation.settings import MemoryOptions, ValidationSettings  # noqa: E402
 
 GIB = 2**30
@@ -102,70 +100,12 @@ def make_sizes(tiny: bool, steps: int | None) -> Sizes:
 # ---- components and the sampler
 
 
-def build_components(sizes: Sizes) -> dict[str, Any]:
-    """transformer, vae, audio_vae, vocoder, scheduler and the real connectors, frozen, on the device (the
-    connectors on the CPU, where `load_sampler` keeps them)."""
-    if sizes.tiny:
-        from ltx2core.models import loading
-        from ltx2core.models.source import resolve_source
+def model_source(sizes: Sizes) -> Any:
+    """The tiny model, or LTX-2.0 at full size with random weights drawn on the device (models/random_weights.py):
+    `load_sampler` loads either as the validate stage does, transformer placement included."""
+    from ltx2core.models.source import resolve_source
 
-        source = resolve_source("tiny")
-        return dict(
-            transformer=loading.load_transformer(source, dtype=sizes.dtype),
-            vae=loading.load_vae(source, dtype=sizes.dtype),
-            audio_vae=loading.load_audio_vae(source, dtype=sizes.dtype),
-            vocoder=loading.load_vocoder(source, dtype=sizes.dtype), scheduler=loading.load_scheduler(source),
-            connectors=loading.load_connectors(source, dtype=sizes.dtype),
-        )
-    from diffusers import (
-        AutoencoderKLLTX2Audio,
-        AutoencoderKLLTX2Video,
-        FlowMatchEulerDiscreteScheduler,
-        LTX2VideoTransformer3DModel,
-    )
-    from diffusers.pipelines.ltx2 import LTX2TextConnectors, LTX2Vocoder
-
-    torch.manual_seed(0)
-    with _default_dtype(sizes.dtype), torch.device(sizes.device):  # random init straight on the GPU
-        models = dict(
-            transformer=LTX2VideoTransformer3DModel.from_config(full_size.transformer("2.0")),
-            vae=AutoencoderKLLTX2Video(  # the ratios must be given (A2: the constructor would say 64/16)
-                decoder_causal=False, spatial_compression_ratio=32, temporal_compression_ratio=8),
-            audio_vae=AutoencoderKLLTX2Audio(),  # the class defaults are LTX-2.0's (A2)
-            vocoder=LTX2Vocoder(),
-            connectors=LTX2TextConnectors(**full_size.connectors("2.0")),
-        )
-    for model in models.values():
-        model.eval().requires_grad_(False)
-    models["connectors"].to("cpu")
-    scheduler = FlowMatchEulerDiscreteScheduler(  # LTX-2.0's non-distilled schedule (A2)
-        use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05, base_image_seq_len=1024, max_image_seq_len=4096,
-        shift_terminal=0.1,
-    )
-    return dict(models, scheduler=scheduler)
-
-
-def assemble(components: dict[str, Any], memory: MemoryOptions, sizes: Sizes) -> Sampler:
-    """The `Sampler` `load_sampler` would return for these components, transformer placement included."""
-    from diffusers import LTX2ImageToVideoPipeline, LTX2Pipeline
-
-    device, transformer = sizes.device, components["transformer"]
-    if memory.group_offload:
-        transformer.to("cpu")
-        transformer.enable_group_offload(
-            onload_device=device, offload_device=torch.device("cpu"), offload_type=memory.offload_type,
-            num_blocks_per_group=memory.blocks_per_group if memory.offload_type == "block_level" else None,
-            use_stream=memory.use_stream,
-        )
-    else:
-        transformer.to(device)
-    parts = {name: components[name] for name in ("transformer", "vae", "audio_vae", "vocoder", "scheduler")}
-    parts.update(connectors=_ConnectorOutputs(device, sizes.dtype), text_encoder=None, tokenizer=None)
-    t2v, i2v = LTX2Pipeline(**parts), LTX2ImageToVideoPipeline(**parts)
-    for pipe in (t2v, i2v):
-        pipe.set_progress_bar_config(disable=True)
-    return Sampler(t2v=t2v, i2v=i2v, connectors=components["connectors"], text_max_length=sizes.text_max_length,
-                   device=device, dtype=sizes.dtype, vae_options=memory.vae)
+    return resolve_source("tiny" if sizes.tiny else "random", "2.0")
 
 
 def random_prompts(sizes: Sizes, caption_channels: int) -> tuple[ValidationPrompt, ValidationPrompt]:
@@ -203,16 +143,21 @@ def transformer_calls(transformer: torch.nn.Module, device: torch.device) -> Ite
             handle.remove()
 
 
-def run_row(name: str, memory: MemoryOptions, components: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
+def run_row(name: str, memory: MemoryOptions, source: Any, sizes: Sizes) -> dict[str, Any]:
     device, settings = sizes.device, sizes.settings
     width, height = settings.resolutions[0]
     record: dict[str, Any] = {"row": name, "clip": f"{width}x{height}x{settings.num_frames}", "steps": settings.steps,
                               "guidance": settings.guidance, "memory": _memory_label(memory)}
     try:
         t0 = time.perf_counter()
-        sampler = assemble(components, memory, sizes)
+        sampler = load_sampler(source, device=device, dtype=sizes.dtype, memory=memory)
         record["setup_s"] = round(time.perf_counter() - t0, 1)
-        prompt, negative = random_prompts(sizes, components["connectors"].config.caption_channels)
+        transformer = sampler.t2v.transformer
+        record["transformer_params"] = sum(p.numel() for p in transformer.parameters())
+        record["weights_gib"] = {name: _weights_gib(getattr(sampler.t2v, name)) for name in
+                                 ("transformer", "vae", "audio_vae", "vocoder")} | {
+                                     "connectors": _weights_gib(sampler.connectors)}
+        prompt, negative = random_prompts(sizes, sampler.connectors.config.caption_channels)
         _free(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -220,7 +165,7 @@ def run_row(name: str, memory: MemoryOptions, components: dict[str, Any], sizes:
         # Two steps: one would give the scheduler a zero-width shift_terminal stretch (NaN sigmas).
         record["warmup_s"] = round(_timed(lambda: sample_t2v(sampler, [prompt], negative,
                                                              replace(settings, steps=WARMUP_STEPS)))[1], 2)
-        with transformer_calls(components["transformer"], device) as calls:
+        with transformer_calls(transformer, device) as calls:
             samples, seconds = _timed(lambda: sample_t2v(sampler, [prompt], negative, settings))
             ended = time.perf_counter()
         denoise = calls[-1][1] - calls[0][0]
@@ -317,18 +262,12 @@ def main() -> None:
     path = out / f"validate-{device_slug(device, sizes.tiny)}-{facts['date']}.json"
     print(json.dumps(facts), flush=True)
 
-    t0 = time.perf_counter()
-    components = build_components(sizes)
-    facts["build_s"] = round(time.perf_counter() - t0, 1)
-    facts["weights_gib"] = {name: _weights_gib(model) for name, model in components.items()
-                            if isinstance(model, torch.nn.Module)}
-    facts["transformer_params"] = sum(p.numel() for p in components["transformer"].parameters())
-
+    source = model_source(sizes)
     records: list[dict[str, Any]] = []
     print(header(), flush=True)
     for name, memory in memory_rows.items():
         t0 = time.perf_counter()
-        record = run_row(name, memory, components, sizes)
+        record = run_row(name, memory, source, sizes)
         record["row_s"] = round(time.perf_counter() - t0, 1)
         records.append(record)
         print(format_row(record), flush=True)
