@@ -1,7 +1,8 @@
-r"""Several-GPU LoRA training benchmark: one GPU vs data parallel on 2 GPUs vs FSDP2 on 2 GPUs, full-size LTX-2.0.
+r"""Several-GPU LoRA training benchmark: one GPU vs data parallel on 2 GPUs vs FSDP2 on 2 GPUs, full-size LTX-2.x.
 
 What runs is the real training loop (ltx2core.training.loop.train, as the train stage calls it on every rank)
-on the full-size LTX-2.0 transformer (18.9 B parameters) and text connectors with RANDOM bf16 weights
+on the full-size transformer of `--flavour` (2.0 by default; 18.9 B parameters) and its text connectors with RANDOM
+bf16 weights (the random model source: ltx2core/models/random_weights.py)
 (bench/train_bench.py's configs), built on each rank's GPU; nothing is downloaded, times and memory are real,
 values are not. Synthetic 768x512x121 video-only clips (6,144 video tokens; 200 cached caption-feature tokens
 through the connectors once, as the train stage does, the connectors then moved off the GPU; the audio stream
@@ -24,7 +25,8 @@ repository root, with carry [".whl"] (about 3 minutes):
     .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit; PYTHONUNBUFFERED=1 python3 bench/multigpu_bench.py
 Here, the same code on the tiny model, the CPU and gloo, in float32 (a smoke test of this script):
   .venv/bin/python bench/multigpu_bench.py --tiny --steps 2 --warmup 0
-Writes JSON to --out DIR, else $OUT, else bench/results (multigpu-<device>-<date>.json), and prints a table.
+Writes JSON to --out DIR, else $OUT, else bench/results (multigpu-<flavour>-<device>-<date>.json), and prints a
+table.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ltx2core.models.loading import load_scheduler  # noqa: E402
 from ltx2core.training.audio_stream import park_audio_stream  # noqa: E402
 from ltx2core.training.data import BucketBatches, TrainExample, expand_captions  # noqa: E402
 from ltx2core.training.distributed import (  # noqa: E402
@@ -59,6 +62,7 @@ from ltx2core.training.distributed import (  # noqa: E402
     shard_base,
     sum_gradients,
 )
+from ltx2core.training.flow_matching import sigma_sampler  # noqa: E402
 from ltx2core.training.loop import TrainSettings, train  # noqa: E402
 from ltx2core.training.lora import LoraSpec, add_lora, target_modules  # noqa: E402
 
@@ -74,43 +78,27 @@ LAUNCH_TIMEOUT_S = 900
 # ---- one rank
 
 
-def build(tiny: bool, device: torch.device) -> tuple[Any, Any, int]:
-    """(transformer, connectors, text_max_length), frozen, on `device`: the tiny model, or full size at random."""
-    if tiny:
-        from ltx2core.models.loading import load_connectors, load_transformer
-        from ltx2core.models.source import resolve_source
-        from ltx2core.models.tiny import TEXT_MAX_LENGTH
+def build(tiny: bool, device: torch.device, flavour: str) -> tuple[Any, Any, Any]:
+    """(transformer, connectors, model source), frozen, on `device`: the flavour's tiny model, or its full size
+    with random weights drawn on the device (models/random_weights.py)."""
+    from ltx2core.models.loading import load_connectors, load_transformer
+    from ltx2core.models.source import resolve_source
 
-        source = resolve_source("tiny")
-        transformer = load_transformer(source, dtype=torch.float32, device=device)
-        return transformer, load_connectors(source, dtype=torch.float32, device=device), TEXT_MAX_LENGTH
-    from diffusers import LTX2VideoTransformer3DModel
-    from diffusers.pipelines.ltx2 import LTX2TextConnectors
-
-    from ltx2core.models import full_size
-    from ltx2core.models.source import TEXT_MAX_LENGTH as TEXT_MAX_LENGTH_1024
-
-    torch.manual_seed(0)
-    saved = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        with torch.device(device):  # random init straight on the GPU
-            transformer = LTX2VideoTransformer3DModel.from_config(full_size.transformer("2.0"))
-            connectors = LTX2TextConnectors(**full_size.connectors("2.0"))
-    finally:
-        torch.set_default_dtype(saved)
-    transformer.requires_grad_(False)
-    return transformer, connectors.eval().requires_grad_(False), TEXT_MAX_LENGTH_1024
+    source = resolve_source("tiny" if tiny else "random", flavour)
+    dtype = torch.float32 if tiny else torch.bfloat16
+    transformer = load_transformer(source, dtype=dtype, device=device)
+    return transformer, load_connectors(source, dtype=dtype, device=device), source
 
 
 def clip(transformer: Any, connectors: Any, tiny: bool) -> TrainExample:
     """One synthetic clip as the store hands it to the loop: float32 tensors on the host."""
     from ltx2core.models.scale import LTX2
+    from ltx2core.models.text import projection_widths
 
     width, height, frames = (64, 64, 9) if tiny else FULL_CLIP
     generator = torch.Generator().manual_seed(0)
     latent_dims = (LTX2.latent_frames(frames), height // LTX2.spatial, width // LTX2.spatial)
-    caption_channels = connectors.config.caption_channels
+    caption_channels = sum(projection_widths(connectors))  # what the text cache holds for the flavour
     return TrainExample(
         key="bench", latents=torch.randn(transformer.config.in_channels, *latent_dims, generator=generator),
         text_features=torch.randn(20 if tiny else CAPTION_TOKENS, caption_channels, generator=generator),
@@ -128,7 +116,7 @@ class SameClip:
         return [self.example for _ in keys]
 
 
-def run_mode(mode: str, *, tiny: bool, warmup: int, steps: int) -> dict[str, Any] | None:
+def run_mode(mode: str, *, tiny: bool, warmup: int, steps: int, flavour: str) -> dict[str, Any] | None:
     """Train warmup + steps steps on this rank; rank 0 returns the mode's record."""
     device_type = "cpu" if tiny else "cuda"
     world = join_world(device_type)
@@ -136,7 +124,8 @@ def run_mode(mode: str, *, tiny: bool, warmup: int, steps: int) -> dict[str, Any
     if tiny:
         torch.set_num_threads(1)
     t0 = time.perf_counter()
-    transformer, connectors, text_max_length = build(tiny, device)
+    transformer, connectors, source = build(tiny, device, flavour)
+    text_max_length = source.text_max_length
     park_audio_stream(transformer)  # video-only, as the train stage does
     params = add_lora(transformer, LoraSpec(RANK, RANK, 0.0, tuple(target_modules(None, with_audio=False))), seed=SEED)
     if mode == "fsdp2":
@@ -156,7 +145,9 @@ def run_mode(mode: str, *, tiny: bool, warmup: int, steps: int) -> dict[str, Any
     with tempfile.TemporaryDirectory(prefix="multigpu-bench-") as folder:  # the loop's final checkpoint
         settings = TrainSettings(output_dir=Path(folder), max_steps=total, text_max_length=text_max_length,
                                  model="bench", learning_rate=1e-4, seed=SEED, mixed_precision="bf16",
-                                 gradient_checkpointing=True, checkpointing_steps=total, device=str(device))
+                                 gradient_checkpointing=True, checkpointing_steps=total, device=str(device),
+                                 sigmas=sigma_sampler(source.flavour.distilled, load_scheduler(source).config),
+                                 cross_timestep=source.flavour.use_cross_timestep)
         result = train(transformer, SameClip(example), batches, connectors=connectors,
                        settings=settings, world=world)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
@@ -219,7 +210,7 @@ def launch(mode: str, args: argparse.Namespace, parts: Path) -> dict[str, Any]:
     part = parts / f"{mode}.json"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={MODES[mode]}",
                str(Path(__file__).resolve()), "--worker", mode, "--out", str(part), "--steps", str(args.steps),
-               "--warmup", str(args.warmup), *(["--tiny"] if args.tiny else [])]
+               "--warmup", str(args.warmup), "--flavour", args.flavour, *(["--tiny"] if args.tiny else [])]
     print(f"== {mode}: {' '.join(command)}", flush=True)
     t0 = time.perf_counter()
     try:
@@ -256,12 +247,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per mode, after the warm-up")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--out", type=Path, help="folder for the JSON (default $OUT, else bench/results)")
+    parser.add_argument("--flavour", default="2.0", help="2.0, 2.3, 2.5 (the distilled ones have the same shapes)")
     parser.add_argument("--worker", choices=list(MODES), help=argparse.SUPPRESS)  # one rank, under torchrun
     args = parser.parse_args()
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be at least 1 and --warmup 0 or more")
     if args.worker:
-        record = run_mode(args.worker, tiny=args.tiny, warmup=args.warmup, steps=args.steps)
+        record = run_mode(args.worker, tiny=args.tiny, warmup=args.warmup, steps=args.steps, flavour=args.flavour)
         if record is not None:
             args.out.write_text(json.dumps(record, indent=1) + "\n")
         return
@@ -278,11 +270,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     device = "cpu (tiny, gloo)" if args.tiny else torch.cuda.get_device_name(0)
     facts = {"mode": "tiny (CPU, float32, gloo)" if args.tiny else "full size, RANDOM bf16 weights, 768x512x121",
+             "flavour": args.flavour,
              "device": device if not args.tiny else platform.processor() or "cpu", "torch": torch.__version__,
              "diffusers": diffusers.__version__, "date": date.today().isoformat(), "steps": args.steps,
              "warmup": args.warmup, "lora_rank": RANK, "batch_per_gpu": 1}
     slug = "tiny" if args.tiny else device.lower().replace("nvidia ", "").split()[0]
-    path = out / f"multigpu-{slug}-{facts['date']}.json"
+    path = out / f"multigpu-{args.flavour}-{slug}-{facts['date']}.json"
     records = []
     with tempfile.TemporaryDirectory(prefix="multigpu-parts-") as parts:
         for mode in modes:
