@@ -2,8 +2,7 @@ r"""Several-GPU LoRA training benchmark: one GPU vs data parallel on 2 GPUs vs F
 
 What runs is the real training loop (ltx2core.training.loop.train, as the train stage calls it on every rank)
 on the full-size transformer of `--flavour` (2.0 by default; 18.9 B parameters) and its text connectors with RANDOM
-bf16 weights (the random model source: ltx2core/models/random_weights.py)
-(bench/train_bench.py's configs), built on each rank's GPU; nothing is downloaded, times and memory are real,
+bf16 weights (the random model source, ltx2core/models/random_weights.py), drawn on each rank's GPU; nothing is downloaded, times and memory are real,
 values are not. Synthetic 768x512x121 video-only clips (6,144 video tokens; 200 cached caption-feature tokens
 through the connectors once, as the train stage does, the connectors then moved off the GPU; the audio stream
 parked on the host, as the train stage does on video-only data: audio_stream.py), batch 1 per GPU, LoRA r32
