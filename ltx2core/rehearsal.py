@@ -131,9 +131,14 @@ def write_rehearsal_configs(config_path: Path, backend: list[dict[str, Any]], wo
         settings["validation_prompt"] = caption(0)  # so that the validate stage samples something
     for key in ("pretrained_transformer_model_name_or_path", "text_encoder_path", "data_backend_config"):
         settings.pop(key, None)
+    # IC-LoRA: a conditioning dataset's references are the synthetic clips of the dataset that names it
+    references = {b.get("conditioning_data"): clip_folders[b["id"]] for b in backend
+                  if b.get("id") in clip_folders and b.get("conditioning_data")}
     blocks = []
     for block in backend:
         block = dict(block)
+        if block.get("dataset_type") == "conditioning" and block.get("id") in references:
+            block["instance_data_dir"] = str(references[block["id"]])
         if block.get("id") in clip_folders:
             block |= {"instance_data_dir": str(clip_folders[block["id"]]), "caption_strategy": "textfile",
                       "type": "local"}

@@ -43,8 +43,9 @@ def test_the_rehearsal_config_changes_the_model_data_output_and_steps_and_keeps_
                                 "text_encoder_path": "/models/gemma", "lora_rank": 64, "musubi_blocks_to_swap": 8,
                                 "output_dir": "/runs/mine", "max_train_steps": 3000, "validation_prompt": "a cat"}))
     backend = [{"id": "clips", "dataset_type": "video", "instance_data_dir": "/data/clips", "resolution": 512,
-                "caption_strategy": "parquet", "video": {"num_frames": 121}},
-               {"id": "text-embeds", "dataset_type": "text_embeds", "default": True}]
+                "caption_strategy": "parquet", "video": {"num_frames": 121}, "conditioning_data": "refs"},
+               {"id": "text-embeds", "dataset_type": "text_embeds", "default": True},
+               {"id": "refs", "dataset_type": "conditioning", "instance_data_dir": "/data/refs"}]
     work = tmp_path / "work"
     work.mkdir()
     config_file, backend_file = write_rehearsal_configs(
@@ -55,7 +56,8 @@ def test_the_rehearsal_config_changes_the_model_data_output_and_steps_and_keeps_
     assert config["output_dir"] == str(work / "output") and config["max_train_steps"] == 8
     assert config["lora_rank"] == 64 and config["validation_prompt"] == "a cat" and config["model_flavour"] == "2.3"
     assert config["base_model_precision"] == "fp8-e4m3fn" and config["musubi_blocks_to_swap"] == 32  # the try's
-    video, text = json.loads(backend_file.read_text())
+    video, text, refs = json.loads(backend_file.read_text())
+    assert refs["instance_data_dir"] == str(work / "clips")  # IC-LoRA: the synthetic clips are their references
     assert video["instance_data_dir"] == str(work / "clips") and video["caption_strategy"] == "textfile"
     assert video["resolution"] == 384 and video["video"] == {"num_frames": 121}  # x0.75, length kept
     assert text == backend[1]
