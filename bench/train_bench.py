@@ -97,6 +97,7 @@ from ltx2core.models.text import projection_widths  # noqa: E402
 from ltx2core.training.data import TrainBatch, TrainExample, collate  # noqa: E402
 from ltx2core.training.lora import LoraSpec, add_lora, target_modules  # noqa: E402
 from ltx2core.training.optim import make_optimizer  # noqa: E402
+from ltx2core.training.rollout import Rollout  # noqa: E402
 from ltx2core.training.step import training_step  # noqa: E402
 
 GIB = 2**30
@@ -171,6 +172,8 @@ class Row:
     selective_blocks: int | None = None  # selective: how many blocks keep their outputs (None = all)
     precap: bool = False  # the caption expanded once (data.expand_captions) and the connectors moved off the GPU
     park: bool = False  # video-only: the audio stream parked on the host (audio_stream.park_audio_stream)
+    rollout: int = 0  # scheduled sampling on every clip, k drawn from 0..rollout (training/rollout.py); 0 = off
+    reference: int = 0  # IC-LoRA: a reference at the clip's size / this, packed after its tokens; 0 = none
     default: bool = True
     estimate_s: float = 15.0  # full size on one H100, row setup included
 
@@ -230,6 +233,10 @@ ROWS = (  # in run order: LoRA changes kept few, model-changing rows last
     Row("ours-blockswap16-park-precap-768", "ours", block_swap=SWAP_BLOCKS, precap=True, park=True, default=False,
         estimate_s=40),
     Row("ours-fp8-park-precap-768", "ours", fp8=True, precap=True, park=True, default=False, estimate_s=30),
+    # Training modes (issue #19), each beside ours-precap-768: scheduled sampling on every clip with k in 0..10
+    # (5 extra forward passes a step on average), and an IC-LoRA reference at half resolution (+1/4 tokens).
+    Row("ours-precap-rollout10-768", "ours", precap=True, rollout=10, default=False, estimate_s=40),
+    Row("ours-precap-ic2-768", "ours", precap=True, reference=2, default=False, estimate_s=20),
     Row("ours-int8-park-precap-768", "ours", int8=True, precap=True, park=True, default=False, estimate_s=40),
     Row("ours-fp8-bf16lora-sac-compile-park-precap-768", "ours", fp8=True, bf16_lora=True, compile=True,
         recompute="selective", precap=True, park=True, default=False, estimate_s=60),
@@ -439,6 +446,8 @@ def random_text_batch(sizes: Sizes, example: TrainExample, widths: tuple[int, in
         audio_text=embeds(widths[1]),
         text_mask=torch.ones(1, length, dtype=torch.long, device=device), frame_rates=(example.frame_rate,),
         audio_latents=None if audio is None else audio[None].to(device, dtype),
+        reference_latents=None if example.reference_latents is None else example.reference_latents[None].to(
+            device, dtype),
     )
 
 
@@ -483,19 +492,22 @@ def baseline_step(sizes: Sizes, transformer: Any, params: list[torch.nn.Paramete
 
 
 def our_step(sizes: Sizes, transformer: Any, params: list[torch.nn.Parameter], example: TrainExample,
-             connectors: Any, batch: TrainBatch | None, generator: torch.Generator) -> Callable[[], float]:
+             connectors: Any, batch: TrainBatch | None, generator: torch.Generator,
+             rollout: Rollout | None = None) -> Callable[[], float]:
     """One optimizer step as ltx2core.training.loop.train takes it (gradient accumulation 1)."""
     device = sizes.device
     dtype = compute_dtype("bf16", device)
     optimizer = make_optimizer("adamw", params, learning_rate=LEARNING_RATE)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda" and dtype != torch.float32)
+    steps = iter(range(1, 1 << 30))
 
     def step() -> float:
         clip = batch if batch is not None else collate(
             [example], connectors=connectors, text_max_length=sizes.text_max_length, device=device, dtype=dtype)
         with autocast:
             output = training_step(transformer, clip, generator=generator,
-                                   cross_timestep=sizes.flavour.use_cross_timestep)
+                                   cross_timestep=sizes.flavour.use_cross_timestep, rollout=rollout,
+                                   step=next(steps))
         output.loss.backward()
         loss = output.loss.item()
         torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
@@ -620,6 +632,15 @@ def run_row(bench: Bench, row: Row, steps: int, flop_counts: dict[tuple[Any, ...
         # (without connectors the features are not read: random connector-shaped text stands in, or the baseline's)
         caption_channels = sum(projection_widths(connectors)) if connectors is not None else 1
         example = make_example(sizes, shape, transformer.config, caption_channels, row.audio)
+        if row.reference:  # random latents at the clip's size / the factor, the same frames
+            from dataclasses import replace
+
+            frames, height, width = shape.latent_dims
+            # the tiny clip's 2x3 latent grid does not halve: a full-size reference there
+            factor = row.reference if height % row.reference == 0 and width % row.reference == 0 else 1
+            record["reference_factor"] = factor
+            example = replace(example, reference_latents=torch.randn(
+                transformer.config.in_channels, frames, height // factor, width // factor))
         if row.precap:  # as the train stage does when the run's captions fit in host memory
             from dataclasses import replace
 
@@ -644,7 +665,8 @@ def run_row(bench: Bench, row: Row, steps: int, flop_counts: dict[tuple[Any, ...
             step = baseline_step(sizes, transformer, params, shape, row.audio)
         else:
             batch = None if row.connectors else random_text_batch(sizes, example, context_widths(transformer.config))
-            step = our_step(sizes, transformer, params, example, connectors, batch, generator)
+            rollout = Rollout(max_step_offset=row.rollout, probability=1.0) if row.rollout else None
+            step = our_step(sizes, transformer, params, example, connectors, batch, generator, rollout)
         if row.tread:
             from ltx2core.training.tread import Route, TreadRouter
 
