@@ -24,6 +24,8 @@ from ltx2core.data.fingerprint import fingerprint
 from ltx2core.data.tensors import from_record, to_record
 from ltx2core.keys import (
     has_validation_prompts,
+    latent_key,
+    latent_model,
     model_source,
     run_id,
     sampling_memory,
@@ -140,7 +142,10 @@ def run_validation(store: Store, config: TrainConfig, datasets: list[VideoDatase
     else:
         samples = sample_t2v(sampler, t2v_prompts, negative, settings, lora=lora) if t2v_prompts else []
     eval_dataset = next((d for d in datasets if d.id == config.eval_dataset_id), None)
-    if clips and eval_dataset is not None and eval_dataset.reference_dir is not None:  # an IC-LoRA
+    if clips and config.audio_video_mode == "video_to_audio":  # foley: each eval clip's video, a sound for it
+        videos = [_cached_video(store, config, source, eval_dataset, s) for _, s in clips]
+        samples += sample_audio(sampler, i2v_prompts, negative, settings, lora=lora, videos=videos)
+    elif clips and eval_dataset is not None and eval_dataset.reference_dir is not None:  # an IC-LoRA
         references = references_of(store, eval_dataset)
         paired = [p for p, (_, s) in zip(i2v_prompts, clips, strict=True) if s["path"] in references]
         frames = [decode_frames(r["path"], _full_size_plan(s, r)) for _, s in clips
@@ -154,6 +159,20 @@ def run_validation(store: Store, config: TrainConfig, datasets: list[VideoDatase
         return []
     with_lora = lora is not None or transformer is not None
     return [_store_sample(store, config, source, s, step, settings, with_lora) for s in samples]
+
+
+def _cached_video(store: Store, config: TrainConfig, source: ModelSource, dataset: VideoDataset,
+                  sample: dict) -> tuple:
+    """(the clip's cached latents, its frames as trained, fps): what a video_to_audio LoRA conditions on."""
+    references = references_of(store, dataset)
+    reference = references.get(sample["path"])
+    key = latent_key(sample, dataset, latent_model(source, config), reference and reference["video_id"])
+    rows = store.read("latents", where=f"{sql_eq('key', key)} AND error IS NULL").to_pylist()
+    if not rows:
+        raise ValueError(f"validation of a video_to_audio LoRA needs the latents of {sample['path']}: run the "
+                         "latents stage first")
+    latents = from_record(rows[0]["latents"], rows[0]["latents_shape"], rows[0]["latents_dtype"]).float()
+    return latents, decode_frames(sample["path"], clip_plan(sample)), float(rows[0]["frame_rate"])
 
 
 def _full_size_plan(sample: dict, reference: dict):

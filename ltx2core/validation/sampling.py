@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ from ltx2core.validation.video_io import h264_roundtrip
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["t2v", "i2v", "ic", "audio"]
+Mode = Literal["t2v", "i2v", "ic", "audio", "v2a"]
 STILL_SIZE = 64  # the black still frame an audio-only sample's mp4 shows, in pixels
 LORA_ADAPTER = "validation"
 
@@ -289,11 +290,16 @@ def sample_audio(
     settings: ValidationSettings,
     *,
     lora: str | Path | None = None,
+    videos: Sequence[tuple[torch.Tensor, torch.Tensor, float]] | None = None,
 ) -> list[Sample]:
-    """Audio-only samples (an audio-only LoRA, trained with the modalities isolated): the audio stream denoised
-    alone beside one zero video token it never attends to, as audio_only training runs it; the flavour's schedule
-    shifted for the audio's token count, classifier-free guidance at `audio_guidance`. The sample's frames are a
-    black still frame for the audio's duration."""
+    """Audio samples, the audio stream denoised with the flavour's schedule (shifted for the audio's token count)
+    and classifier-free guidance at `audio_guidance`.
+
+    Without `videos` (an audio-only LoRA, trained with the modalities isolated): beside one zero video token it
+    never attends to, as audio_only training runs it; the frames are a black still frame for the audio's duration.
+    With `videos` (a video_to_audio LoRA): per prompt (clean normalised latents [C, F, H, W], the clip's uint8
+    frames, fps), the video is the clean condition at timestep 0 that the audio attends to, as that training
+    runs it; the frames are the clip's, the sound the generated one (mode "v2a")."""
     from diffusers.pipelines.ltx2.pipeline_ltx2 import calculate_shift, retrieve_timesteps
 
     if settings.audio_guidance > 1 and negative is None:
@@ -303,9 +309,8 @@ def sample_audio(
     embeds, masks = _connector_outputs(sampler, [*prompts, *([negative] if negative is not None else [])])
     video_width = pipe.connectors.video_width
     guided = settings.audio_guidance > 1
-    duration_s = settings.num_frames / settings.frame_rate
-    length = round(duration_s * pipe.audio_sampling_rate / pipe.audio_hop_length
-                   / pipe.audio_vae_temporal_compression_ratio)
+    if videos is not None and len(videos) != len(prompts):
+        raise ValueError(f"sample_audio: {len(videos)} videos for {len(prompts)} prompts: give one each")
     mel_bins = audio_vae.config.mel_bins // pipe.audio_vae_mel_compression_ratio
     lora_file = _lora_file(Path(lora)) if lora is not None else None
     samples = []
@@ -314,9 +319,22 @@ def sample_audio(
             log.info("validation audio sample %d/%d%s: %.60s", index + 1, len(prompts),
                      f" with {lora_file}" if lora_file else "", prompt.text)
             rows = [index, len(embeds) - 1] if guided else [index]
+            if videos is None:  # one zero token, never attended to
+                video = torch.zeros(len(rows), 1, transformer.config.in_channels, device=device, dtype=sampler.dtype)
+                grid, fps, frames = (1, 1, 1), settings.frame_rate, None
+            else:
+                clean, frames, fps = videos[index]
+                grid = tuple(clean.shape[1:])
+                video = clean.permute(1, 2, 3, 0).reshape(1, -1, clean.shape[0]).expand(len(rows), -1, -1)
+                video = video.to(device, sampler.dtype)
+            pixel_frames = settings.num_frames if frames is None else frames.shape[0]
+            length = round(pixel_frames / fps * pipe.audio_sampling_rate / pipe.audio_hop_length
+                           / pipe.audio_vae_temporal_compression_ratio)
             text, mask = embeds[rows], masks[rows]
             scheduler = copy.deepcopy(pipe.scheduler)
-            mu = calculate_shift(length, scheduler.config.get("base_image_seq_len", 1024),
+            # shifted as training drew the noise levels: by the audio's tokens alone, by the video's beside it
+            tokens = length if videos is None else math.prod(grid)
+            mu = calculate_shift(tokens, scheduler.config.get("base_image_seq_len", 1024),
                                  scheduler.config.get("max_image_seq_len", 4096),
                                  scheduler.config.get("base_shift", 0.95), scheduler.config.get("max_shift", 2.05))
             sigmas = list(settings.sigmas) if settings.sigmas else list(
@@ -327,8 +345,7 @@ def sample_audio(
                     1, num_channels_latents=audio_vae.config.latent_channels, audio_latent_length=length,
                     num_mel_bins=audio_vae.config.mel_bins, dtype=torch.float32, device=device,
                     generator=torch.Generator("cpu").manual_seed(settings.seed))
-                video = torch.zeros(len(rows), 1, transformer.config.in_channels, device=device, dtype=sampler.dtype)
-                coords = transformer.rope.prepare_video_coords(len(rows), 1, 1, 1, device, fps=settings.frame_rate)
+                coords = transformer.rope.prepare_video_coords(len(rows), *grid, device, fps=fps)
                 for t in timesteps:
                     step = t.expand(len(rows)).to(device)
                     zero = torch.zeros_like(step)
@@ -337,8 +354,8 @@ def sample_audio(
                         encoder_hidden_states=text[..., :video_width],
                         audio_encoder_hidden_states=text[..., video_width:],
                         encoder_attention_mask=mask, audio_encoder_attention_mask=mask, timestep=zero,
-                        audio_timestep=step, sigma=zero, audio_sigma=step, num_frames=1, height=1, width=1,
-                        audio_num_frames=length, video_coords=coords, isolate_modalities=True,
+                        audio_timestep=step, sigma=zero, audio_sigma=step, num_frames=grid[0], height=grid[1],
+                        width=grid[2], audio_num_frames=length, video_coords=coords, isolate_modalities=videos is None,
                         use_cross_timestep=sampler.flavour.use_cross_timestep, return_dict=False)
                     audio = audio.float()
                     if guided:  # row 0 the prompt, row 1 the negative
@@ -346,11 +363,12 @@ def sample_audio(
                     latents = scheduler.step(audio, t, latents, return_dict=False)[0]
                 latents = pipe._denormalize_audio_latents(latents, audio_vae.latents_mean, audio_vae.latents_std)
                 waveform = _decode_audio(pipe, pipe._unpack_audio_latents(latents, length, num_mel_bins=mel_bins))
+            if frames is None:
+                frames = torch.zeros(settings.num_frames, STILL_SIZE, STILL_SIZE, 3, dtype=torch.uint8)
             samples.append(Sample(
-                frames=torch.zeros(settings.num_frames, STILL_SIZE, STILL_SIZE, 3, dtype=torch.uint8), audio=waveform,
-                sample_rate=int(pipe.vocoder.config.output_sampling_rate), frame_rate=settings.frame_rate,
-                prompt=prompt.text, resolution=(STILL_SIZE, STILL_SIZE), seed=settings.seed, mode="audio",
-                lora=lora_file,
+                frames=frames, audio=waveform, sample_rate=int(pipe.vocoder.config.output_sampling_rate),
+                frame_rate=fps, prompt=prompt.text, resolution=(frames.shape[2], frames.shape[1]), seed=settings.seed,
+                mode="audio" if videos is None else "v2a", lora=lora_file,
             ))
     return samples
 

@@ -163,6 +163,18 @@ def test_the_audio_conditioned_modes_train_from_the_pipeline(work, mode):
         assert all(float(r["video_loss"]) == 0 and float(r["loss"]) == float(r["audio_loss"]) > 0 for r in rows)
     else:  # the loss is the video's alone; no audio loss is computed
         assert all(r["audio_loss"] == "" and float(r["loss"]) == float(r["video_loss"]) > 0 for r in rows)
+        return
+    # Foley validation: each eval clip's own frames, with a sound generated for its cached video latents.
+    config.write_text(json.dumps(json.loads(config.read_text()) | {
+        "validation_using_datasets": True, "eval_dataset_id": "clips", "validation_num_inference_steps": 2}))
+    (report,) = pipeline(config=work["config"], databackend=work["backend"], storage=work["storage"],
+                         stages=["validate"])
+    rows = Store.open(work["storage"]).read("validations").to_pylist()
+    assert report["done"] == len(rows) >= 1 and {r["mode"] for r in rows} == {"v2a"}
+    for row in rows:
+        with av.open(row["video_path"]) as container:
+            video, audio = container.streams.video[0], container.streams.audio[0]
+            assert (video.width, video.height) == (row["width"], row["height"]) and video.frames > 1 and audio
 
 
 def test_an_audio_only_dataset_encodes_no_video_and_trains_an_audio_lora(work):
