@@ -48,6 +48,17 @@ def _artifacts_of_last_run() -> dict:
     return {a.key: a for a in found if a.key}
 
 
+def _audio_project(work, name: str, audio: dict | None = None, **train) -> Path:
+    """The work's clips as an audio dataset (silence for the clips without sound), trained into output/<name>;
+    `train` overrides config.json keys. Returns the output folder."""
+    config, _ = write_configs(work["root"], work["data"], audio={"sample_rate": 16000, "channels": 2,
+                                                                 "allow_zero_audio": True} | (audio or {}))
+    out = work["root"] / "output" / name
+    config.write_text(json.dumps(json.loads(config.read_text()) | {
+        "output_dir": str(out), "max_train_steps": 2, "lora_rank": 4, "mixed_precision": "no"} | train))
+    return out
+
+
 def run(work, **kw) -> dict[tuple[str, str], dict]:
     reports = pipeline(config=work["config"], databackend=work["backend"], storage=work["storage"],
                        stages=CACHE_STAGES, **kw)
@@ -129,12 +140,7 @@ def test_a_dataset_with_audio_caches_audio_latents(work):
 
 
 def test_an_audio_dataset_trains_both_modalities_with_the_auto_weight_and_shows_both_losses(work):
-    config, backend = write_configs(work["root"], work["data"], audio={"sample_rate": 16000, "channels": 2,
-                                                                       "allow_zero_audio": True})
-    out = work["root"] / "output" / "av"
-    config.write_text(json.dumps(json.loads(config.read_text()) | {
-        "output_dir": str(out), "max_train_steps": 3, "lora_rank": 4, "mixed_precision": "no",
-        "audio_loss_weight": "auto"}))
+    out = _audio_project(work, "av", max_train_steps=3, audio_loss_weight="auto")
     reports = pipeline(config=work["config"], databackend=work["backend"], storage=work["storage"],
                        stages=[*CACHE_STAGES, "train"])
     assert [r["done"] for r in reports if r["stage"] == "train"] == [3]
@@ -148,12 +154,8 @@ def test_an_audio_dataset_trains_both_modalities_with_the_auto_weight_and_shows_
 
 @pytest.mark.parametrize("mode", ["video_to_audio", "audio_to_video"])
 def test_the_audio_conditioned_modes_train_from_the_pipeline(work, mode):
-    config, _ = write_configs(work["root"], work["data"], audio={"sample_rate": 16000, "channels": 2,
-                                                                 "allow_zero_audio": True})
-    out = work["root"] / "output" / mode
-    config.write_text(json.dumps(json.loads(config.read_text()) | {
-        "output_dir": str(out), "max_train_steps": 2, "lora_rank": 4, "mixed_precision": "no",
-        "audio_video_mode": mode}))
+    out = _audio_project(work, mode, audio_video_mode=mode)
+    config = Path(work["config"])
     reports = pipeline(config=work["config"], databackend=work["backend"], storage=work["storage"],
                        stages=[*CACHE_STAGES, "train"])
     assert [r["done"] for r in reports if r["stage"] == "train"] == [2]
@@ -178,12 +180,8 @@ def test_the_audio_conditioned_modes_train_from_the_pipeline(work, mode):
 
 
 def test_an_audio_only_dataset_encodes_no_video_and_trains_an_audio_lora(work):
-    config, _ = write_configs(work["root"], work["data"], audio={"sample_rate": 16000, "channels": 2,
-                                                                 "allow_zero_audio": True, "audio_only": True})
-    out = work["root"] / "output" / "audio"
-    config.write_text(json.dumps(json.loads(config.read_text()) | {
-        "output_dir": str(out), "max_train_steps": 2, "lora_rank": 4, "mixed_precision": "no",
-        "audio_video_mode": "audio_only"}))
+    out = _audio_project(work, "audio", {"audio_only": True}, audio_video_mode="audio_only")
+    config = Path(work["config"])
     reports = pipeline(config=work["config"], databackend=work["backend"], storage=work["storage"],
                        stages=[*CACHE_STAGES, "train"])
     assert [r["done"] for r in reports if r["stage"] == "train"] == [2]

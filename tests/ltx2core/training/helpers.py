@@ -76,3 +76,12 @@ def train_steps(
         connectors = copy.deepcopy(connectors).to(device, compute_dtype(mixed_precision, torch.device(device)))
     train(transformer, MemorySource(examples), batches, connectors=connectors, settings=settings)
     return lora_state_dict(transformer)
+
+
+def randomised(model: Any, seed: int = 5) -> Any:
+    """`model` in eval mode with random LoRA weights (lora_B starts at zero, so a fresh LoRA does nothing)."""
+    generator = torch.Generator().manual_seed(seed)
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data = torch.randn(param.shape, generator=generator) * 0.1
+    return model.eval()

@@ -12,15 +12,11 @@ import torch
 from ltx2core.config.train import TrainConfig
 from ltx2core.training.data import collate
 from ltx2core.training.step import model_inputs, training_step
-from tests.ltx2core.training.helpers import make_examples
+from tests.ltx2core.training.helpers import make_examples, randomised
 
 
 def _setup(lora_transformer: Callable[..., Any], connectors: Any, text_max_length: int):
-    transformer = lora_transformer(with_audio=True)
-    generator = torch.Generator().manual_seed(5)
-    for param in transformer.parameters():  # a LoRA that does something (lora_B starts at zero)
-        if param.requires_grad:
-            param.data = torch.randn(param.shape, generator=generator) * 0.1
+    transformer = randomised(lora_transformer(with_audio=True))
     batch = collate(list(make_examples(2, audio=True).values()), connectors=connectors,
                     text_max_length=text_max_length, device="cpu", dtype=torch.float32)
     return transformer, batch

@@ -14,15 +14,7 @@ from ltx2core.keys import rollout as rollout_of
 from ltx2core.training.data import collate
 from ltx2core.training.rollout import ONE_TIMESTEP, Rollout, draw_steps
 from ltx2core.training.step import model_inputs
-from tests.ltx2core.training.helpers import make_examples, train_steps
-
-
-def _randomised(model: Any) -> Any:
-    generator = torch.Generator().manual_seed(5)
-    for param in model.parameters():  # a LoRA that does something (lora_B starts at zero)
-        if param.requires_grad:
-            param.data = torch.randn(param.shape, generator=generator) * 0.1
-    return model.eval()
+from tests.ltx2core.training.helpers import make_examples, randomised, train_steps
 
 
 def test_a_run_whose_chance_is_zero_trains_the_lora_of_a_run_without_rollout(
@@ -41,7 +33,7 @@ def test_a_run_whose_chance_is_zero_trains_the_lora_of_a_run_without_rollout(
 def test_the_rolled_out_input_is_the_model_s_own_euler_steps_down_to_the_training_sigma(
     lora_transformer: Callable[..., Any], connectors: Any, text_max_length: int, first_frame_p: float
 ) -> None:
-    transformer = _randomised(lora_transformer(with_audio=True))
+    transformer = randomised(lora_transformer(with_audio=True))
     batch = collate(list(make_examples(1).values()), connectors=connectors, text_max_length=text_max_length,
                     device="cpu", dtype=torch.float32)
     rollout = Rollout(max_step_offset=6, probability=1.0)

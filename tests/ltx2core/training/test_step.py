@@ -11,7 +11,7 @@ from diffusers import LTX2Pipeline
 
 from ltx2core.training.data import TrainBatch, TrainExample, collate
 from ltx2core.training.step import masked_mse, model_inputs, training_step
-from tests.ltx2core.training.helpers import AUDIO_CHANNELS, AUDIO_TOKENS, LATENT_SHAPE, make_examples
+from tests.ltx2core.training.helpers import AUDIO_CHANNELS, AUDIO_TOKENS, LATENT_SHAPE, make_examples, randomised
 
 TOKENS_PER_FRAME = LATENT_SHAPE[2] * LATENT_SHAPE[3]
 DUMMY_AUDIO_TOKENS = 5
@@ -27,12 +27,7 @@ def _generator() -> torch.Generator:
 
 @pytest.fixture
 def transformer(lora_transformer: Callable[..., Any]) -> Any:
-    model = lora_transformer(with_audio=True)
-    generator = torch.Generator().manual_seed(5)
-    for param in model.parameters():  # a LoRA that does something (lora_B starts at zero)
-        if param.requires_grad:
-            param.data = torch.randn(param.shape, generator=generator) * 0.1
-    return model.eval()
+    return randomised(lora_transformer(with_audio=True))
 
 
 def test_video_only_prediction_ignores_the_audio_stream(
