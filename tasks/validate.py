@@ -45,6 +45,7 @@ from ltx2core.validation.sampling import (
     sample_i2v,
     sample_ic,
     sample_t2v,
+    sample_video_from_audio,
 )
 from ltx2core.validation.settings import MemoryOptions, ValidationSettings
 from ltx2core.validation.video_io import first_frame_of, write_mp4, write_wav
@@ -143,8 +144,14 @@ def run_validation(store: Store, config: TrainConfig, datasets: list[VideoDatase
         samples = sample_t2v(sampler, t2v_prompts, negative, settings, lora=lora) if t2v_prompts else []
     eval_dataset = next((d for d in datasets if d.id == config.eval_dataset_id), None)
     if clips and config.audio_video_mode == "video_to_audio":  # foley: each eval clip's video, a sound for it
-        videos = [_cached_video(store, config, source, eval_dataset, s) for _, s in clips]
+        cached = [_cached_latents(store, config, source, eval_dataset, s) for _, s in clips]
+        videos = [(row["latents"], decode_frames(s["path"], clip_plan(s)), row["frame_rate"])
+                  for row, (_, s) in zip(cached, clips, strict=True)]
         samples += sample_audio(sampler, i2v_prompts, negative, settings, lora=lora, videos=videos)
+    elif clips and config.audio_video_mode == "audio_to_video":  # each eval clip's sound, a video for it
+        cached = [_cached_latents(store, config, source, eval_dataset, s) for _, s in clips]
+        sounds = [(row["audio_latents"], tuple(row["latents"].shape[1:]), row["frame_rate"]) for row in cached]
+        samples += sample_video_from_audio(sampler, i2v_prompts, sounds, negative, settings, lora=lora)
     elif clips and eval_dataset is not None and eval_dataset.reference_dir is not None:  # an IC-LoRA
         references = references_of(store, eval_dataset)
         paired = [p for p, (_, s) in zip(i2v_prompts, clips, strict=True) if s["path"] in references]
@@ -161,18 +168,19 @@ def run_validation(store: Store, config: TrainConfig, datasets: list[VideoDatase
     return [_store_sample(store, config, source, s, step, settings, with_lora) for s in samples]
 
 
-def _cached_video(store: Store, config: TrainConfig, source: ModelSource, dataset: VideoDataset,
-                  sample: dict) -> tuple:
-    """(the clip's cached latents, its frames as trained, fps): what a video_to_audio LoRA conditions on."""
-    references = references_of(store, dataset)
-    reference = references.get(sample["path"])
+def _cached_latents(store: Store, config: TrainConfig, source: ModelSource, dataset: VideoDataset,
+                    sample: dict) -> dict:
+    """The eval clip's cached latents row as tensors (latents, audio_latents) and its frame_rate: what an
+    audio-conditioned LoRA's validation conditions on."""
+    reference = references_of(store, dataset).get(sample["path"])
     key = latent_key(sample, dataset, latent_model(source, config), reference and reference["video_id"])
     rows = store.read("latents", where=f"{sql_eq('key', key)} AND error IS NULL").to_pylist()
     if not rows:
-        raise ValueError(f"validation of a video_to_audio LoRA needs the latents of {sample['path']}: run the "
-                         "latents stage first")
-    latents = from_record(rows[0]["latents"], rows[0]["latents_shape"], rows[0]["latents_dtype"]).float()
-    return latents, decode_frames(sample["path"], clip_plan(sample)), float(rows[0]["frame_rate"])
+        raise ValueError(f"validation of an {config.audio_video_mode} LoRA needs the latents of {sample['path']}: "
+                         "run the latents stage first")
+    row = rows[0]
+    return {name: from_record(row[name], row[f"{name}_shape"], row[f"{name}_dtype"]).float()
+            for name in ("latents", "audio_latents")} | {"frame_rate": float(row["frame_rate"])}
 
 
 def _full_size_plan(sample: dict, reference: dict):

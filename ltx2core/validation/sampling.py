@@ -52,7 +52,7 @@ from ltx2core.validation.video_io import h264_roundtrip
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["t2v", "i2v", "ic", "audio", "v2a"]
+Mode = Literal["t2v", "i2v", "ic", "audio", "v2a", "a2v"]
 STILL_SIZE = 64  # the black still frame an audio-only sample's mp4 shows, in pixels
 LORA_ADAPTER = "validation"
 
@@ -300,8 +300,6 @@ def sample_audio(
     With `videos` (a video_to_audio LoRA): per prompt (clean normalised latents [C, F, H, W], the clip's uint8
     frames, fps), the video is the clean condition at timestep 0 that the audio attends to, as that training
     runs it; the frames are the clip's, the sound the generated one (mode "v2a")."""
-    from diffusers.pipelines.ltx2.pipeline_ltx2 import calculate_shift, retrieve_timesteps
-
     if settings.audio_guidance > 1 and negative is None:
         raise ValueError(f"audio guidance {settings.audio_guidance} > 1 needs the negative prompt's features")
     pipe, device = sampler.t2v, sampler.device
@@ -331,15 +329,8 @@ def sample_audio(
             length = round(pixel_frames / fps * pipe.audio_sampling_rate / pipe.audio_hop_length
                            / pipe.audio_vae_temporal_compression_ratio)
             text, mask = embeds[rows], masks[rows]
-            scheduler = copy.deepcopy(pipe.scheduler)
             # shifted as training drew the noise levels: by the audio's tokens alone, by the video's beside it
-            tokens = length if videos is None else math.prod(grid)
-            mu = calculate_shift(tokens, scheduler.config.get("base_image_seq_len", 1024),
-                                 scheduler.config.get("max_image_seq_len", 4096),
-                                 scheduler.config.get("base_shift", 0.95), scheduler.config.get("max_shift", 2.05))
-            sigmas = list(settings.sigmas) if settings.sigmas else list(
-                np.linspace(1.0, 1 / settings.steps, settings.steps))
-            timesteps, _ = retrieve_timesteps(scheduler, len(sigmas), device, sigmas=sigmas, mu=mu)
+            scheduler, timesteps = _schedule(pipe, settings, length if videos is None else math.prod(grid), device)
             with _global_rng(settings.seed, device):
                 latents = pipe.prepare_audio_latents(
                     1, num_channels_latents=audio_vae.config.latent_channels, audio_latent_length=length,
@@ -371,6 +362,86 @@ def sample_audio(
                 mode="audio" if videos is None else "v2a", lora=lora_file,
             ))
     return samples
+
+
+def sample_video_from_audio(
+    sampler: Sampler,
+    prompts: Sequence[ValidationPrompt],
+    conditions: Sequence[tuple[torch.Tensor, tuple[int, int, int], float]],
+    negative: ValidationPrompt | None,
+    settings: ValidationSettings,
+    *,
+    lora: str | Path | None = None,
+) -> list[Sample]:
+    """An audio_to_video LoRA's samples: per prompt (clean packed normalised audio latents [T, C], the video's latent
+    grid (F, H, W), fps), the video denoised beside the clean audio at timestep 0, as that training runs it (the
+    flavour's schedule shifted by the video's tokens, classifier-free guidance at `guidance`); the sound is the
+    condition's (mode "a2v")."""
+    if settings.guidance > 1 and negative is None:
+        raise ValueError(f"guidance {settings.guidance} > 1 needs the negative prompt's features")
+    if len(conditions) != len(prompts):
+        raise ValueError(f"sample_video_from_audio: {len(conditions)} sounds for {len(prompts)} prompts")
+    pipe, device = sampler.t2v, sampler.device
+    transformer, vae, audio_vae = pipe.transformer, pipe.vae, pipe.audio_vae
+    embeds, masks = _connector_outputs(sampler, [*prompts, *([negative] if negative is not None else [])])
+    video_width = pipe.connectors.video_width
+    guided = settings.guidance > 1
+    lora_file = _lora_file(Path(lora)) if lora is not None else None
+    samples = []
+    with _lora_applied(sampler, lora_file), _eval_mode(transformer), torch.no_grad():
+        for index, (prompt, (audio, grid, fps)) in enumerate(zip(prompts, conditions, strict=True)):
+            log.info("validation a2v sample %d/%d%s: %.60s", index + 1, len(prompts),
+                     f" with {lora_file}" if lora_file else "", prompt.text)
+            rows = [index, len(embeds) - 1] if guided else [index]
+            text, mask = embeds[rows], masks[rows]
+            sound = audio[None].expand(len(rows), -1, -1).to(device, sampler.dtype)
+            scheduler, timesteps = _schedule(pipe, settings, math.prod(grid), device)
+            with _global_rng(settings.seed, device):
+                latents = torch.randn(1, math.prod(grid), transformer.config.in_channels,
+                                      generator=torch.Generator("cpu").manual_seed(settings.seed)).to(device)
+                coords = transformer.rope.prepare_video_coords(len(rows), *grid, device, fps=fps)
+                for t in timesteps:
+                    step = t.expand(len(rows)).to(device)
+                    zero = torch.zeros_like(step)
+                    video, _ = transformer(
+                        hidden_states=latents.expand(len(rows), -1, -1).to(sampler.dtype), audio_hidden_states=sound,
+                        encoder_hidden_states=text[..., :video_width],
+                        audio_encoder_hidden_states=text[..., video_width:],
+                        encoder_attention_mask=mask, audio_encoder_attention_mask=mask, timestep=step,
+                        audio_timestep=zero, sigma=step, audio_sigma=zero, num_frames=grid[0], height=grid[1],
+                        width=grid[2], audio_num_frames=sound.shape[1], video_coords=coords, isolate_modalities=False,
+                        use_cross_timestep=sampler.flavour.use_cross_timestep, return_dict=False)
+                    video = video.float()
+                    if guided:  # row 0 the prompt, row 1 the negative
+                        video = video[1:] + settings.guidance * (video[:1] - video[1:])
+                    latents = scheduler.step(video, t, latents, return_dict=False)[0]
+                unpacked = latents.reshape(1, *grid, -1).permute(0, 4, 1, 2, 3)
+                frames = _decode_frames(sampler, pipe._denormalize_latents(
+                    unpacked, vae.latents_mean, vae.latents_std, vae.config.scaling_factor))
+                mel_bins = audio_vae.config.mel_bins // pipe.audio_vae_mel_compression_ratio
+                clean = pipe._denormalize_audio_latents(audio[None].to(device, torch.float32),
+                                                        audio_vae.latents_mean, audio_vae.latents_std)
+                waveform = _decode_audio(pipe, pipe._unpack_audio_latents(clean, audio.shape[0], num_mel_bins=mel_bins))
+            samples.append(Sample(
+                frames=frames, audio=waveform, sample_rate=int(pipe.vocoder.config.output_sampling_rate),
+                frame_rate=fps, prompt=prompt.text, resolution=(frames.shape[2], frames.shape[1]), seed=settings.seed,
+                mode="a2v", lora=lora_file,
+            ))
+    return samples
+
+
+def _schedule(pipe: Any, settings: ValidationSettings, tokens: int, device: torch.device) -> tuple[Any, torch.Tensor]:
+    """(a copy of the pipeline's scheduler, its timesteps): the settings' steps or fixed sigmas, with the dynamic
+    shift for `tokens`, as LTX2Pipeline sets them for its video."""
+    from diffusers.pipelines.ltx2.pipeline_ltx2 import calculate_shift, retrieve_timesteps
+
+    scheduler = copy.deepcopy(pipe.scheduler)
+    mu = calculate_shift(tokens, scheduler.config.get("base_image_seq_len", 1024),
+                         scheduler.config.get("max_image_seq_len", 4096),
+                         scheduler.config.get("base_shift", 0.95), scheduler.config.get("max_shift", 2.05))
+    sigmas = list(settings.sigmas) if settings.sigmas else list(np.linspace(1.0, 1 / settings.steps, settings.steps))
+    timesteps, _ = retrieve_timesteps(scheduler, len(sigmas), device, sigmas=sigmas, mu=mu)
+    return scheduler, timesteps
 
 
 def _recipe(sampler: Sampler, settings: ValidationSettings) -> dict[str, Any]:
