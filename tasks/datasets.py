@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from storage.sql import sql_eq
+from storage.sql import sql_eq, sql_in
 from storage.store import Store
 
 
@@ -31,8 +31,9 @@ def references_of(store: Store, dataset) -> dict[str, dict]:
     here, there = Path(str(dataset.instance_data_dir)), Path(str(dataset.reference_dir))
     by_stem = {str(Path(path).relative_to(there).with_suffix("")): vid
                for vid, path in dataset_videos(store, str(there)).items()}
-    videos = {r["video_id"]: r for r in store.read("videos", ["video_id", "path", "width", "height"],
-                                                   where="error IS NULL").to_pylist()}
+    videos = {r["video_id"]: r for r in store.read(
+        "videos", ["video_id", "path", "width", "height"],
+        where=f"{sql_in('video_id', list(by_stem.values()))} AND error IS NULL").to_pylist()} if by_stem else {}
     pairs = {}
     for vid, path in dataset_videos(store, str(here)).items():
         reference = by_stem.get(str(Path(path).relative_to(here).with_suffix("")))

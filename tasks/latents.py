@@ -44,13 +44,14 @@ def _decode_threads(device: torch.device) -> int:
     return DECODE_WORKERS if device.type == "cuda" else min(DECODE_WORKERS, torch.get_num_threads() - 1)
 
 
-def _job(key: str, sample: dict, dataset: VideoDataset, latent_channels: int, reference_scale: int) -> LatentJob:
+def _job(key: str, sample: dict, dataset: VideoDataset, placeholder_channels: int | None,
+         reference_scale: int) -> LatentJob:
     audio = dataset.video.audio
     plan = clip_plan(sample)
     reference, problem = _reference(sample, dataset, plan, reference_scale) if dataset.reference_dir else (None, None)
     return LatentJob(key=key, path=sample["path"], plan=plan,
                      audio=AudioSpec(audio.sample_rate, audio.channels, audio.allow_zero_audio) if audio else None,
-                     placeholder_channels=latent_channels if audio and audio.audio_only else None,
+                     placeholder_channels=placeholder_channels,
                      reference=reference, reference_error=problem)
 
 
@@ -95,7 +96,7 @@ def latents_shard(store_uri: str, config: TrainConfig, dataset: VideoDataset, ke
     # 53M parameters: float32 costs nothing and keeps the mel front end exact (Lightricks does the same).
     audio_vae = load_audio_vae(source, dtype=torch.float32) if dataset.video.audio else None
     spec, errors, rows = clip_spec(dataset), 0, []
-    channels = load_vae_config(source)["latent_channels"]
+    channels = load_vae_config(source)["latent_channels"] if audio_only else None  # the placeholders' channels
     jobs = [_job(key, sample, dataset, channels, model.reference_scale) for key, sample in keyed]
     samples = dict(keyed)
     with on_device(vae, device, offload=config.offload_during_startup) if vae is not None else nullcontext():

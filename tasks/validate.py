@@ -144,12 +144,12 @@ def run_validation(store: Store, config: TrainConfig, datasets: list[VideoDatase
         samples = sample_t2v(sampler, t2v_prompts, negative, settings, lora=lora) if t2v_prompts else []
     eval_dataset = next((d for d in datasets if d.id == config.eval_dataset_id), None)
     if clips and config.audio_video_mode == "video_to_audio":  # foley: each eval clip's video, a sound for it
-        cached = [_cached_latents(store, config, source, eval_dataset, s) for _, s in clips]
+        cached = _cached_latents(store, config, source, eval_dataset, [s for _, s in clips])
         videos = [(row["latents"], decode_frames(s["path"], clip_plan(s)), row["frame_rate"])
                   for row, (_, s) in zip(cached, clips, strict=True)]
         samples += sample_audio(sampler, i2v_prompts, negative, settings, lora=lora, videos=videos)
     elif clips and config.audio_video_mode == "audio_to_video":  # each eval clip's sound, a video for it
-        cached = [_cached_latents(store, config, source, eval_dataset, s) for _, s in clips]
+        cached = _cached_latents(store, config, source, eval_dataset, [s for _, s in clips])
         sounds = [(row["audio_latents"], tuple(row["latents"].shape[1:]), row["frame_rate"]) for row in cached]
         samples += sample_video_from_audio(sampler, i2v_prompts, sounds, negative, settings, lora=lora)
     elif clips and eval_dataset is not None and eval_dataset.reference_dir is not None:  # an IC-LoRA
@@ -169,18 +169,18 @@ def run_validation(store: Store, config: TrainConfig, datasets: list[VideoDatase
 
 
 def _cached_latents(store: Store, config: TrainConfig, source: ModelSource, dataset: VideoDataset,
-                    sample: dict) -> dict:
-    """The eval clip's cached latents row as tensors (latents, audio_latents) and its frame_rate: what an
+                    samples: list[dict]) -> list[dict]:
+    """Each eval clip's cached latents row as tensors (latents, audio_latents) and its frame_rate: what an
     audio-conditioned LoRA's validation conditions on."""
-    reference = references_of(store, dataset).get(sample["path"])
-    key = latent_key(sample, dataset, latent_model(source, config), reference and reference["video_id"])
-    rows = store.read("latents", where=f"{sql_eq('key', key)} AND error IS NULL").to_pylist()
-    if not rows:
-        raise ValueError(f"validation of an {config.audio_video_mode} LoRA needs the latents of {sample['path']}: "
-                         "run the latents stage first")
-    row = rows[0]
-    return {name: from_record(row[name], row[f"{name}_shape"], row[f"{name}_dtype"]).float()
-            for name in ("latents", "audio_latents")} | {"frame_rate": float(row["frame_rate"])}
+    references, model = references_of(store, dataset), latent_model(source, config)
+    keys = [latent_key(s, dataset, model, (r := references.get(s["path"])) and r["video_id"]) for s in samples]
+    rows = {r["key"]: r for r in store.read("latents", where=f"{sql_in('key', keys)} AND error IS NULL").to_pylist()}
+    if missing := [s["path"] for s, key in zip(samples, keys, strict=True) if key not in rows]:
+        raise ValueError(f"validation of an {config.audio_video_mode} LoRA needs the latents of {missing[0]}: run "
+                         "the latents stage first")
+    return [{name: from_record(row[name], row[f"{name}_shape"], row[f"{name}_dtype"]).float()
+             for name in ("latents", "audio_latents")} | {"frame_rate": float(row["frame_rate"])}
+            for row in (rows[key] for key in keys)]
 
 
 def _full_size_plan(sample: dict, reference: dict):

@@ -150,7 +150,7 @@ def _decode(job: LatentJob, dtype: torch.dtype, pin: bool) -> _Decoded:
     if job.reference_error is not None:
         log.warning("latents: skipping %s: %s", job.key, job.reference_error)
         return _Decoded(None, None, job.reference_error)
-    path = job.path
+    path, reference = job.path, None
     try:
         # uint8: converted to the VAE dtype on the device
         pixels = decode_frames(job.path, job.plan) if job.placeholder_channels is None else None
@@ -163,8 +163,8 @@ def _decode(job: LatentJob, dtype: torch.dtype, pin: bool) -> _Decoded:
         error = text if path in text else f"{path}: {text}"
         log.warning("latents: skipping %s: %s", job.key, error)
         return _Decoded(None, None, error)
-    pinned = [t.pin_memory() if pin and t is not None else t for t in (pixels, reference if job.reference else None)]
-    return _Decoded(pinned[0], waveform, None, pinned[1])
+    pixels, reference = (t.pin_memory() if pin and t is not None else t for t in (pixels, reference))
+    return _Decoded(pixels, waveform, None, reference)
 
 
 def _soundtrack(job: LatentJob, spec: AudioSpec) -> torch.Tensor:

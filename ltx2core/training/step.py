@@ -109,8 +109,7 @@ def model_inputs(
         return _audio_only_inputs(transformer, batch, generator=generator, sigmas=sigmas, cross_timestep=cross_timestep)
     device, dtype = batch.latents.device, transformer.dtype
     size, _, frames, height, width = batch.latents.shape
-    # Patchify (patch 1x1x1): [B, C, F, H, W] -> [B, F*H*W, C], frame-major as LTX2Pipeline._pack_latents
-    x0 = batch.latents.float().permute(0, 2, 3, 4, 1).reshape(size, frames * height * width, -1)
+    x0 = pack_latents(batch.latents.float())
     num_tokens = x0.shape[1]
 
     sigma = sigmas.sample(size, num_tokens, generator).to(device)  # [B]
@@ -182,17 +181,22 @@ def model_inputs(
     )
 
 
+def pack_latents(latents: torch.Tensor) -> torch.Tensor:
+    """Patchify (patch 1x1x1): [B, C, F, H, W] -> [B, F*H*W, C], frame-major as LTX2Pipeline._pack_latents."""
+    return latents.permute(0, 2, 3, 4, 1).flatten(1, 3)
+
+
 def _with_reference(transformer: Any, batch: TrainBatch, noisy: torch.Tensor, target: torch.Tensor,
                     timestep: torch.Tensor, loss_mask: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The clip's tokens followed by its reference's: clean, timestep 0, no loss, positions scaled (module doc)."""
     reference = batch.reference_latents.float()
-    size, channels, frames, height, width = reference.shape
+    size, _, frames, height, width = reference.shape
     factor = batch.latents.shape[3] // height
     if batch.latents.shape[3:] != (height * factor, width * factor) or reference.shape[2] != batch.latents.shape[2]:
         raise ValueError(f"IC-LoRA reference latents {tuple(reference.shape[2:])} do not fit the clip's "
                          f"{tuple(batch.latents.shape[2:])}: the same frames at the clip's size divided by a whole "
                          "factor (reference_downscale_factor)")
-    tokens = reference.permute(0, 2, 3, 4, 1).reshape(size, frames * height * width, channels)
+    tokens = pack_latents(reference)
     ref_coords = torch.cat([transformer.rope.prepare_video_coords(1, frames, height, width, noisy.device, fps=fps)
                             for fps in batch.frame_rates])
     ref_coords[:, 1:3] = ref_coords[:, 1:3] * factor  # height and width axes, in the target's pixel space

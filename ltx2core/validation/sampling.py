@@ -292,75 +292,50 @@ def sample_audio(
     lora: str | Path | None = None,
     videos: Sequence[tuple[torch.Tensor, torch.Tensor, float]] | None = None,
 ) -> list[Sample]:
-    """Audio samples, the audio stream denoised with the flavour's schedule (shifted for the audio's token count)
-    and classifier-free guidance at `audio_guidance`.
+    """Audio samples, the audio stream denoised with the flavour's schedule and classifier-free guidance at
+    `audio_guidance` (`_denoise_stream`).
 
     Without `videos` (an audio-only LoRA, trained with the modalities isolated): beside one zero video token it
-    never attends to, as audio_only training runs it; the frames are a black still frame for the audio's duration.
-    With `videos` (a video_to_audio LoRA): per prompt (clean normalised latents [C, F, H, W], the clip's uint8
-    frames, fps), the video is the clean condition at timestep 0 that the audio attends to, as that training
-    runs it; the frames are the clip's, the sound the generated one (mode "v2a")."""
-    if settings.audio_guidance > 1 and negative is None:
-        raise ValueError(f"audio guidance {settings.audio_guidance} > 1 needs the negative prompt's features")
-    pipe, device = sampler.t2v, sampler.device
-    transformer, audio_vae = pipe.transformer, pipe.audio_vae
-    embeds, masks = _connector_outputs(sampler, [*prompts, *([negative] if negative is not None else [])])
-    video_width = pipe.connectors.video_width
-    guided = settings.audio_guidance > 1
+    never attends to, as audio_only training runs it, the schedule shifted for the audio's tokens; the frames are a
+    black still frame for the audio's duration. With `videos` (a video_to_audio LoRA): per prompt (clean normalised
+    latents [C, F, H, W], the clip's uint8 frames, fps), the video is the clean condition at timestep 0 that the
+    audio attends to, the schedule shifted for the video's tokens, as that training draws it; the frames are the
+    clip's, the sound the generated one (mode "v2a")."""
     if videos is not None and len(videos) != len(prompts):
         raise ValueError(f"sample_audio: {len(videos)} videos for {len(prompts)} prompts: give one each")
+    pipe, audio_vae = sampler.t2v, sampler.t2v.audio_vae
     mel_bins = audio_vae.config.mel_bins // pipe.audio_vae_mel_compression_ratio
-    lora_file = _lora_file(Path(lora)) if lora is not None else None
     samples = []
-    with _lora_applied(sampler, lora_file), _eval_mode(transformer), torch.no_grad():
-        for index, prompt in enumerate(prompts):
-            log.info("validation audio sample %d/%d%s: %.60s", index + 1, len(prompts),
-                     f" with {lora_file}" if lora_file else "", prompt.text)
-            rows = [index, len(embeds) - 1] if guided else [index]
-            if videos is None:  # one zero token, never attended to
-                video = torch.zeros(len(rows), 1, transformer.config.in_channels, device=device, dtype=sampler.dtype)
-                grid, fps, frames = (1, 1, 1), settings.frame_rate, None
-            else:
-                clean, frames, fps = videos[index]
-                grid = tuple(clean.shape[1:])
-                video = clean.permute(1, 2, 3, 0).reshape(1, -1, clean.shape[0]).expand(len(rows), -1, -1)
-                video = video.to(device, sampler.dtype)
-            pixel_frames = settings.num_frames if frames is None else frames.shape[0]
-            length = round(pixel_frames / fps * pipe.audio_sampling_rate / pipe.audio_hop_length
-                           / pipe.audio_vae_temporal_compression_ratio)
-            text, mask = embeds[rows], masks[rows]
-            # shifted as training drew the noise levels: by the audio's tokens alone, by the video's beside it
-            scheduler, timesteps = _schedule(pipe, settings, length if videos is None else math.prod(grid), device)
-            with _global_rng(settings.seed, device):
-                latents = pipe.prepare_audio_latents(
-                    1, num_channels_latents=audio_vae.config.latent_channels, audio_latent_length=length,
-                    num_mel_bins=audio_vae.config.mel_bins, dtype=torch.float32, device=device,
-                    generator=torch.Generator("cpu").manual_seed(settings.seed))
-                coords = transformer.rope.prepare_video_coords(len(rows), *grid, device, fps=fps)
-                for t in timesteps:
-                    step = t.expand(len(rows)).to(device)
-                    zero = torch.zeros_like(step)
-                    _, audio = transformer(
-                        hidden_states=video, audio_hidden_states=latents.expand(len(rows), -1, -1).to(sampler.dtype),
-                        encoder_hidden_states=text[..., :video_width],
-                        audio_encoder_hidden_states=text[..., video_width:],
-                        encoder_attention_mask=mask, audio_encoder_attention_mask=mask, timestep=zero,
-                        audio_timestep=step, sigma=zero, audio_sigma=step, num_frames=grid[0], height=grid[1],
-                        width=grid[2], audio_num_frames=length, video_coords=coords, isolate_modalities=videos is None,
-                        use_cross_timestep=sampler.flavour.use_cross_timestep, return_dict=False)
-                    audio = audio.float()
-                    if guided:  # row 0 the prompt, row 1 the negative
-                        audio = audio[1:] + settings.audio_guidance * (audio[:1] - audio[1:])
-                    latents = scheduler.step(audio, t, latents, return_dict=False)[0]
-                latents = pipe._denormalize_audio_latents(latents, audio_vae.latents_mean, audio_vae.latents_std)
-                waveform = _decode_audio(pipe, pipe._unpack_audio_latents(latents, length, num_mel_bins=mel_bins))
-            if frames is None:
-                frames = torch.zeros(settings.num_frames, STILL_SIZE, STILL_SIZE, 3, dtype=torch.uint8)
-            samples.append(Sample(
-                frames=frames, audio=waveform, sample_rate=int(pipe.vocoder.config.output_sampling_rate),
-                frame_rate=fps, prompt=prompt.text, resolution=(frames.shape[2], frames.shape[1]), seed=settings.seed,
-                mode="audio" if videos is None else "v2a", lora=lora_file,
-            ))
+    for prompt, text, mask, lora_file in _single_stream_prompts(sampler, prompts, negative, settings.audio_guidance,
+                                                                 "audio guidance", lora, "audio"):
+        index = len(samples)
+        if videos is None:  # one zero token, never attended to
+            video = torch.zeros(1, 1, pipe.transformer.config.in_channels)
+            grid, fps, frames = (1, 1, 1), settings.frame_rate, None
+        else:
+            clean, frames, fps = videos[index]
+            grid = tuple(clean.shape[1:])
+            video = pipe._pack_latents(clean[None])
+        pixel_frames = settings.num_frames if frames is None else frames.shape[0]
+        length = round(pixel_frames / fps * pipe.audio_sampling_rate / pipe.audio_hop_length
+                       / pipe.audio_vae_temporal_compression_ratio)
+        with _global_rng(settings.seed, sampler.device):
+            noise = pipe.prepare_audio_latents(
+                1, num_channels_latents=audio_vae.config.latent_channels, audio_latent_length=length,
+                num_mel_bins=audio_vae.config.mel_bins, dtype=torch.float32, device=sampler.device,
+                generator=torch.Generator("cpu").manual_seed(settings.seed))
+            latents = _denoise_stream(sampler, settings, "audio", noise, video, text, mask, grid, fps,
+                                      shift_tokens=length if videos is None else math.prod(grid),
+                                      isolate=videos is None)
+            latents = pipe._denormalize_audio_latents(latents, audio_vae.latents_mean, audio_vae.latents_std)
+            waveform = _decode_audio(pipe, pipe._unpack_audio_latents(latents, length, num_mel_bins=mel_bins))
+        if frames is None:
+            frames = torch.zeros(settings.num_frames, STILL_SIZE, STILL_SIZE, 3, dtype=torch.uint8)
+        samples.append(Sample(
+            frames=frames, audio=waveform, sample_rate=int(pipe.vocoder.config.output_sampling_rate),
+            frame_rate=fps, prompt=prompt.text, resolution=(frames.shape[2], frames.shape[1]), seed=settings.seed,
+            mode="audio" if videos is None else "v2a", lora=lora_file,
+        ))
     return samples
 
 
@@ -377,57 +352,83 @@ def sample_video_from_audio(
     grid (F, H, W), fps), the video denoised beside the clean audio at timestep 0, as that training runs it (the
     flavour's schedule shifted by the video's tokens, classifier-free guidance at `guidance`); the sound is the
     condition's (mode "a2v")."""
-    if settings.guidance > 1 and negative is None:
-        raise ValueError(f"guidance {settings.guidance} > 1 needs the negative prompt's features")
     if len(conditions) != len(prompts):
         raise ValueError(f"sample_video_from_audio: {len(conditions)} sounds for {len(prompts)} prompts")
-    pipe, device = sampler.t2v, sampler.device
-    transformer, vae, audio_vae = pipe.transformer, pipe.vae, pipe.audio_vae
-    embeds, masks = _connector_outputs(sampler, [*prompts, *([negative] if negative is not None else [])])
-    video_width = pipe.connectors.video_width
-    guided = settings.guidance > 1
-    lora_file = _lora_file(Path(lora)) if lora is not None else None
+    pipe = sampler.t2v
+    vae, audio_vae = pipe.vae, pipe.audio_vae
+    mel_bins = audio_vae.config.mel_bins // pipe.audio_vae_mel_compression_ratio
     samples = []
-    with _lora_applied(sampler, lora_file), _eval_mode(transformer), torch.no_grad():
-        for index, (prompt, (audio, grid, fps)) in enumerate(zip(prompts, conditions, strict=True)):
-            log.info("validation a2v sample %d/%d%s: %.60s", index + 1, len(prompts),
-                     f" with {lora_file}" if lora_file else "", prompt.text)
-            rows = [index, len(embeds) - 1] if guided else [index]
-            text, mask = embeds[rows], masks[rows]
-            sound = audio[None].expand(len(rows), -1, -1).to(device, sampler.dtype)
-            scheduler, timesteps = _schedule(pipe, settings, math.prod(grid), device)
-            with _global_rng(settings.seed, device):
-                latents = torch.randn(1, math.prod(grid), transformer.config.in_channels,
-                                      generator=torch.Generator("cpu").manual_seed(settings.seed)).to(device)
-                coords = transformer.rope.prepare_video_coords(len(rows), *grid, device, fps=fps)
-                for t in timesteps:
-                    step = t.expand(len(rows)).to(device)
-                    zero = torch.zeros_like(step)
-                    video, _ = transformer(
-                        hidden_states=latents.expand(len(rows), -1, -1).to(sampler.dtype), audio_hidden_states=sound,
-                        encoder_hidden_states=text[..., :video_width],
-                        audio_encoder_hidden_states=text[..., video_width:],
-                        encoder_attention_mask=mask, audio_encoder_attention_mask=mask, timestep=step,
-                        audio_timestep=zero, sigma=step, audio_sigma=zero, num_frames=grid[0], height=grid[1],
-                        width=grid[2], audio_num_frames=sound.shape[1], video_coords=coords, isolate_modalities=False,
-                        use_cross_timestep=sampler.flavour.use_cross_timestep, return_dict=False)
-                    video = video.float()
-                    if guided:  # row 0 the prompt, row 1 the negative
-                        video = video[1:] + settings.guidance * (video[:1] - video[1:])
-                    latents = scheduler.step(video, t, latents, return_dict=False)[0]
-                unpacked = latents.reshape(1, *grid, -1).permute(0, 4, 1, 2, 3)
-                frames = _decode_frames(sampler, pipe._denormalize_latents(
-                    unpacked, vae.latents_mean, vae.latents_std, vae.config.scaling_factor))
-                mel_bins = audio_vae.config.mel_bins // pipe.audio_vae_mel_compression_ratio
-                clean = pipe._denormalize_audio_latents(audio[None].to(device, torch.float32),
-                                                        audio_vae.latents_mean, audio_vae.latents_std)
-                waveform = _decode_audio(pipe, pipe._unpack_audio_latents(clean, audio.shape[0], num_mel_bins=mel_bins))
-            samples.append(Sample(
-                frames=frames, audio=waveform, sample_rate=int(pipe.vocoder.config.output_sampling_rate),
-                frame_rate=fps, prompt=prompt.text, resolution=(frames.shape[2], frames.shape[1]), seed=settings.seed,
-                mode="a2v", lora=lora_file,
-            ))
+    for prompt, text, mask, lora_file in _single_stream_prompts(sampler, prompts, negative, settings.guidance,
+                                                                 "guidance", lora, "a2v"):
+        audio, grid, fps = conditions[len(samples)]
+        with _global_rng(settings.seed, sampler.device):
+            noise = torch.randn(1, math.prod(grid), pipe.transformer.config.in_channels,
+                                generator=torch.Generator("cpu").manual_seed(settings.seed)).to(sampler.device)
+            latents = _denoise_stream(sampler, settings, "video", noise, audio[None], text, mask, grid, fps,
+                                      shift_tokens=math.prod(grid), isolate=False)
+            frames = _decode_frames(sampler, pipe._denormalize_latents(
+                pipe._unpack_latents(latents, *grid), vae.latents_mean, vae.latents_std, vae.config.scaling_factor))
+            clean = pipe._denormalize_audio_latents(audio[None].to(sampler.device, torch.float32),
+                                                    audio_vae.latents_mean, audio_vae.latents_std)
+            waveform = _decode_audio(pipe, pipe._unpack_audio_latents(clean, audio.shape[0], num_mel_bins=mel_bins))
+        samples.append(Sample(
+            frames=frames, audio=waveform, sample_rate=int(pipe.vocoder.config.output_sampling_rate),
+            frame_rate=fps, prompt=prompt.text, resolution=(frames.shape[2], frames.shape[1]), seed=settings.seed,
+            mode="a2v", lora=lora_file,
+        ))
     return samples
+
+
+def _single_stream_prompts(
+    sampler: Sampler, prompts: Sequence[ValidationPrompt], negative: ValidationPrompt | None, guidance: float,
+    guidance_name: str, lora: str | Path | None, label: str,
+) -> Iterator[tuple[ValidationPrompt, torch.Tensor, torch.Tensor, Path | None]]:
+    """Per prompt, with the LoRA applied and the transformer in eval mode without gradient: (prompt, its connector
+    outputs [rows, L, 2C] and mask [rows, L]) -- two rows, the prompt's and the negative's, when `guidance` > 1."""
+    if guidance > 1 and negative is None:
+        raise ValueError(f"{guidance_name} {guidance} > 1 needs the negative prompt's features")
+    embeds, masks = _connector_outputs(sampler, [*prompts, *([negative] if negative is not None else [])])
+    lora_file = _lora_file(Path(lora)) if lora is not None else None
+    with _lora_applied(sampler, lora_file), _eval_mode(sampler.t2v.transformer), torch.no_grad():
+        for index, prompt in enumerate(prompts):
+            log.info("validation %s sample %d/%d%s: %.60s", label, index + 1, len(prompts),
+                     f" with {lora_file}" if lora_file else "", prompt.text)
+            rows = [index, len(embeds) - 1] if guidance > 1 else [index]
+            yield prompt, embeds[rows], masks[rows], lora_file
+
+
+def _denoise_stream(
+    sampler: Sampler, settings: ValidationSettings, stream: Literal["video", "audio"], latents: torch.Tensor,
+    other: torch.Tensor, text: torch.Tensor, mask: torch.Tensor, grid: tuple[int, int, int], fps: float, *,
+    shift_tokens: int, isolate: bool,
+) -> torch.Tensor:
+    """`latents` ([1, N, C] packed noise) of `stream` denoised beside `other` (the other stream's packed input, clean
+    at timestep 0), as the conditioned training modes run the transformer: the flavour's schedule shifted for
+    `shift_tokens`, classifier-free guidance when `text` has a negative row (the stream's guidance); the video's
+    latent `grid` and `fps` place its tokens. `isolate`: cross-modal attention off (audio-only)."""
+    pipe, device, dtype = sampler.t2v, sampler.device, sampler.dtype
+    transformer, video_width = pipe.transformer, pipe.connectors.video_width
+    rows = text.shape[0]
+    guidance = settings.guidance if stream == "video" else settings.audio_guidance
+    scheduler, timesteps = _schedule(pipe, settings, shift_tokens, device)
+    other = other.expand(rows, -1, -1).to(device, dtype)
+    coords = transformer.rope.prepare_video_coords(rows, *grid, device, fps=fps)
+    for t in timesteps:
+        level, zero = t.expand(rows).to(device), torch.zeros(rows, device=device)
+        noisy = latents.expand(rows, -1, -1).to(dtype)
+        video, audio = (noisy, other) if stream == "video" else (other, noisy)
+        video_t, audio_t = (level, zero) if stream == "video" else (zero, level)
+        predicted = transformer(
+            hidden_states=video, audio_hidden_states=audio, encoder_hidden_states=text[..., :video_width],
+            audio_encoder_hidden_states=text[..., video_width:], encoder_attention_mask=mask,
+            audio_encoder_attention_mask=mask, timestep=video_t, audio_timestep=audio_t, sigma=video_t,
+            audio_sigma=audio_t, num_frames=grid[0], height=grid[1], width=grid[2], audio_num_frames=audio.shape[1],
+            video_coords=coords, isolate_modalities=isolate, use_cross_timestep=sampler.flavour.use_cross_timestep,
+            return_dict=False)[0 if stream == "video" else 1].float()
+        if rows > 1:  # row 0 the prompt, row 1 the negative
+            predicted = predicted[1:] + guidance * (predicted[:1] - predicted[1:])
+        latents = scheduler.step(predicted, t, latents, return_dict=False)[0]
+    return latents
 
 
 def _schedule(pipe: Any, settings: ValidationSettings, tokens: int, device: torch.device) -> tuple[Any, torch.Tensor]:
