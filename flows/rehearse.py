@@ -63,7 +63,8 @@ def rehearse(config: str, databackend: str | None, work: Path, *, stages: list[s
     folders = {d: _write_clips(work / "clips" / d, shape, clips) for d, shape in shapes.items()}
     store = storage or str(work / "store")
     files = write_rehearsal_configs(Path(config), backend, work, model=model, steps=steps, clip_folders=folders)
-    device, card_gib = _limit_card(card_gib)
+    device, in_force = _limit_card(card_gib)
+    capped = card_gib is not None and device != "cpu"  # the user's cap, not the whole card's size
     figures: list[StageFigures] = []
     with prefect_api():
         for stage in stages:
@@ -71,14 +72,14 @@ def rehearse(config: str, databackend: str | None, work: Path, *, stages: list[s
             if _out_of_memory(figures[-1]) and stage in FIT_TRIES:
                 figures[-1].tries = _fit(stage, project.config, Path(config), backend, work, model, steps, folders,
                                          store)
-            if _out_of_memory(figures[-1]) and stage in CACHE_STAGES and card_gib and device != "cpu" and not any(
-                    t["error"] is None for t in figures[-1].tries):
+            if (_out_of_memory(figures[-1]) and stage in CACHE_STAGES and capped
+                    and figures[-1].fitting_try() is None):
                 figures[-1] = _uncapped(stage, files, store, work / "output", card_gib, figures[-1].tries)
-            if figures[-1].error and not any(t["error"] is None for t in figures[-1].tries):
+            if figures[-1].error and figures[-1].fitting_try() is None:
                 break  # the later stages need this one's rows
     source = resolve_source(model, project.config.model_flavour)
-    return Rehearsal(source.label, device, card_gib, {d: s.describe() for d, s in shapes.items()}, figures,
-                     [advice(f, card_gib) for f in figures if f.stage in FIT_TRIES])
+    return Rehearsal(source.label, device, in_force, {d: s.describe() for d, s in shapes.items()}, figures,
+                     [advice(f, in_force) for f in figures if f.stage in FIT_TRIES])
 
 
 def _write_clips(folder: Path, shape: ClipShape, count: int) -> Path:

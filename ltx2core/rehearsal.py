@@ -88,6 +88,10 @@ class StageFigures:
     note: str | None = None  # what the figures mean when they are not the plain run's
     tries: list[dict[str, Any]] = field(default_factory=list)  # train: the FIT_TRIES measured, in order
 
+    def fitting_try(self) -> dict[str, Any] | None:
+        """The first of `tries` that fitted, if any did."""
+        return next((t for t in self.tries if t["error"] is None), None)
+
     def rate(self) -> float | None:
         if self.per_item_s is not None:
             return self.per_item_s
@@ -183,7 +187,7 @@ def advice(figures: StageFigures, card_gib: float | None) -> str:
     if figures.error is None:
         peak = f" (peak {figures.gpu_peak_gib:.1f} GiB)" if figures.gpu_peak_gib is not None else ""
         return f"{stage} fits {card} as configured{peak}"
-    fitting = next((t for t in figures.tries if t["error"] is None), None)
+    fitting = figures.fitting_try()
     tried = "; ".join(f"{t['label']}: {_outcome(t)}" for t in figures.tries)
     if fitting is None:
         return f"{stage} does not fit {card} as configured, nor with any option tried ({tried or 'none tried'})"
