@@ -192,6 +192,11 @@ def load_project(
         problems.append(f"{databackend_path}: {', '.join(audio_only)} {'is' if len(audio_only) == 1 else 'are'} "
                         f"audio-only (audio.audio_only), which trains with audio_video_mode audio_only: set that in "
                         f"{config_path}, or remove audio_only (a run trains one kind of LoRA)")
+    ic_lora = [d.id for d in datasets or [] if isinstance(d, VideoDataset) and not d.disabled and d.conditioning_data]
+    if config is not None and ic_lora and config.scheduled_sampling_max_step_offset:
+        problems.append(f"{config_path}: scheduled sampling with the IC-LoRA dataset(s) {', '.join(ic_lora)} of "
+                        f"{databackend_path} is not supported (the rollout does not carry reference tokens): set "
+                        "scheduled_sampling_max_step_offset 0, or remove conditioning_data")
     if config is not None and datasets is not None and config.eval_dataset_id is not None:
         videos = [d.id for d in datasets if isinstance(d, VideoDataset) and not d.disabled]
         if config.eval_dataset_id not in videos:

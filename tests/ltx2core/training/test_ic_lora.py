@@ -67,3 +67,18 @@ def test_a_reference_of_another_shape_is_refused(
     odd = replace(batch, reference_latents=torch.zeros(1, 8, 1, 2, 2))  # one latent frame for the clip's two
     with pytest.raises(ValueError, match="IC-LoRA reference latents .* do not fit the clip's"):
         model_inputs(lora_transformer(), odd, generator=torch.Generator())
+
+
+def test_scheduled_sampling_with_an_ic_lora_dataset_is_refused_at_load(tmp_path) -> None:
+    import json
+
+    from ltx2core.config.load import ConfigError, load_project
+
+    (tmp_path / "config.json").write_text(json.dumps({"output_dir": "o", "scheduled_sampling_max_step_offset": 4,
+                                                      "scheduled_sampling_probability": 1.0}))
+    (tmp_path / "backend.json").write_text(json.dumps([
+        {"id": "clips", "dataset_type": "video", "resolution": 64, "instance_data_dir": str(tmp_path),
+         "conditioning_data": "refs", "video": {"num_frames": 9}},
+        {"id": "refs", "dataset_type": "conditioning", "instance_data_dir": str(tmp_path)}]))
+    with pytest.raises(ConfigError, match="scheduled sampling with the IC-LoRA dataset.s. clips of .* not supported"):
+        load_project(tmp_path / "config.json", tmp_path / "backend.json")
