@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 def limits_of(dataset: VideoDataset) -> FrameLimits:
     v = dataset.video
     return FrameLimits(num_frames=v.num_frames or v.min_frames, min_frames=v.min_frames, max_frames=v.max_frames,
-                       frame_rate=float(v.frame_rate))
+                       frame_rate=float(v.frame_rate), sound_files=bool(v.audio and v.audio.audio_only))
 
 
 def clip_spec(dataset: VideoDataset) -> str:

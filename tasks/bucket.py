@@ -42,6 +42,8 @@ def bucket_dataset(store_uri: str, dataset: VideoDataset, force: bool = False) -
         for chunk in batches(stale, BATCH_SIZE):
             for row in chunk:
                 width, height = sizes[row["video_id"]]
+                if width is None:  # a sound file of an audio-only dataset: its zero video has the dataset's square
+                    width = height = 1
                 row.update(asdict(plan_bucket(width, height, row["frames_at_rate"], spec)), bucket_fp=spec.fingerprint)
             store.update("samples", chunk)
             report.done += len(chunk)

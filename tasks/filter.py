@@ -1,4 +1,4 @@
-"""Stage `filter`: keep or reject each video of a dataset by its length at the dataset's frame rate.
+"""Stage `filter`: keep or reject each video (or sound file) of a dataset by its length at the dataset's frame rate.
 
 Recipe: the dataset's videos (from `files` + `videos`) -> the rows of `samples` whose filter fingerprint
 or path is stale -> judge them -> write `samples`; drop samples whose video left the folder.
@@ -31,14 +31,15 @@ def filter_dataset(store_uri: str, dataset: VideoDataset, force: bool = False) -
         sink().start(f"filter {dataset.id}", len(stale))
 
         videos = {r["video_id"]: r for r in store.read(
-            "videos", ["video_id", "num_frames", "fps", "error"],
+            "videos", ["video_id", "num_frames", "fps", "duration_s", "error"],
             where=sql_in("video_id", [wanted[sid][0] for sid in stale])).to_pylist()} if stale else {}
         for chunk in batches(stale, BATCH_SIZE):
             rows = []
             for sid in chunk:
                 vid, path = wanted[sid]
                 v = videos[vid]
-                verdict = judge(num_frames=v["num_frames"], fps=v["fps"], error=v["error"], limits=limits)
+                verdict = judge(num_frames=v["num_frames"], fps=v["fps"], error=v["error"], limits=limits,
+                                duration_s=v["duration_s"])
                 rows.append({"sample_id": sid, "dataset_id": dataset.id, "video_id": vid, "path": path,
                              "kept": verdict.kept, "reason": verdict.reason, "frames_at_rate": verdict.frames_at_rate,
                              "repeats": dataset.repeats, "filter_fp": row_fp})

@@ -14,7 +14,7 @@ from pathlib import Path
 from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
 from ltx2core.data import captions as caption_sources
-from ltx2core.data.discover import FileEntry, list_videos
+from ltx2core.data.discover import FileEntry, list_media
 from ltx2core.keys import (
     LatentModel,
     TextModel,
@@ -53,7 +53,7 @@ class ProbeWork:
 
 
 def probe_work(store: Store, folders: list[str], force: bool = False) -> ProbeWork:
-    listing = [e for folder in folders for e in list_videos(folder)]
+    listing = [e for folder in folders for e in list_media(folder)]
     known = {r["path"]: (r["size"], r["mtime_ns"])
              for r in store.read("files", ["path", "size", "mtime_ns"]).to_pylist()}
     prefixes = tuple(folder_prefix(f) for f in folders)

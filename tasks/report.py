@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+from ltx2core.data.frames import NO_PICTURE
 from storage.store import Store
 from tasks.progress import sink
 
@@ -43,6 +44,8 @@ def reason_kind(reason: str) -> str:
         return "shorter than min_frames"
     if "> max_frames" in reason:
         return "longer than max_frames"
+    if reason.startswith(NO_PICTURE):
+        return "sound file (no picture)"
     if reason.startswith("unusable file: "):
         return reason.removeprefix("unusable file: ").split(":")[0]
     if reason.startswith(("missing caption", "no row for")):

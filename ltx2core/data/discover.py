@@ -1,4 +1,4 @@
-"""Find the video files of a dataset folder, with the stat facts that decide whether to look again."""
+"""Find the media files of a dataset folder, with the stat facts that decide whether to look again."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
+# Sound files: audio-only datasets train on them; the filter stage names them to any other dataset.
+SOUND_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus"})
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | SOUND_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -16,10 +19,10 @@ class FileEntry:
     mtime_ns: int
 
 
-def list_videos(folder: str | Path) -> list[FileEntry]:
-    """Every video file under `folder` (recursively), sorted by path.
+def list_media(folder: str | Path) -> list[FileEntry]:
+    """Every video and sound file under `folder` (recursively), sorted by path.
 
-    A name with a video extension that cannot be stat'ed (a broken link) is still listed, with size -1,
+    A name with a media extension that cannot be stat'ed (a broken link) is still listed, with size -1,
     so the probe stage records why it is unusable instead of silently skipping it.
     """
     entries: list[FileEntry] = []
@@ -27,7 +30,7 @@ def list_videos(folder: str | Path) -> list[FileEntry]:
     while stack:
         with os.scandir(stack.pop()) as it:
             for entry in it:
-                if Path(entry.name).suffix.lower() in VIDEO_EXTENSIONS:
+                if Path(entry.name).suffix.lower() in MEDIA_EXTENSIONS:
                     try:
                         st = entry.stat()
                         entries.append(FileEntry(entry.path, st.st_size, st.st_mtime_ns))

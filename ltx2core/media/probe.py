@@ -1,4 +1,4 @@
-"""What a video file holds, read from its headers, and what its bytes hash to.
+"""What a video (or sound) file holds, read from its headers, and what its bytes hash to.
 
 `probe_video` never raises for a bad file: the probe stage records every file, and a row whose `error`
 says why ("empty file", "not a video", "no video stream", "truncated or corrupt", "unreadable") lets a
@@ -6,6 +6,9 @@ person fix the data set instead of rerunning to find the next crash. Only progra
 
 It opens each file once and decodes one frame: PyAV reads the display matrix (rotation) only from
 decoded frames, and a first frame that decodes is the cheapest proof the codec data is sound.
+
+A sound file (an audio stream and no picture: .wav, .flac, .mp3, an audio-only .m4a or .mp4) probes cleanly
+with its picture fields None: audio-only datasets train on it, the filter stage rejects it for any other.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ _TRUNCATION_SLACK = 0.02
 
 @dataclass(frozen=True)
 class VideoProbe:
-    """One file's metadata; on a bad file every media field is None and `error` says why."""
+    """One file's metadata; on a bad file every media field is None and `error` says why; a sound file has
+    no picture (width, fps, num_frames... None) and no error."""
 
     width: int | None  # as displayed: coded size turned by `rotation`
     height: int | None
@@ -123,7 +127,10 @@ def _unopenable(path: Path, exc: Exception) -> str:
 
 def _probe_open(container: av.container.InputContainer, size_bytes: int) -> VideoProbe:
     if not container.streams.video:
-        kinds = ", ".join(f"{s.type} ({s.codec_context.name})" for s in container.streams) or "no streams at all"
+        if container.streams.audio:
+            return _probe_sound(container, container.streams.audio[0], size_bytes)
+        kinds = ", ".join(f"{s.type} ({s.codec_context.name})" if s.codec_context else s.type
+                          for s in container.streams) or "no streams at all"
         return _failed(f"no video stream: the file holds {kinds}", size_bytes)
     stream = container.streams.video[0]
     if container.format.name == "image2" or container.format.name.endswith("_pipe"):
@@ -179,7 +186,35 @@ def _probe_open(container: av.container.InputContainer, size_bytes: int) -> Vide
     )
 
 
-def _declared_duration(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+def _probe_sound(container: av.container.InputContainer, stream: av.AudioStream, size_bytes: int) -> VideoProbe:
+    """A file of sound alone: its length from its packets' timestamps (a VBR MP3 declares a guess), proved sound
+    by decoding its first frame."""
+    stream.codec_context.thread_count = 1
+    first, end, decoded = None, None, False
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            continue
+        if packet.pts is not None:
+            first = packet.pts if first is None else min(first, packet.pts)
+            end = max(end or 0, packet.pts + (packet.duration or 0))
+        decoded = decoded or bool(stream.decode(packet))
+    decoded = decoded or any(True for _ in stream.decode(None))  # frames a decoder holds back until the end
+    if first is not None and end > first:
+        duration_s = float((end - first) * stream.time_base)
+    else:
+        duration_s = _declared_duration(container, stream)
+    if not decoded:
+        return _failed("truncated or corrupt: none of the audio frames decodes", size_bytes)
+    if not duration_s:
+        return _failed("truncated or corrupt: the audio stream has no length", size_bytes)
+    unknown = dict.fromkeys(field.name for field in fields(VideoProbe))
+    return VideoProbe(**unknown | {
+        "duration_s": duration_s, "has_audio": True, "audio_sample_rate": stream.codec_context.sample_rate,
+        "audio_channels": stream.codec_context.layout.nb_channels, "codec": stream.codec_context.name,
+        "size_bytes": size_bytes})
+
+
+def _declared_duration(container: av.container.InputContainer, stream: av.stream.Stream) -> float | None:
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
     if container.duration:

@@ -104,12 +104,17 @@ def _tone(num_samples: int, sample_rate: int, channels: int) -> np.ndarray:
     return np.stack([0.3 * np.sin(2 * np.pi * (440.0 + 220.0 * c) * t) for c in range(channels)]).astype(np.float32)
 
 
+# The audio codec a file of each suffix gets (AAC otherwise: .mp4, .mov, .mkv, .m4a).
+_AUDIO_CODECS = {".webm": "libopus", ".ogg": "libopus", ".opus": "libopus", ".wav": "pcm_s16le", ".flac": "flac",
+                 ".mp3": "libmp3lame"}
+
+
 def _add_audio(container: av.container.OutputContainer, path: Path, sample_rate: int, channels: int) -> av.AudioStream:
-    webm = path.suffix.lower() == ".webm"
-    if webm and sample_rate not in _OPUS_RATES:
-        raise ValueError(f"{path}: WebM audio is Opus, which needs a sample rate in {_OPUS_RATES}, not {sample_rate}")
+    codec = _AUDIO_CODECS.get(path.suffix.lower(), "aac")
+    if codec == "libopus" and sample_rate not in _OPUS_RATES:
+        raise ValueError(f"{path}: its audio is Opus, which needs a sample rate in {_OPUS_RATES}, not {sample_rate}")
     layout = "stereo" if channels == 2 else "mono"
-    return container.add_stream("libopus" if webm else "aac", rate=sample_rate, layout=layout)
+    return container.add_stream(codec, rate=sample_rate, layout=layout)
 
 
 def _encode_audio(container: av.container.OutputContainer, stream: av.AudioStream, samples: np.ndarray) -> None:
@@ -178,7 +183,8 @@ def write_clip(
 
 
 def write_tone(path: str | Path, *, duration_s: float, sample_rate: int = 48000, channels: int = 2) -> Path:
-    """An audio-only file (AAC, or Opus for .webm): 440 Hz, plus 660 Hz on a second channel."""
+    """A sound file (codec by suffix: PCM .wav, FLAC, MP3, Opus .ogg/.opus/.webm, else AAC): 440 Hz, plus 660 Hz
+    on a second channel."""
     path = Path(path)
     with av.open(str(path), "w", options=_BITEXACT) as container:
         stream = _add_audio(container, path, sample_rate, channels)
@@ -269,10 +275,21 @@ def make_bad_files(folder: str | Path) -> dict[str, Path]:
     return {
         "truncated": truncated,
         "not_a_video": not_a_video,
-        "no_video_stream": write_tone(folder / "voice_memo.mp4", duration_s=0.5),
+        "no_video_stream": _write_data_only(folder / "telemetry.mp4"),
         "zero_bytes": zero,
         "unreadable": broken,
     }
+
+
+def _write_data_only(path: Path) -> Path:
+    """A file that holds neither picture nor sound: an MPEG-TS of one data stream (a drone's telemetry, say)."""
+    with av.open(str(path), "w", format="mpegts", options=_BITEXACT) as container:
+        stream = container.add_data_stream()
+        stream.time_base = Fraction(1, 90000)
+        packet = av.Packet(b"GPS 52.37N 4.90E " * 8)
+        packet.stream, packet.pts, packet.dts, packet.time_base = stream, 0, 0, stream.time_base
+        container.mux(packet)
+    return path
 
 
 def _append_free_box(path: Path, tag: int) -> None:

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from flows.pipeline import pipeline
 from ltx2core.data.tensors import from_record
+from ltx2core.media.synth import write_tone
 from ltx2core.models.scale import LTX2
 from storage.store import Store
 from tasks.artifacts import artifact_key
@@ -183,13 +184,28 @@ def test_the_audio_conditioned_modes_train_from_the_pipeline(work, mode):
 def test_an_audio_only_dataset_encodes_no_video_and_trains_an_audio_lora(work):
     out = _audio_project(work, "audio", {"audio_only": True}, audio_video_mode="audio_only")
     config = Path(work["config"])
+    # Sound files beside the videos: the audio-only dataset trains on them too, cut like clips at its frame rate.
+    sounds = {"rain.wav": 2.0, "birds.mp3": 2.0, "click.flac": 0.5}  # click: 12 frames at 25 fps < min_frames 33
+    for name, seconds in sounds.items():
+        write_tone(work["data"] / name, duration_s=seconds, sample_rate=44100 if name == "birds.mp3" else 48000)
+        (work["data"] / name).with_suffix(".txt").write_text(f"the sound of {Path(name).stem}")
     reports = pipeline(config=work["config"], databackend=work["backend"], storage=work["storage"],
                        stages=[*CACHE_STAGES, "train"])
     assert [r["done"] for r in reports if r["stage"] == "train"] == [2]
-    for r in Store.open(work["storage"]).read("latents").to_pylist():
+    store = Store.open(work["storage"])
+    samples = {Path(r["path"]).name: r for r in store.read("samples").to_pylist()}
+    assert samples["rain.wav"]["bucket"] == samples["birds.mp3"]["bucket"] == "64x64@33"
+    assert samples["click.flac"]["reason"] == "12 frames at 25 fps < min_frames 33"
+    latents = store.read("latents").to_pylist()
+    assert len(latents) == len(KEPT) + 2 and all(r["error"] is None for r in latents)
+    audio = {}
+    for r in latents:
         video = from_record(r["latents"], r["latents_shape"], r["latents_dtype"])
         assert video.shape[2:] == (1, 1) and not video.any()  # zeros stand for the video: nothing was encoded
-        assert from_record(r["audio_latents"], r["audio_latents_shape"], r["audio_latents_dtype"]).ndim == 2
+        audio[r["video_id"]] = from_record(r["audio_latents"], r["audio_latents_shape"], r["audio_latents_dtype"])
+        assert audio[r["video_id"]].ndim == 2
+    silent = next(r["video_id"] for r in store.read("videos").to_pylist() if r["has_audio"] is False)
+    assert not torch.equal(audio[samples["rain.wav"]["video_id"]], audio[silent])  # the tone was encoded
     lora = load_file(out / "pytorch_lora_weights.safetensors")
     assert lora and all(".audio_attn1." in k or ".audio_attn2." in k for k in lora)
 
@@ -213,6 +229,15 @@ def test_an_audio_only_dataset_encodes_no_video_and_trains_an_audio_lora(work):
     config.write_text(json.dumps(json.loads(config.read_text()) | {"audio_video_mode": "joint"}))
     with pytest.raises(Exception, match="audio-only .audio.audio_only., which trains with audio_video_mode audio_only"):
         pipeline(config=work["config"], databackend=work["backend"], storage=work["storage"], stages=["train"])
+
+    # The same folder as a video dataset: each sound file is rejected, by name and why, not trained as silence.
+    write_configs(work["root"], work["data"])
+    (report,) = pipeline(config=work["config"], databackend=work["backend"], storage=work["storage"],
+                         stages=["filter"])
+    assert report["reasons"]["sound file (no picture)"] == len(sounds)
+    for name in sounds:
+        reason = Store.open(work["storage"]).read("samples", where=f"path LIKE '%/{name}'").to_pylist()[0]["reason"]
+        assert reason.startswith("a sound file with no picture: only an audio-only dataset"), reason
 
 
 @pytest.mark.parametrize("flavour", ["2.0", "2.3", "2.5"])

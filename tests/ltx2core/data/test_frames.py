@@ -1,6 +1,6 @@
 import pytest
 
-from ltx2core.data.frames import FrameLimits, frames_at_rate, judge
+from ltx2core.data.frames import FilterVerdict, FrameLimits, frames_at_rate, judge
 
 LIMITS = FrameLimits(num_frames=121, min_frames=121, max_frames=241, frame_rate=25.0)
 
@@ -36,3 +36,13 @@ def test_fingerprint_changes_with_each_limit():
     fps = {FrameLimits(121, m, None, 25.0).fingerprint for m in (121, 129)}
     fps |= {FrameLimits(121, 121, 241, r).fingerprint for r in (24.0, 25.0)}
     assert len(fps) == 4
+
+
+def test_a_sound_file_is_as_many_frames_as_its_seconds_hold_in_an_audio_only_dataset_and_rejected_elsewhere():
+    sounds = FrameLimits(num_frames=121, min_frames=121, max_frames=241, frame_rate=25.0, sound_files=True)
+    assert judge(num_frames=None, fps=None, error=None, limits=sounds, duration_s=6.0) == FilterVerdict(True, 150, None)
+    assert judge(num_frames=None, fps=None, error=None, limits=sounds, duration_s=4.0).reason == (
+        "100 frames at 25 fps < min_frames 121")
+    elsewhere = judge(num_frames=None, fps=None, error=None, limits=LIMITS, duration_s=6.0)
+    assert not elsewhere.kept and elsewhere.reason.startswith("a sound file with no picture: only an audio-only")
+    assert sounds.fingerprint != LIMITS.fingerprint  # switching audio_only re-judges the dataset

@@ -78,7 +78,7 @@ def test_probe_reports_rotation_and_display_size(tmp_path: Path, rotation: int, 
     [
         ("truncated", "truncated or corrupt: truncated.mp4 starts as MP4/MOV but its index (the moov atom) is missing"),
         ("not_a_video", "not a video:"),
-        ("no_video_stream", "no video stream: the file holds audio (aac)"),
+        ("no_video_stream", "no video stream: the file holds data"),
         ("zero_bytes", "empty file (0 bytes)"),
         ("unreadable", "unreadable:"),
     ],
@@ -90,6 +90,28 @@ def test_probe_names_what_is_wrong_with_a_bad_file(tmp_path: Path, kind: str, er
 
     assert probe.error is not None and probe.error.startswith(error_start), probe.error
     assert (probe.width, probe.num_frames, probe.fps, probe.has_audio) == (None, None, None, None)
+
+
+@pytest.mark.parametrize(("name", "rate", "codec"), [("rain.wav", 48000, "pcm_s16le"), ("rain.flac", 44100, "flac"),
+                                                ("rain.mp3", 44100, "mp3float"), ("rain.m4a", 48000, "aac"),
+                                                ("rain.ogg", 48000, "opus"), ("memo.mp4", 16000, "aac")])
+def test_a_sound_file_probes_cleanly_with_its_length_and_no_picture(tmp_path: Path, name: str, rate: int,
+                                                                    codec: str) -> None:
+    path = synth.write_tone(tmp_path / name, duration_s=2.0, sample_rate=rate)
+
+    probe = probe_video(path)
+
+    assert probe.error is None
+    assert (probe.has_audio, probe.audio_sample_rate, probe.audio_channels, probe.codec) == (True, rate, 2, codec)
+    assert probe.duration_s == pytest.approx(2.0, abs=2 * 1152 / rate)  # encoder delay and padding: < 2 MP3 frames
+    assert (probe.width, probe.fps, probe.num_frames, probe.rotation) == (None, None, None, None)
+
+
+def test_a_cut_sound_file_is_corrupt(tmp_path: Path) -> None:
+    whole = synth.write_tone(tmp_path / "whole.m4a", duration_s=1.0).read_bytes()
+    (tmp_path / "cut.m4a").write_bytes(whole[: len(whole) // 2])  # the index comes last: it is lost
+
+    assert probe_video(tmp_path / "cut.m4a").error.startswith("truncated or corrupt: cut.m4a starts as MP4/MOV")
 
 
 def test_probe_reports_a_directory_and_a_missing_file_as_unreadable(tmp_path: Path) -> None:
