@@ -162,7 +162,8 @@ def main() -> None:
     rows = []
     for row, where in plan:
         done = subprocess.run([sys.executable, __file__, "--flavour", args.flavour, "--dir", str(args.dir),
-                               "--device", where, "--row", row, *(["--tiny"] if args.tiny else [])],
+                               "--device", where, "--row", row, *(["--tiny"] if args.tiny else []),
+                               *(["--fp8"] if args.fp8 else [])],
                               capture_output=True, text=True)
         result = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {
             "row": row, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}
