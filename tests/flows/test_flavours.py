@@ -115,3 +115,43 @@ def test_one_store_keeps_each_flavour_s_rows_and_never_crosses_a_run_or_a_lora_o
     assert all(r["up_to_date"] for r in back.values()), {s: r["done"] for s, r in back.items()}
     assert load_file(tmp_path / "output" / "run" / "pytorch_lora_weights.safetensors")
     shutil.rmtree(tmp_path / "videos")
+
+
+# Issue #19's audio modes on the later flavours (2.0's: tests/flows/test_caches.py), each with its own validation:
+# mode -> (its validation keys, the validation mode it samples in).
+AUDIO_MODES = {
+    "joint": ({"audio_loss_weight": "auto", "validation_prompt": "rain on a tin roof"}, "t2v"),
+    "video_to_audio": ({"validation_using_datasets": True, "eval_dataset_id": "clips"}, "v2a"),
+    "audio_to_video": ({"validation_using_datasets": True, "eval_dataset_id": "clips"}, "a2v"),
+    "audio_only": ({"validation_prompt": "rain on a tin roof"}, "audio"),
+}
+
+
+@pytest.mark.parametrize("flavour", ["2.3", "2.5"])
+def test_every_audio_mode_trains_and_validates_on_the_flavour(tmp_path, clips, prefect_api, tiny_of, flavour):
+    tiny_of(flavour)
+    p = train_project(tmp_path, clips, model_flavour=flavour, max_train_steps=2, validation_resolution="64x64",
+                      validation_num_video_frames=9, validation_num_inference_steps=2, validation_steps=0)
+    backend = json.loads(Path(p["databackend"]).read_text())
+    backend[0]["video"]["audio"] = {"sample_rate": 16000, "channels": 2, "allow_zero_audio": True}
+    Path(p["databackend"]).write_text(json.dumps(backend))
+    pipeline(**p, stages=CACHES)  # once: every mode trains from the same cached clips
+    config = Path(p["config"])
+    base = json.loads(config.read_text())
+    store = Store.open(p["storage"])
+    for mode, (validation, sampled) in AUDIO_MODES.items():
+        out = tmp_path / "output" / mode
+        config.write_text(json.dumps(base | validation | {"audio_video_mode": mode, "output_dir": str(out)}))
+        reports = by_stage(pipeline(**p, stages=["train", "validate"]))
+        assert reports["train"]["done"] == 2, mode
+        with (out / "loss.csv").open(newline="") as handle:
+            losses = list(csv.DictReader(handle))
+        # the loss is each mode's: audio but for audio_to_video, video only where video is generated
+        assert all(float(r["audio_loss"] or 0) for r in losses) == (mode != "audio_to_video"), mode
+        assert all(float(r["video_loss"] or 0) for r in losses) == (mode in ("joint", "audio_to_video")), mode
+        rows = [r for r in store.read("validations").to_pylist() if r["run_id"] == mode]
+        assert reports["validate"]["done"] == len(rows) >= 1 and {r["mode"] for r in rows} == {sampled}, mode
+        for row in rows:
+            with av.open(row["video_path"]) as container:
+                assert container.streams.video and container.streams.audio, (mode, row["video_path"])
+    assert lora_flavour(tmp_path / "output" / "audio_only" / "pytorch_lora_weights.safetensors") == flavour
