@@ -107,6 +107,20 @@ def test_a_sound_file_probes_cleanly_with_its_length_and_no_picture(tmp_path: Pa
     assert (probe.width, probe.fps, probe.num_frames, probe.rotation) == (None, None, None, None)
 
 
+def test_a_title_that_is_not_utf8_does_not_make_a_file_unreadable(tmp_path: Path) -> None:
+    import subprocess
+
+    clip = synth.write_clip(tmp_path / "clip.mp4", width=64, height=64, num_frames=9, fps=25)
+    tagged = tmp_path / "tagged.mkv"
+    title = "テスト動画".encode("shift_jis")  # as an old camera writes it
+    subprocess.run([b"ffmpeg", b"-v", b"error", b"-i", bytes(clip), b"-metadata", b"title=" + title, b"-c", b"copy",
+                    bytes(tagged)], check=True)
+
+    probe = probe_video(tagged)
+
+    assert probe.error is None and (probe.width, probe.num_frames) == (64, 9)
+
+
 def test_a_cut_sound_file_is_corrupt(tmp_path: Path) -> None:
     whole = synth.write_tone(tmp_path / "whole.m4a", duration_s=1.0).read_bytes()
     (tmp_path / "cut.m4a").write_bytes(whole[: len(whole) // 2])  # the index comes last: it is lost
