@@ -20,12 +20,15 @@ for p in manylinux_2_35 manylinux_2_34 manylinux_2_31 manylinux_2_28 manylinux_2
   platforms+=(--platform "${p}_x86_64")
 done
 mkdir -p "$cache"
-python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp "${platforms[@]}" -d "$cache" \
+site=$(mktemp -d)
+wheels=$(mktemp -d)  # only what pip resolves now: the cache may hold other versions from earlier builds
+trap 'rm -rf "$site" "$wheels"' EXIT
+python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp "${platforms[@]}" \
+  --find-links "$cache" -d "$wheels" \
   "$here" "transformers==5.17.0" "huggingface_hub==1.33.0" "numpy==2.5.2" "safetensors==0.8.0" \
   "tokenizers==0.23.2" "accelerate==1.15.0" "torch==2.10.0"  # torch: any one; it is left out below
-site=$(mktemp -d)
-trap 'rm -rf "$site"' EXIT
-for wheel in "$cache"/*.whl; do
+cp -n "$wheels"/*.whl "$cache"/
+for wheel in "$wheels"/*.whl; do
   name=$(basename "$wheel")
   if [[ $name =~ $on_device || $name == ltx2_pipeline-* ]]; then continue; fi
   unzip -q -o "$wheel" -d "$site"

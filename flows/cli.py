@@ -198,7 +198,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         print(f"ltx2 rehearse: unknown stage(s) {', '.join(unknown)}; stages are {', '.join(STAGES)}", file=sys.stderr)
         return 2
     width, _, height = args.aspect.partition(":")
-    from flows.console import print_rehearsal
+    from flows.console import print_rehearsal, print_stage_figures
     from flows.rehearse import rehearse
 
     if not args.verbose:
@@ -210,7 +210,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
             rehearsal = rehearse(args.config, args.databackend, work, stages=selected(_stages(args.stages)),
                                  clips=args.clips, steps=args.steps, model=args.model,
                                  aspect=float(width) / float(height or 1), card_gib=args.card_gib,
-                                 storage=args.storage)
+                                 storage=args.storage, on_stage=print_stage_figures)
         except ValueError as error:  # a configured Prefect API that cannot be reached or refuses us
             print(f"ltx2 rehearse: {error}", file=sys.stderr)
             return 1

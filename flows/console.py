@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 from rich.console import Console
@@ -119,6 +120,16 @@ def print_rehearsal(rehearsal) -> None:
     console.print(table)
     for sentence in rehearsal.advice:
         console.print(sentence)
+
+
+def print_stage_figures(f) -> None:
+    """One line as each rehearsed stage ends (stderr, unbuffered): a rehearsal stopped midway still told its
+    figures, and a user watching sees where the minutes go."""
+    rate = f.rate()
+    per = "" if rate is None else f", {rate:.3f} s/{f.unit}"
+    print(f"ltx2 rehearse: {f.stage}: {f.items} {f.unit}s in {f.stage_seconds:.1f} s (flow {f.seconds:.1f} s){per}, "
+          f"GPU peak {_gib(f.gpu_peak_gib)} GiB, host peak {_gib(f.host_peak_gib)} GiB: {f.error or f.note or 'ok'}",
+          file=sys.stderr, flush=True)
 
 
 def _gib(value: float | None) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -52,7 +53,7 @@ class Rehearsal:
 
 def rehearse(config: str, databackend: str | None, work: Path, *, stages: list[str], clips: int, steps: int,
              model: str = "random", aspect: float = 1.5, card_gib: float | None = None,
-             storage: str | None = None) -> Rehearsal:
+             storage: str | None = None, on_stage: Callable[[StageFigures], None] | None = None) -> Rehearsal:
     from flows.ephemeral import prefect_api
     from ltx2core.models.source import resolve_source
 
@@ -75,6 +76,8 @@ def rehearse(config: str, databackend: str | None, work: Path, *, stages: list[s
             if (_out_of_memory(figures[-1]) and stage in CACHE_STAGES and capped
                     and figures[-1].fitting_try() is None):
                 figures[-1] = _uncapped(stage, files, store, work / "output", card_gib, figures[-1].tries)
+            if on_stage is not None:
+                on_stage(figures[-1])
             if figures[-1].error and figures[-1].fitting_try() is None:
                 break  # the later stages need this one's rows
     source = resolve_source(model, project.config.model_flavour)

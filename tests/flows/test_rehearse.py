@@ -27,6 +27,10 @@ def test_rehearse_measures_every_stage_and_leaves_the_user_s_files_alone(tmp_pat
                 "--model", "tiny-random", "--clips", "3", "--steps", "4", "--json", str(figures), api=prefect_api)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "train fits this machine as configured" in done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.startswith("ltx2 rehearse: ")]
+    assert [line.split(":")[1].strip() for line in lines] == [  # a line as each stage ends, before the table
+        "probe", "filter", "bucket", "captions", "text-embeds", "latents", "train", "validate"]
+    assert lines[0].startswith("ltx2 rehearse: probe: 3 files in ") and lines[0].endswith(": ok")
 
     result = json.loads(figures.read_text())
     assert "LTX-2 flavour 2.3, tiny random weights: UNTRAINED" in result["model"] and result["device"] == "cpu"
