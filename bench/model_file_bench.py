@@ -113,7 +113,8 @@ def load_row(row: str, path: Path, config_path: Path, device: str) -> dict:
 
         model = load_component(path, "transformer", LTX2VideoTransformer3DModel, config, dtype=torch.bfloat16,
                                device="cpu", keep_fp8=row == "fp8-kept")
-        apply_fp8_base(model, device=device)
+        model.requires_grad_(False)  # the base is frozen there (add_lora); fp8 converts frozen layers only
+        fp8_saved_gib = apply_fp8_base(model, device=device) / 2**30
         model.to(device)
     else:
         model = LTX2VideoTransformer3DModel.from_single_file(
@@ -122,7 +123,8 @@ def load_row(row: str, path: Path, config_path: Path, device: str) -> dict:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     params = sum(p.numel() for p in model.parameters())
-    return {"row": row, "device": device, "load_s": round(seconds, 1), "params": params,
+    fp8 = {"fp8_saved_gib": round(fp8_saved_gib, 4)} if row.startswith("fp8-") else {}
+    return {"row": row, "device": device, "load_s": round(seconds, 1), "params": params, **fp8,
             "peak_host_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
             "peak_host_anon_gib": anon.stop(),
             "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.startswith("cuda") else 0}
