@@ -29,16 +29,19 @@ def references_of(store: Store, dataset) -> dict[str, dict]:
     if dataset.reference_dir is None:
         return {}
     here, there = Path(str(dataset.instance_data_dir)), Path(str(dataset.reference_dir))
-    by_stem = {str(Path(path).relative_to(there).with_suffix("")): vid
-               for vid, path in dataset_videos(store, str(there)).items()}
+    candidates = dataset_videos(store, str(there))
+    # readable videos only: a sound file of the same name (a.wav beside a.mp4) is no reference
     videos = {r["video_id"]: r for r in store.read(
         "videos", ["video_id", "path", "width", "height"],
-        where=f"{sql_in('video_id', list(by_stem.values()))} AND error IS NULL").to_pylist()} if by_stem else {}
+        where=f"{sql_in('video_id', list(candidates))} AND error IS NULL AND width IS NOT NULL").to_pylist()
+    } if candidates else {}
+    by_stem = {str(Path(path).relative_to(there).with_suffix("")): videos[vid]
+               for vid, path in candidates.items() if vid in videos}
     pairs = {}
-    for vid, path in dataset_videos(store, str(here)).items():
+    for path in dataset_videos(store, str(here)).values():
         reference = by_stem.get(str(Path(path).relative_to(here).with_suffix("")))
-        if reference in videos:
-            pairs[path] = videos[reference]
+        if reference is not None:
+            pairs[path] = reference
     return pairs
 
 

@@ -255,6 +255,8 @@ def test_an_ic_lora_dataset_caches_each_clip_s_reference_trains_and_validates_wi
                 continue  # c has no reference: its clip is recorded as an error and not trained
             write_clip(folder / name, width=128, height=128, num_frames=40, fps=25, seed=seed + i)
             (folder / name).with_suffix(".txt").write_text(f"clip {name}")
+    for stem in ("a", "c"):  # sound files named like clips are no references (a keeps a.mp4; c still has none)
+        write_tone(refs / f"{stem}.wav", duration_s=2.0)
     config, backend = write_configs(tmp_path, clips, block={"conditioning_data": "refs"})
     blocks = json.loads(backend.read_text())
     backend.write_text(json.dumps([*blocks, {"id": "refs", "dataset_type": "conditioning",
