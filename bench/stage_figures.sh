@@ -11,7 +11,8 @@
 #
 # CLIPS synthetic clips per flavour (the same clips serve both: they are written once under /tmp/rehearsal-clips),
 # STEPS train steps (s/step is their median after the first 2). A flavour's run takes ~4-6 min on an H100.
-# TINY=1: the tiny-random model and the benchmarks' --tiny, on the CPU (a smoke test of this script).
+# TINY=1: the tiny-random model and the benchmarks' --tiny, on the CPU (a smoke test of this script). DASK=1: then
+# bench/dask_bench.py with 1, 2 and 4 workers, 3 rounds (FLAVOURS="" for the Dask rows alone).
 set -uo pipefail
 clips=${1:-64}
 steps=${2:-40}
@@ -39,4 +40,8 @@ for flavour in $flavours; do
   python3 bench/cache_bench.py "${tiny[@]}" --flavour "$flavour" --parts vae,text \
     >"$out/cache-bench-$flavour.log" 2>&1
 done
+if [ "${DASK:-0}" = 1 ]; then  # the cache stages over 1, 2 and 4 local CPU workers (issue #18's Dask rows)
+  python3 bench/dask_bench.py --workers 1,2,4 --repeats 3 --out "$out/dask-$(nproc)cpu.json" 2>&1 \
+    | tee "$out/dask.log"
+fi
 ls -la "$out"
