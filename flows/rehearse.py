@@ -33,7 +33,6 @@ from ltx2core.rehearsal import (
 )
 
 CACHE_STAGES = ("text-embeds", "latents")  # their rows can come from a bigger card (cache on A, train on B)
-MEASURED_AGAIN = ("train", "validate")  # rerun in a kept folder: trained and sampled again, not "up to date"
 UNITS = {"probe": "file", "filter": "clip", "bucket": "clip", "captions": "caption", "text-embeds": "caption",
          "latents": "clip", "train": "step", "validate": "sample"}
 
@@ -69,7 +68,9 @@ def rehearse(config: str, databackend: str | None, work: Path, *, stages: list[s
     figures: list[StageFigures] = []
     with prefect_api():
         for stage in stages:
-            figures.append(_run_stage(stage, files, store, work / "output", force=stage in MEASURED_AGAIN))
+            # forced: a rehearsed stage does all its work even where a kept folder or store holds its rows from an
+            # earlier rehearsal (else its figures would be a resume's); the stages left out are reused
+            figures.append(_run_stage(stage, files, store, work / "output", force=True))
             if _out_of_memory(figures[-1]) and stage in FIT_TRIES:
                 figures[-1].tries = _fit(stage, project.config, Path(config), backend, work, model, steps, folders,
                                          store)
@@ -140,7 +141,7 @@ def _uncapped(stage: str, files: tuple[Path, Path], store: str, output_dir: Path
 
     torch.cuda.set_per_process_memory_fraction(1.0)
     try:
-        figures = _run_stage(stage, files, store, output_dir)
+        figures = _run_stage(stage, files, store, output_dir, force=True)
     finally:
         _limit_card(card_gib)
     figures.note = (f"out of memory at {card_gib:.0f} GiB: these figures are without the cap; cache this stage on a "

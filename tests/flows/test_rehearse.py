@@ -21,10 +21,11 @@ def test_rehearse_measures_every_stage_and_leaves_the_user_s_files_alone(tmp_pat
                {"id": "text-embeds", "dataset_type": "text_embeds", "default": True, "type": "local"}]
     (user / "config.json").write_text(json.dumps(config))
     (user / "multidatabackend.json").write_text(json.dumps(backend))
-    figures = tmp_path / "figures.json"
+    figures, kept = tmp_path / "figures.json", tmp_path / "kept"
 
     done = ltx2("rehearse", "--config", str(user / "config.json"), "--databackend", str(user / "multidatabackend.json"),
-                "--model", "tiny-random", "--clips", "3", "--steps", "4", "--json", str(figures), api=prefect_api)
+                "--model", "tiny-random", "--clips", "3", "--steps", "4", "--json", str(figures), "--keep", str(kept),
+                api=prefect_api)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "train fits this machine as configured" in done.stdout
     lines = [line for line in done.stderr.splitlines() if line.startswith("ltx2 rehearse: ")]
@@ -46,6 +47,16 @@ def test_rehearse_measures_every_stage_and_leaves_the_user_s_files_alone(tmp_pat
     assert result["advice"] == ["latents fits this machine as configured", "train fits this machine as configured"]
     assert sorted(p.name for p in user.iterdir()) == ["config.json", "multidatabackend.json"]  # nothing written
     assert json.loads((user / "config.json").read_text()) == config
+
+    # Again in the kept folder: its store already holds every row, yet each rehearsed stage does all its work
+    # (figures of a resume would say nothing), and a stage left out is reused (here the probe's rows).
+    again = ltx2("rehearse", "--config", str(user / "config.json"), "--databackend",
+                 str(user / "multidatabackend.json"), "--model", "tiny-random", "--clips", "3", "--steps", "4",
+                 "--stages", "filter,bucket,captions,text-embeds", "--json", str(figures), "--keep", str(kept),
+                 api=prefect_api)
+    assert again.returncode == 0, again.stderr
+    assert {s["stage"]: s["items"] for s in json.loads(figures.read_text())["stages"]} == {
+        "filter": 3, "bucket": 3, "captions": 3, "text-embeds": 3}
 
 
 def test_rehearse_refuses_an_unknown_stage_before_any_work(tmp_path, prefect_api):
