@@ -16,7 +16,7 @@
 set -uo pipefail
 clips=${1:-64}
 steps=${2:-40}
-flavours=${3:-"2.0 2.3"}
+flavours=${3-"2.0 2.3"}  # "" for none (the Dask rows alone)
 out=${OUT:-/tmp/stage-figures}
 # The train stage expands captions once and parks the audio stream of a video-only run: the row that does the same
 # (without them 2.3's row is out of memory on an 80 GB H100: 2026-12-07).
