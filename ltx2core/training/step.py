@@ -105,6 +105,8 @@ def model_inputs(
     `use_cross_timestep` (2.3+), as its pipeline calls the transformer; `rollout`: scheduled sampling (rollout.py),
     whose draws come after every other, so that a run whose chance is 0 draws exactly what a run without it does."""
     _require_unit_patches(transformer)
+    if mode != "joint" and batch.audio_latents is None:
+        raise ValueError(f"audio_video_mode {mode} needs audio latents: give the datasets an audio block")
     if mode == "audio_only":
         return _audio_only_inputs(transformer, batch, generator=generator, sigmas=sigmas, cross_timestep=cross_timestep)
     device, dtype = batch.latents.device, transformer.dtype
@@ -117,8 +119,6 @@ def model_inputs(
     # x_t = (1 - sigma) * x0 + sigma * noise; target = noise - x0
     noisy, video_target = noisy_and_target(x0, noise, sigma)
     conditioned = first_frame_mask(size, frames, height * width, first_frame_p, generator).to(device)  # [B, N]
-    if mode != "joint" and batch.audio_latents is None:
-        raise ValueError(f"audio_video_mode {mode} needs audio latents: give the datasets an audio block")
     if mode == "video_to_audio":
         conditioned = torch.ones_like(conditioned)  # the whole video is the condition
     noisy = torch.where(conditioned[..., None], x0, noisy)  # conditioning tokens stay clean
@@ -211,8 +211,6 @@ def _audio_only_inputs(transformer: Any, batch: TrainBatch, *, generator: torch.
                        cross_timestep: bool) -> ModelInputs:
     """The audio stream alone: a noised audio, one zero video token at timestep 0 that it never attends to. The
     noise levels are the flavour's, shifted as for a clip of as many tokens as the audio has."""
-    if batch.audio_latents is None:
-        raise ValueError("audio_video_mode audio_only needs audio latents: give the datasets an audio block")
     device, dtype = batch.audio_latents.device, transformer.dtype
     size = batch.audio_latents.shape[0]
     sigma = sigmas.sample(size, batch.audio_latents.shape[1], generator).to(device)
