@@ -61,6 +61,17 @@ def clip_plan(sample: dict):
     return ClipPlan(**{f: sample[f] for f in PLAN_FIELDS})
 
 
+def reference_plan(plan, reference: dict, width: int, height: int):
+    """An IC-LoRA reference (a references_of row) cut like its clip's `plan` -- the same frames -- at `width` x
+    `height`: covered keeping its aspect, then centre-cropped."""
+    from dataclasses import replace
+
+    from ltx2core.data.buckets import cover
+
+    rw, rh, left, top = cover(reference["width"], reference["height"], width, height)
+    return replace(plan, width=width, height=height, resize_width=rw, resize_height=rh, crop_left=left, crop_top=top)
+
+
 def batches(rows: list, size: int):
     for i in range(0, len(rows), size):
         yield rows[i:i + size]

@@ -18,7 +18,6 @@ from prefect.cache_policies import NO_CACHE
 
 from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
-from ltx2core.data.buckets import cover
 from ltx2core.data.encode_latents import AudioSpec, LatentJob, encode_latent_jobs
 from ltx2core.data.tensors import to_record
 from ltx2core.keys import LatentModel, clip_spec, latent_model, model_source, vae_options
@@ -27,7 +26,7 @@ from ltx2core.models.placement import on_device
 from ltx2core.models.runtime import compute_dtype, pick_device
 from ltx2core.models.scale import LTX2
 from storage.store import Store
-from tasks.datasets import clip_plan
+from tasks.datasets import clip_plan, reference_plan
 from tasks.pending import latent_work
 from tasks.progress import sink
 from tasks.report import StageReport, reporting
@@ -58,8 +57,6 @@ def _job(key: str, sample: dict, dataset: VideoDataset, placeholder_channels: in
 def _reference(sample: dict, dataset: VideoDataset, plan, scale: int) -> tuple[tuple[str, object] | None, str | None]:
     """(reference file, its ClipPlan) -- the clip's frames, at the clip's size / `scale`, covered and centre-cropped
     -- or why there is none (recorded as the clip's latents error: the clip is then not trained)."""
-    from dataclasses import replace
-
     reference = sample.get("reference")
     if reference is None:
         stem = Path(sample["path"]).relative_to(Path(str(dataset.instance_data_dir))).with_suffix("")
@@ -70,9 +67,7 @@ def _reference(sample: dict, dataset: VideoDataset, plan, scale: int) -> tuple[t
         return None, (f"{sample['path']}: its bucket {plan.width}x{plan.height} divided by "
                       f"ltx2_reference_spatial_scale_factor {scale} is not a multiple of {LTX2.spatial}: choose a "
                       "resolution whose buckets divide, or another factor")
-    rw, rh, left, top = cover(reference["width"], reference["height"], width, height)
-    return (reference["path"], replace(plan, width=width, height=height, resize_width=rw, resize_height=rh,
-                                       crop_left=left, crop_top=top)), None
+    return (reference["path"], reference_plan(plan, reference, width, height)), None
 
 
 @task(name="latents-shard", cache_policy=NO_CACHE, retries=1)

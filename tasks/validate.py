@@ -52,7 +52,7 @@ from ltx2core.validation.video_io import first_frame_of, write_mp4, write_wav
 from storage.sql import sql_eq, sql_in
 from storage.store import Store
 from tasks.artifacts import artifact_key
-from tasks.datasets import clip_plan, references_of, samples_of
+from tasks.datasets import clip_plan, reference_plan, references_of, samples_of
 from tasks.progress import sink
 from tasks.report import StageReport, reporting
 
@@ -155,8 +155,9 @@ def run_validation(store: Store, config: TrainConfig, datasets: list[VideoDatase
     elif clips and eval_dataset is not None and eval_dataset.reference_dir is not None:  # an IC-LoRA
         references = references_of(store, eval_dataset)
         paired = [p for p, (_, s) in zip(i2v_prompts, clips, strict=True) if s["path"] in references]
-        frames = [decode_frames(r["path"], _full_size_plan(s, r)) for _, s in clips
-                  if (r := references.get(s["path"]))]
+        # the clip's frames of its reference, covering the clip's bucket (the pipeline scales it down itself)
+        frames = [decode_frames(r["path"], reference_plan(plan := clip_plan(s), r, plan.width, plan.height))
+                  for _, s in clips if (r := references.get(s["path"]))]
         samples += sample_ic(sampler, paired, frames, negative, settings,
                              downscale=config.ltx2_reference_spatial_scale_factor, lora=lora)
     elif clips:
@@ -181,17 +182,6 @@ def _cached_latents(store: Store, config: TrainConfig, source: ModelSource, data
     return [{name: from_record(row[name], row[f"{name}_shape"], row[f"{name}_dtype"]).float()
              for name in ("latents", "audio_latents")} | {"frame_rate": float(row["frame_rate"])}
             for row in (rows[key] for key in keys)]
-
-
-def _full_size_plan(sample: dict, reference: dict):
-    """The eval clip's frames of its reference, covering the clip's bucket (the pipeline scales it down itself)."""
-    from dataclasses import replace
-
-    from ltx2core.data.buckets import cover
-
-    plan = clip_plan(sample)
-    rw, rh, left, top = cover(reference["width"], reference["height"], plan.width, plan.height)
-    return replace(plan, resize_width=rw, resize_height=rh, crop_left=left, crop_top=top)
 
 
 def _store_sample(store: Store, config: TrainConfig, source: ModelSource, s: Sample, step: int,
