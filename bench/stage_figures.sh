@@ -12,11 +12,13 @@
 # CLIPS synthetic clips per flavour (the same clips serve both: they are written once under /tmp/rehearsal-clips),
 # STEPS train steps (s/step is their median after the first 2). A flavour's run takes ~4-6 min on an H100.
 # TINY=1: the tiny-random model and the benchmarks' --tiny, on the CPU (a smoke test of this script). DASK=1: then
-# bench/dask_bench.py with 1, 2 and 4 workers, 3 rounds (FLAVOURS="" for the Dask rows alone).
+# bench/dask_bench.py with 1, 2 and 4 workers, 3 rounds (FLAVOURS="" for the Dask rows alone). PARTS (default
+# "rehearse s3 bench") picks what runs per flavour, to fit one part in a call's 10 minutes.
 set -uo pipefail
 clips=${1:-64}
 steps=${2:-40}
 flavours=${3-"2.0 2.3"}  # "" for none (the Dask rows alone)
+parts=" ${PARTS:-rehearse s3 bench} "
 out=${OUT:-/tmp/stage-figures}
 # The train stage expands captions once and parks the audio stream of a video-only run: the row that does the same
 # (without them 2.3's row is out of memory on an 80 GB H100: 2026-12-07).
@@ -27,18 +29,23 @@ mkdir -p "$out"
 for flavour in $flavours; do
   config=/tmp/rehearsal-config-$flavour.json
   sed "s/\"model_flavour\": \"2.0\"/\"model_flavour\": \"$flavour\"/" bench/rehearsal/config.json >"$config"
-  python3 -m flows.cli rehearse --config "$config" --databackend bench/rehearsal/multidatabackend.json \
-    --model "$model" --clips "$clips" --steps "$steps" --keep "/tmp/rehearsal-$flavour" --json "$out/rehearse-$flavour.json" \
-    2>&1 | tee "$out/rehearse-$flavour.log"
-  if [ -n "${LTX2_WEED:-}" ]; then  # the cache-on-A / train-on-B split: the same rehearsal with its store on S3
+  if [[ $parts == *" rehearse "* ]]; then
+    python3 -m flows.cli rehearse --config "$config" --databackend bench/rehearsal/multidatabackend.json \
+      --model "$model" --clips "$clips" --steps "$steps" --keep "/tmp/rehearsal-$flavour" \
+      --json "$out/rehearse-$flavour.json" 2>&1 | tee "$out/rehearse-$flavour.log"
+  fi
+  # the cache-on-A / train-on-B split: the same rehearsal with its store on S3
+  if [[ $parts == *" s3 "* ]] && [ -n "${LTX2_WEED:-}" ]; then
     python3 bench/s3_rehearsal.py --config "$config" --databackend bench/rehearsal/multidatabackend.json \
       --model "$model" --clips "$clips" --steps "$steps" --json "$out/rehearse-s3-$flavour.json" \
       2>&1 | tee "$out/rehearse-s3-$flavour.log"
   fi
-  python3 bench/train_bench.py "${tiny[@]}" --flavour "$flavour" --rows "$row" --steps 10 --no-flops \
-    >"$out/train-bench-$flavour.log" 2>&1  # its JSON goes to $OUT itself
-  python3 bench/cache_bench.py "${tiny[@]}" --flavour "$flavour" --parts vae,text \
-    >"$out/cache-bench-$flavour.log" 2>&1
+  if [[ $parts == *" bench "* ]]; then
+    python3 bench/train_bench.py "${tiny[@]}" --flavour "$flavour" --rows "$row" --steps 10 --no-flops \
+      >"$out/train-bench-$flavour.log" 2>&1  # its JSON goes to $OUT itself
+    python3 bench/cache_bench.py "${tiny[@]}" --flavour "$flavour" --parts vae,text \
+      >"$out/cache-bench-$flavour.log" 2>&1
+  fi
 done
 if [ "${DASK:-0}" = 1 ]; then  # the cache stages over 1, 2 and 4 local CPU workers (issue #18's Dask rows)
   python3 bench/dask_bench.py --workers 1,2,4 --repeats 3 --out "$out/dask-$(nproc)cpu.json" 2>&1 \
