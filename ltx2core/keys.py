@@ -168,6 +168,8 @@ def latent_key(sample: dict[str, Any], dataset: VideoDataset, model: LatentModel
         audio_key += ";video=none"
     if dataset.reference_dir is not None:  # absent without IC-LoRA: the keys of every other dataset are unchanged
         audio_key += f";reference={reference or 'missing'}/{model.reference_scale}"
+        if dataset.reference_fit == "reference_loose":  # it encodes references that reference_strict refuses
+            audio_key += "/loose"
     return fingerprint("latents", sample["video_id"], clip_spec(dataset), sample["bucket"], model.vae_fp,
                        model.options_key, audio_key)
 

@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 
 from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
+from ltx2core.data.buckets import same_aspect
 from ltx2core.data.encode_latents import AudioSpec, LatentJob, encode_latent_jobs
 from ltx2core.data.tensors import to_record
 from ltx2core.keys import LatentModel, clip_spec, latent_model, model_source, vae_options
@@ -56,12 +57,19 @@ def _job(key: str, sample: dict, dataset: VideoDataset, placeholder_channels: in
 
 def _reference(sample: dict, dataset: VideoDataset, plan, scale: int) -> tuple[tuple[str, object] | None, str | None]:
     """(reference file, its ClipPlan) -- the clip's frames, at the clip's size / `scale`, covered and centre-cropped
-    -- or why there is none (recorded as the clip's latents error: the clip is then not trained)."""
+    like the clip, so that a reference of the clip's aspect is aligned with it (reference_strict insists on it) --
+    or why there is none (recorded as the clip's latents error: the clip is then not trained)."""
     reference = sample.get("reference")
     if reference is None:
         stem = Path(sample["path"]).relative_to(Path(str(dataset.instance_data_dir))).with_suffix("")
         return None, (f"{sample['path']}: no reference video {stem}.* in {dataset.reference_dir} (conditioning_data "
-                      f"{dataset.conditioning_data}, reference_strict: a reference is named like its clip)")
+                      f"{dataset.conditioning_data}: a reference is named like its clip)")
+    if dataset.reference_fit == "reference_strict" and not same_aspect(reference["width"], reference["height"],
+                                                                      plan.resize_width, plan.resize_height):
+        return None, (f"{sample['path']}: its reference {reference['path']} is {reference['width']}x"
+                      f"{reference['height']}, of another aspect than the clip, which reference_strict cannot align "
+                      f"with it: give it the clip's aspect, or set \"conditioning_type\": \"reference_loose\" on "
+                      f"{dataset.conditioning_data} to cover and centre-crop it")
     width, height = plan.width // scale, plan.height // scale
     if (width * scale, height * scale) != (plan.width, plan.height) or width % LTX2.spatial or height % LTX2.spatial:
         return None, (f"{sample['path']}: its bucket {plan.width}x{plan.height} divided by "

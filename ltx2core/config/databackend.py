@@ -26,6 +26,7 @@ CaptionStrategy = Literal["textfile", "filename", "instanceprompt", "parquet", "
 BucketStrategy = Literal["aspect_ratio", "resolution_frames"]
 ResolutionType = Literal["pixel", "pixel_area", "area"]
 BackendType = Literal["local", "aws"]
+ReferenceFit = Literal["reference_strict", "reference_loose"]  # SimpleTuner's conditioning_type of IC-LoRA references
 
 SUPPORTED_DATASET_TYPES = ("video", "text_embeds", "conditioning")
 # SimpleTuner dataset types a file may hold that this project does not train on yet.
@@ -131,6 +132,8 @@ class VideoDataset(StrictModel):
     conditioning_data: str | None = Field(None, description="IC-LoRA: the id of the conditioning dataset whose "
                                           "videos are this one's references (paired by file name)")
     reference_dir: Path | None = Field(None, description="Set from conditioning_data when the file is loaded")
+    reference_fit: ReferenceFit = Field("reference_strict", description="Set from conditioning_data's "
+                                        "conditioning_type when the file is loaded")
     video: VideoOptions = Field(description="Clip length, length filters and bucketing")
     aws_bucket_name: str | None = None
     aws_region_name: str | None = None
@@ -226,23 +229,16 @@ class TextEmbedsDataset(StrictModel):
 
 class ConditioningDataset(StrictModel):
     """A `dataset_type: conditioning` block: IC-LoRA reference videos, named by a video dataset's
-    `conditioning_data` and paired with its clips by file name (SimpleTuner's reference_strict)."""
+    `conditioning_data` and paired with its clips by file name, as SimpleTuner pairs them."""
 
     id: str = Field(min_length=1)
     dataset_type: Literal["conditioning"] = "conditioning"
-    conditioning_type: Literal["reference_strict"] = Field(
-        "reference_strict", description="reference_strict: the reference of a.mp4 is the file named a.* here")
+    conditioning_type: ReferenceFit = Field(
+        "reference_strict", description="How a reference (a.* here for a.mp4) is cut like its clip: reference_strict "
+        "keeps the two aligned and refuses a reference of another aspect; reference_loose covers and centre-crops it")
     type: Literal["local"] = "local"
     disabled: bool = Field(False, validation_alias=AliasChoices("disabled", "disable"))
     instance_data_dir: Path = Field(description="Folder of reference videos")
-
-    @field_validator("conditioning_type", mode="before")
-    @classmethod
-    def _only_strict(cls, value: Any) -> Any:
-        if value == "reference_loose":
-            raise rule_error(("conditioning_type", "conditioning_type reference_loose (pairing by order) is not "
-                              "supported: name each reference like its clip and use reference_strict"))
-        return value
 
     @field_validator("instance_data_dir", mode="before")
     @classmethod
@@ -278,6 +274,7 @@ def check_dataset_set(datasets: list[Dataset]) -> list[tuple[str | None, str]]:
 
 def with_references(datasets: list[Dataset]) -> list[Dataset]:
     """Each video dataset with its conditioning dataset's folder as `reference_dir` (IC-LoRA)."""
-    folders = {d.id: d.instance_data_dir for d in datasets if isinstance(d, ConditioningDataset)}
-    return [d.model_copy(update={"reference_dir": folders[d.conditioning_data]})
-            if isinstance(d, VideoDataset) and d.conditioning_data in folders else d for d in datasets]
+    refs = {d.id: d for d in datasets if isinstance(d, ConditioningDataset)}
+    return [d.model_copy(update={"reference_dir": refs[d.conditioning_data].instance_data_dir,
+                                 "reference_fit": refs[d.conditioning_data].conditioning_type})
+            if isinstance(d, VideoDataset) and d.conditioning_data in refs else d for d in datasets]

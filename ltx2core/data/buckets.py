@@ -85,3 +85,9 @@ def cover(width: int, height: int, out_width: int, out_height: int) -> tuple[int
     s = max(out_width / width, out_height / height)
     rw, rh = max(out_width, math.ceil(width * s - 1e-9)), max(out_height, math.ceil(height * s - 1e-9))
     return rw, rh, (rw - out_width) // 2, (rh - out_height) // 2
+
+
+def same_aspect(width: int, height: int, other_width: int, other_height: int) -> bool:
+    """Whether two frames share an aspect, within a pixel of rounding and 1% (1920x1080 against 1920x1088)."""
+    aspect, other = width / height, other_width / other_height
+    return abs(aspect - other) <= 0.01 * other + 1 / min(height, other_height)

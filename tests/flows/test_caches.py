@@ -283,3 +283,33 @@ def test_an_ic_lora_dataset_caches_each_clip_s_reference_trains_and_validates_wi
         video = from_record(r["latents"], r["latents_shape"], r["latents_dtype"])
         reference = from_record(r["reference_latents"], r["reference_latents_shape"], r["reference_latents_dtype"])
         assert video.shape[1:] == (5, 2, 2) and reference.shape[1:] == (5, 1, 1)  # 64x64 clips, 32x32 references
+
+
+def test_reference_strict_refuses_a_reference_of_another_aspect_and_reference_loose_crops_it(tmp_path, prefect_api,
+                                                                                             tiny):
+    from ltx2core.media.synth import write_clip
+
+    clips, refs = tmp_path / "clips", tmp_path / "refs"
+    clips.mkdir(), refs.mkdir()
+    write_clip(clips / "a.mp4", width=128, height=128, num_frames=40, fps=25, seed=0)
+    write_clip(refs / "a.mp4", width=192, height=128, num_frames=40, fps=25, seed=1)  # 3:2 for a square clip
+    config, backend = write_configs(tmp_path, clips, block={"conditioning_data": "refs"})
+    blocks = json.loads(backend.read_text())
+    store_uri = str(tmp_path / "store")
+
+    def latents(fit: str) -> dict:
+        backend.write_text(json.dumps([*blocks, {"id": "refs", "dataset_type": "conditioning",
+                                                 "conditioning_type": fit, "instance_data_dir": str(refs)}]))
+        pipeline(config=str(config), databackend=str(backend), storage=store_uri, stages=CACHE_STAGES)
+        rows = Store.open(store_uri).read("latents").to_pylist()
+        return max(rows, key=lambda r: r["error"] is None)  # the loose row, once there is one
+
+    strict = latents("reference_strict")
+    assert strict["error"] and "a.mp4 is 192x128, of another aspect than the clip" in strict["error"]
+    assert 'set "conditioning_type": "reference_loose" on refs' in strict["error"]
+    loose = latents("reference_loose")
+    assert loose["error"] is None
+    reference = from_record(loose["reference_latents"], loose["reference_latents_shape"],
+                            loose["reference_latents_dtype"])
+    video = from_record(loose["latents"], loose["latents_shape"], loose["latents_dtype"])
+    assert reference.shape == video.shape  # covered and centre-cropped to the clip's bucket

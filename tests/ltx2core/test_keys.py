@@ -64,6 +64,15 @@ def test_the_resolution_changes_the_buckets_and_through_them_the_latents(tiny: M
         "bucket", "latents"}
 
 
+def test_a_loose_reference_fit_changes_only_the_latents_of_an_ic_lora_dataset(tiny: ModelSource) -> None:
+    """reference_loose encodes references of another aspect that reference_strict refuses: not the same rows."""
+    strict = dataset().model_copy(update={"reference_dir": "/refs"})
+    loose = strict.model_copy(update={"reference_fit": "reference_loose"})
+    assert changed(all_keys(tiny, strict, config()), all_keys(tiny, loose, config())) == {"latents"}
+    assert changed(all_keys(tiny, dataset(), config()),
+                   all_keys(tiny, dataset().model_copy(update={"reference_fit": "reference_loose"}), config())) == set()
+
+
 @pytest.mark.parametrize("switch", ["vae_enable_slicing", "vae_enable_patch_conv", "vae_enable_temporal_roll"])
 def test_exact_vae_options_change_no_key(tiny: ModelSource, switch: str) -> None:
     """Slicing, patch-conv and temporal roll give the same latents (tests/ltx2core/models): same key, no recompute."""

@@ -1,6 +1,6 @@
 import pytest
 
-from ltx2core.data.buckets import BucketSpec, plan_bucket
+from ltx2core.data.buckets import BucketSpec, plan_bucket, same_aspect
 from ltx2core.models.scale import LTX2
 
 
@@ -52,3 +52,15 @@ def test_centre_crop_of_a_wide_clip():
     assert (plan.width, plan.height) == (1216, 512)
     assert (plan.resize_width, plan.resize_height) == (1229, 512)
     assert plan.crop_left == (1229 - 1216) // 2 and plan.crop_top == 0
+
+
+@pytest.mark.parametrize(("a", "b", "same"), [
+    ((1920, 1080), (1920, 1080), True),
+    ((1920, 1080), (1920, 1088), True),  # an encoder's 16-line padding
+    ((1920, 1080), (1280, 720), True),
+    ((1920, 1080), (683, 384), True),  # the clip's cover of a 384 bucket: a pixel of rounding
+    ((1920, 1080), (1440, 1080), False),  # 16:9 against 4:3
+    ((128, 128), (192, 128), False),
+])
+def test_same_aspect_allows_rounding_not_another_shape(a, b, same):
+    assert same_aspect(*a, *b) is same and same_aspect(*b, *a) is same
