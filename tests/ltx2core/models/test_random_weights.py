@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -52,3 +54,18 @@ def test_the_full_size_text_encoder_is_gemma_3_12b(ltx2_home):
         model = Gemma3ForConditionalGeneration(text_encoder("2.3"))
     assert model.lm_head.weight is model.model.language_model.embed_tokens.weight  # tied, as in the real model
     assert round(sum(p.numel() for p in model.parameters()) / 1e9, 2) == 12.19  # google/gemma-3-12b-it: 12.19e9
+
+
+def test_every_random_fill_of_a_drawn_model_passes_through_fills_on(ltx2_home):
+    """On a GPU machine, fills_on draws these numbers on the GPU for a model built on the CPU: every initialiser's
+    fill must pass through it, or a full-size draw falls back to the CPU's pace for what it misses."""
+    from transformers import Gemma3ForConditionalGeneration
+
+    from ltx2core.models import random_weights
+
+    source = resolve_source("tiny-random", "2.3")
+    config = Gemma3ForConditionalGeneration.config_class.from_pretrained(Path(source.name_or_path) / "text_encoder")
+    with random_weights.fills_on("cpu") as seen:
+        model = random_weights.draw(Gemma3ForConditionalGeneration, config, dtype=torch.float32, device="cpu")
+    weights = sum(p.numel() for name, p in model.named_parameters() if name.endswith("weight") and p.dim() > 1)
+    assert seen.elements >= weights  # every matrix and embedding (norms are filled with constants)
