@@ -9,6 +9,7 @@ finish.
 from __future__ import annotations
 
 import math
+import traceback
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -18,7 +19,7 @@ from ltx2core.config.train import TrainConfig
 from ltx2core.data.tensors import to_record
 from ltx2core.keys import TextModel, model_source, text_model
 from ltx2core.models.loading import load_connectors, load_text_encoder, load_tokenizer
-from ltx2core.models.placement import on_device
+from ltx2core.models.placement import release_cache
 from ltx2core.models.runtime import compute_dtype, pick_device
 from ltx2core.models.text import ENCODE_BATCH, ENCODE_TOKENS, encode_captions
 from storage.store import Store
@@ -44,10 +45,11 @@ def text_embeds_shard(store_uri: str, config: TrainConfig, keyed: list[tuple[str
     dtype = compute_dtype(config.mixed_precision, device)
     get_run_logger().info("text-embeds: encoding %d captions with %s on %s", len(keyed), source.label, device)
     tokenizer = load_tokenizer(source)
-    text_encoder = load_text_encoder(source, dtype=dtype)
-    connectors = load_connectors(source, dtype=dtype)
-    # The text encoder leaves the GPU when the shard ends, so the VAE never shares it with it.
-    with on_device(text_encoder, device), on_device(connectors, device):
+    # Loaded straight onto the device (no 24 GB host copy of Gemma-3-12B) and dropped when the shard ends, so the
+    # VAE never shares the GPU with it.
+    text_encoder = load_text_encoder(source, dtype=dtype, device=device)
+    connectors = load_connectors(source, dtype=dtype, device=device)
+    try:
         for start in range(0, len(keyed), COMMIT_EVERY):
             chunk = keyed[start:start + COMMIT_EVERY]
             embeds = encode_captions([c for _, c in chunk], tokenizer=tokenizer, text_encoder=text_encoder,
@@ -61,6 +63,12 @@ def text_embeds_shard(store_uri: str, config: TrainConfig, keyed: list[tuple[str
                              "features": data, "features_shape": shape, "features_dtype": dt})
             store.upsert("text_embeds", rows)
             sink().advance("text-embeds", len(rows))
+    except BaseException as error:
+        traceback.clear_frames(error.__traceback__)  # its frames hold the encoder: free the GPU for a retry
+        raise
+    finally:
+        del text_encoder, connectors
+        release_cache(device)
     return len(keyed)
 
 

@@ -1,12 +1,13 @@
 """Put a component on the accelerator only while a stage uses it.
 
-With `offload_during_startup: true` the text-embeds and latents stages wrap their model calls in
-`on_device(...)`: the text encoder goes back to the CPU before the VAE comes to the GPU, so the two are never
-resident together (Gemma-3-12B alone is ~24 GB in bf16).
+The latents stage wraps its VAE calls in `on_device(...)` (back to the CPU afterwards with
+`offload_during_startup: true`); the text-embeds stage loads Gemma straight onto the device and drops it when its
+shard ends (`release_cache`), so the text encoder (~24 GB in bf16) and the VAE are never resident together.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,3 +39,10 @@ def on_device(module: ModuleT, device: torch.device | str, *, offload: bool = Tr
             log.debug("%s -> %s", name, HOME)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+
+
+def release_cache(device: torch.device | str) -> None:
+    """Hand the accelerator memory of components just dropped back to the driver (for the next stage's model)."""
+    if torch.device(device).type == "cuda":
+        gc.collect()  # a model in a reference cycle is only freed by the collector
+        torch.cuda.empty_cache()
