@@ -125,9 +125,6 @@ class VideoDataset(StrictModel):
     resolution: int | float = Field(description="Short edge or square edge in px (multiple of 32), or megapixels")
     repeats: int = Field(0, ge=0, description="Extra passes per epoch: N means each video is seen N+1 times")
     probability: float = Field(1.0, ge=0, description="Relative chance this dataset is sampled")
-    crop: bool = Field(False, description="Crop to the bucket instead of resizing the whole frame")
-    crop_style: Literal["random", "center", "corner", "face"] = "random"
-    crop_aspect: Literal["square", "preserve", "closest", "random"] = "square"
     cache_dir_vae: Path | None = Field(None, description="SimpleTuner's VAE cache folder")
     conditioning_data: str | None = Field(None, description="IC-LoRA: the id of the conditioning dataset whose "
                                           "videos are this one's references (paired by file name)")

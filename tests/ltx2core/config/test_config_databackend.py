@@ -245,9 +245,17 @@ def test_missing_required_keys_are_named(workdir: Path) -> None:
 
 
 def test_string_values_from_simpletuner_are_coerced(workdir: Path) -> None:
-    block = video_block(repeats="2", crop="true", resolution="512", video={"num_frames": "121", "min_frames": "121"})
+    block = video_block(repeats="2", disabled="false", resolution="512",
+                        video={"num_frames": "121", "min_frames": "121"})
     (dataset,), _ = load(block)
-    assert (dataset.repeats, dataset.crop, dataset.resolution, dataset.video.num_frames) == (2, True, 512, 121)
+    assert (dataset.repeats, dataset.disabled, dataset.resolution, dataset.video.num_frames) == (2, False, 512, 121)
+
+
+def test_simpletuner_s_crop_keys_are_named_as_ignored(workdir: Path) -> None:
+    """The bucket keeps each clip's aspect and crops only its rounding to 32: there is no crop to choose."""
+    _, warnings = load(video_block(crop=True, crop_style="face", crop_aspect="preserve"), TEXT_EMBEDS_BLOCK)
+    assert warnings == [f"{FILE}: ignored 3 keys this trainer does not use: {NAME}: crop, {NAME}: crop_style, "
+                        f"{NAME}: crop_aspect"]
 
 
 def test_models_refuse_unknown_keys_inside_the_project() -> None:
