@@ -9,7 +9,6 @@ outputs are in the rehearsal's own folder.
 
 from __future__ import annotations
 
-import gc
 import json
 import traceback
 from collections.abc import Callable
@@ -113,6 +112,7 @@ def _limit_card(card_gib: float | None) -> tuple[str, float | None]:
 def _run_stage(stage: str, files: tuple[Path, Path], store: str, output_dir: Path, *,
                force: bool = False) -> StageFigures:
     from flows.pipeline import pipeline
+    from ltx2core.models.placement import release_memory
     from tasks.failures import explain
 
     figures = StageFigures(stage, unit=UNITS[stage])
@@ -126,7 +126,7 @@ def _run_stage(stage: str, files: tuple[Path, Path], store: str, output_dir: Pat
             figures.error = explain(error).cause
             traceback.clear_frames(error.__traceback__)  # its frames hold the model: free the GPU for the next try
             del error
-            _free_memory()
+            release_memory()
     figures.seconds, figures.gpu_peak_gib, figures.host_peak_gib = m.seconds, m.gpu_peak_gib, m.host_peak_gib
     if stage == "train" and figures.error is None:
         figures.per_item_s = median_step_seconds(output_dir / "loss.csv")
@@ -178,11 +178,4 @@ def _try_row(change: FitTry, figures: StageFigures) -> dict:
     return {"label": change.label, "error": figures.error, "s_per_step": figures.per_item_s,
             "gpu_peak_gib": figures.gpu_peak_gib, "host_peak_gib": figures.host_peak_gib}
 
-
-def _free_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 

@@ -19,7 +19,7 @@ from ltx2core.config.train import TrainConfig
 from ltx2core.data.tensors import to_record
 from ltx2core.keys import TextModel, model_source, text_model
 from ltx2core.models.loading import load_connectors, load_text_encoder, load_tokenizer
-from ltx2core.models.placement import release_cache
+from ltx2core.models.placement import release_memory
 from ltx2core.models.runtime import compute_dtype, pick_device
 from ltx2core.models.text import ENCODE_BATCH, ENCODE_TOKENS, encode_captions
 from storage.store import Store
@@ -68,7 +68,7 @@ def text_embeds_shard(store_uri: str, config: TrainConfig, keyed: list[tuple[str
         raise
     finally:
         del text_encoder, connectors
-        release_cache(device)
+        release_memory()
     return len(keyed)
 
 

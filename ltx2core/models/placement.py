@@ -2,7 +2,7 @@
 
 The latents stage wraps its VAE calls in `on_device(...)` (back to the CPU afterwards with
 `offload_during_startup: true`); the text-embeds stage loads Gemma straight onto the device and drops it when its
-shard ends (`release_cache`), so the text encoder (~24 GB in bf16) and the VAE are never resident together.
+shard ends (`release_memory`), so the text encoder (~24 GB in bf16) and the VAE are never resident together.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def on_device(module: ModuleT, device: torch.device | str, *, offload: bool = Tr
                 torch.cuda.empty_cache()
 
 
-def release_cache(device: torch.device | str) -> None:
-    """Hand the accelerator memory of components just dropped back to the driver (for the next stage's model)."""
-    if torch.device(device).type == "cuda":
-        gc.collect()  # a model in a reference cycle is only freed by the collector
-        torch.cuda.empty_cache()
+def release_memory() -> None:
+    """Free the components just dropped: the collector for a model in a reference cycle, then the accelerator's
+    cached blocks back to the driver (for the next stage's model; nothing where CUDA was never used)."""
+    gc.collect()
+    torch.cuda.empty_cache()
