@@ -107,9 +107,9 @@ def print_failures(rows: list[dict]) -> None:
 def print_rehearsal(rehearsal) -> None:
     """`ltx2 rehearse`'s table: per stage, items, the stage's seconds and its flow call's (the difference is Prefect's
     and the run's bookkeeping), s/item and the peaks; then the train stage's advice."""
-    shapes = ", ".join(f"{d} {s}" for d, s in rehearsal.shapes.items())
+    shapes = ", ".join(f"{d} at {s}" for d, s in rehearsal.shapes.items())
     card = f", {rehearsal.card_gib:.0f} GiB in force" if rehearsal.card_gib else ""
-    table = Table(title=f"ltx2 rehearse: {rehearsal.model} on {rehearsal.device}{card}; clips {shapes}")
+    table = Table(title=f"ltx2 rehearse: {rehearsal.model} on {rehearsal.device}{card}; dataset {shapes}")
     for column in ("stage", "items", "stage s", "flow s", "s/item", "GPU peak GiB", "host peak GiB", "outcome"):
         table.add_column(column, justify="left" if column in ("stage", "outcome") else "right")
     for f in rehearsal.stages:
