@@ -20,9 +20,9 @@ steps=${2:-40}
 flavours=${3-"2.0 2.3"}  # "" for none (the Dask rows alone)
 parts=" ${PARTS:-rehearse s3 bench} "
 out=${OUT:-/tmp/stage-figures}
-# The train stage expands captions once and parks the audio stream of a video-only run: the row that does the same
-# (without them 2.3's row is out of memory on an 80 GB H100: 2026-12-07).
-row=${TRAIN_ROW:-ours-bf16lora-sac-compile-park-precap-768}
+# The train stage expands captions once, parks the audio stream of a video-only run and trains a float32 LoRA: the
+# row that does the same (without the first two 2.3's row is out of memory on an 80 GB H100: 2026-12-07).
+row=${TRAIN_ROW:-ours-sac-compile-park-precap-768}
 model=random tiny=()
 if [ "${TINY:-0}" = 1 ]; then model=tiny-random tiny=(--tiny); fi
 mkdir -p "$out"

@@ -242,6 +242,10 @@ ROWS = (  # in run order: LoRA changes kept few, model-changing rows last
         recompute="selective", precap=True, park=True, default=False, estimate_s=60),
     Row("ours-bf16lora-sac-compile-park-precap-768", "ours", bf16_lora=True, compile=True, recompute="selective",
         precap=True, park=True, default=False, estimate_s=55),
+    # what the train stage runs on video-only data with selective recompute and compiled blocks: a float32 LoRA
+    # (its optimizer state too: bf16 Adam updates vanish), the row `ltx2 rehearse`'s train figure is compared with
+    Row("ours-sac-compile-park-precap-768", "ours", compile=True, recompute="selective", precap=True, park=True,
+        default=False, estimate_s=55),
     Row("ours-fp8-bf16lora-compile-park-precap-768", "ours", fp8=True, bf16_lora=True, compile=True, precap=True,
         park=True, default=False, estimate_s=55),
     Row("ours-bf16lora-compile-park-precap-768", "ours", bf16_lora=True, compile=True, precap=True, park=True,

@@ -56,6 +56,10 @@ from storage.store import Store
 from tasks.datasets import samples_of
 from tasks.pending import train_total, training_refs
 
+# What training reads of a row (storage.schemas.tensor_fields): not the latents' log-variance, which it never uses
+LATENT_COLUMNS = ["key", *(f"{name}{part}" for name in ("latents", "audio_latents", "reference_latents")
+                           for part in ("", "_shape", "_dtype"))]
+FEATURE_COLUMNS = ["key", "features", "features_shape", "features_dtype"]
 STEP_LINE = "ltx2-train-step "  # + JSON {"step", "loss", "s_per_step"}: one line per step from rank 0
 
 
@@ -76,21 +80,28 @@ class StoreSource:
 
     def load(self, keys: Sequence[str]) -> list[TrainExample]:
         latent_keys = {self.refs[k][0] for k in keys}
-        text_keys = {self.refs[k][1] for k in keys}
-        latents = {r["key"]: r for r in self.store.read("latents", where=sql_in("key", latent_keys)).to_pylist()}
-        texts = {r["key"]: r for r in self.store.read("text_embeds", where=sql_in("key", text_keys)).to_pylist()}
+        # a caption expanded before training needs no features: reading them was half of a step's reading
+        text_keys = {self.refs[k][1] for k in keys} - self.captions.keys()
+        latents = self._rows("latents", LATENT_COLUMNS, latent_keys)
+        texts = self._rows("text_embeds", FEATURE_COLUMNS, text_keys)
         out = []
         for key in keys:
             lat_key, text_key, fps = self.refs[key]
-            z, t = latents[lat_key], texts[text_key]
+            z, t = latents[lat_key], texts.get(text_key)
             audio, reference = (from_record(z[name], z[f"{name}_shape"], z[f"{name}_dtype"]).float()
                                 if z.get(name) is not None else None for name in ("audio_latents", "reference_latents"))
             out.append(TrainExample(
                 key=key, latents=from_record(z["latents"], z["latents_shape"], z["latents_dtype"]).float(),
-                text_features=from_record(t["features"], t["features_shape"], t["features_dtype"]).float(),
+                text_features=from_record(t["features"], t["features_shape"], t["features_dtype"]).float() if t
+                else None,
                 frame_rate=fps, audio_latents=audio, reference_latents=reference,
                 caption=self.captions.get(text_key)))
         return out
+
+    def _rows(self, table: str, columns: list[str], keys: set[str]) -> dict[str, dict]:
+        if not keys:
+            return {}
+        return {r["key"]: r for r in self.store.read(table, columns, where=sql_in("key", keys)).to_pylist()}
 
 
 @dataclass(frozen=True)

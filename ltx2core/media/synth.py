@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import random
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -292,11 +294,31 @@ def _write_data_only(path: Path) -> Path:
     return path
 
 
-def _append_free_box(path: Path, tag: int) -> None:
+def _append_free_box(path: Path, tag: object) -> None:
     # A trailing ISO BMFF `free` box is skipped by every MP4 reader; it makes the bytes (and hash) unique.
     payload = f"ltx2 sample {tag}".encode()
     with path.open("ab") as out:
         out.write((8 + len(payload)).to_bytes(4, "big") + b"free" + payload)
+
+
+def write_distinct_clips(paths: Sequence[str | Path], *, encodes: int = 16, **clip: Any) -> list[Path]:
+    """An MP4 clip like `write_clip(**clip)` at each of `paths`, no two with the same bytes, for at most `encodes`
+    encodes: seeds 0, 1, ... are encoded, copied round-robin, and every file ends in a `free` box naming its path.
+
+    A seed draws one of 64 looks (seeds 9 and 12 already look alike) and a pipeline keyed by content counts
+    byte-identical files once: clips that must each count (a rehearsal's) need the box, not just other seeds.
+    """
+    paths = [Path(p) for p in paths]
+    odd = [p.name for p in paths if p.suffix.lower() not in (".mp4", ".mov")]
+    if odd:
+        raise ValueError(f"{odd[:3]}: distinct clips are MP4 or MOV (the trailing box is ISO BMFF)")
+    for seed, path in enumerate(paths[:encodes]):
+        write_clip(path, seed=seed, **clip)
+    for index, path in enumerate(paths[encodes:], start=encodes):
+        shutil.copyfile(paths[index % encodes], path)
+    for path in paths:
+        _append_free_box(path, path.resolve())
+    return paths
 
 
 def make_many_clips(folder: str | Path, n: int, *, seed: int = 0) -> list[Path]:

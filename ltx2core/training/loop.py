@@ -47,7 +47,7 @@ from ltx2core.training.checkpoint import (
     save_checkpoint,
 )
 from ltx2core.training.crepa import Crepa
-from ltx2core.training.data import BucketBatches, SampleSource, collate
+from ltx2core.training.data import BucketBatches, Prefetched, SampleSource, collate
 from ltx2core.training.distributed import SINGLE, World, is_sharded, sum_gradients, sum_values, wait_for_main
 from ltx2core.training.flow_matching import LTX2_SHIFT, SigmaSampler
 from ltx2core.training.lora import load_lora_state, lora_spec_of, lora_state_dict
@@ -226,10 +226,17 @@ def train(
         "lr %g (%s)", step + 1, settings.max_steps, batches.steps_per_epoch(per_step), world.size, accumulation,
         batches.batch_size, settings.learning_rate, settings.lr_scheduler,
     )
+    examples = Prefetched(source)
     try:
         while step < settings.max_steps:
             started = time.perf_counter()
             step_batches = batches.next_step(per_step)
+            # this rank's batches are read on a thread, in order: the next step's while this one trains
+            ahead = [step_batches] if step == start_step else []
+            ahead += [batches.peek_step(per_step)] if step + 1 < settings.max_steps else []
+            for planned in ahead:
+                for index in range(world.rank, len(planned), world.size):
+                    examples.prefetch(planned[index].keys)
             clips = sum(len(chosen.keys) for chosen in step_batches)
             sums = dict.fromkeys(_SUMS, 0.0)
             audio_weight = balance.weight()
@@ -243,7 +250,7 @@ def train(
                     chosen, weight = step_batches[0], 0.0
                 _seed_batch(settings.seed, step + 1, index, generator)
                 batch = collate(
-                    source.load(chosen.keys), connectors=connectors, text_max_length=settings.text_max_length,
+                    examples.load(chosen.keys), connectors=connectors, text_max_length=settings.text_max_length,
                     device=device, dtype=dtype,
                 )
                 with autocast:
@@ -313,6 +320,7 @@ def train(
                     transformer.train()
                 wait_for_main(world)
     finally:
+        examples.close()
         if router is not None:  # the hooks must not outlive this call on a reused transformer
             router.remove()
     return TrainResult(

@@ -98,3 +98,27 @@ def test_memory_options_from_the_config_train(tmp_path, clips, prefect_api, tiny
     assert reports[("train", "run")]["done"] == 2
     final = load_file(tmp_path / "output" / "run" / "pytorch_lora_weights.safetensors")
     assert any(t.abs().sum() > 0 for k, t in final.items() if "lora_B" in k)
+
+
+def test_the_train_source_reads_no_features_of_a_caption_expanded_before_training(tmp_path):
+    from ltx2core.data.tensors import to_record
+    from ltx2core.training.data import ExpandedCaption
+    from tasks.train_ranks import StoreSource
+
+    store = Store.open(str(tmp_path / "store"))
+    latents, features = torch.randn(8, 2, 4, 4), torch.randn(5, 16)
+    z, f = to_record(latents), to_record(features)
+    store.upsert("latents", [{"key": f"lat{i}", "video_id": "v", "clip_spec": "c", "bucket": "b", "vae_fp": "fp",
+                              "options": "o", "frame_rate": 25.0, "latents": z[0], "latents_shape": z[1],
+                              "latents_dtype": z[2]} for i in (0, 1)])
+    # the features of "txt0" only: "txt1" is expanded, and a source that read its row would fail on a missing key
+    store.upsert("text_embeds", [{"key": "txt0", "caption": "a", "encoder_fp": "e", "max_length": 16,
+                                  "num_tokens": 5, "features": f[0], "features_shape": f[1], "features_dtype": f[2]}])
+    expanded = ExpandedCaption(torch.zeros(16, 8), torch.zeros(16, 4), torch.ones(16))
+    source = StoreSource(store, {"s0": ("lat0", "txt0", 25.0), "s1": ("lat1", "txt1", 24.0)},
+                         captions={"txt1": expanded})
+
+    plain, precomputed = source.load(["s0", "s1"])
+    assert torch.equal(plain.latents, latents) and torch.equal(plain.text_features, features)
+    assert plain.caption is None
+    assert precomputed.text_features is None and precomputed.caption is expanded and precomputed.frame_rate == 24.0

@@ -241,3 +241,16 @@ def test_many_clips_are_valid_and_all_different(tmp_path: Path) -> None:
     assert [probe_video(p).error for p in paths] == [None] * 40
     assert len({content_hash(p) for p in paths}) == 40
     assert {probe_video(p).num_frames for p in paths} <= {9, 17, 25, 33}
+
+
+def test_distinct_clips_count_apart_even_where_their_seeds_look_alike(tmp_path: Path) -> None:
+    # seeds 9 and 12 draw the same look: without the trailing box their encodes would be the same bytes
+    paths = synth.write_distinct_clips([tmp_path / f"c{i}.mp4" for i in range(13)], encodes=13, width=64, height=64,
+                                       num_frames=9, fps=25)
+    more = synth.write_distinct_clips([tmp_path / f"d{i}.mp4" for i in range(3)], encodes=1, width=64, height=64,
+                                      num_frames=9, fps=25)  # copies of one encode
+
+    assert [probe_video(p).num_frames for p in paths + more] == [9] * 16
+    assert len({content_hash(p) for p in paths + more}) == 16
+    with pytest.raises(ValueError, match="MP4 or MOV"):
+        synth.write_distinct_clips([tmp_path / "e.webm"], width=64, height=64, num_frames=9, fps=25)

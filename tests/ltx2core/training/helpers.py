@@ -7,6 +7,7 @@ LoRA arithmetic, the files) does not depend on the pixels.
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,13 +49,15 @@ def make_examples(
 
 @dataclass
 class MemorySource:
-    """A SampleSource over a dict; remembers every batch of keys it served."""
+    """A SampleSource over a dict; remembers every batch of keys it served, and on which thread."""
 
     examples: dict[str, TrainExample]
     served: list[tuple[str, ...]] = field(default_factory=list)
+    threads: list[str] = field(default_factory=list)
 
     def load(self, keys: Sequence[str]) -> list[TrainExample]:
         self.served.append(tuple(keys))
+        self.threads.append(threading.current_thread().name)
         return [self.examples[key] for key in keys]
 
 

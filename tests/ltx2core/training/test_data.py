@@ -59,6 +59,15 @@ def test_a_restored_position_continues_the_same_sequence() -> None:
     assert head + list(islice(resumed, 16)) == expected
 
 
+def test_peek_names_the_next_step_without_moving_the_position() -> None:
+    batches = BucketBatches(BUCKETS, batch_size=BATCH_SIZE, seed=SEED)
+    for _ in range(3 * batches.steps_per_epoch(2)):  # across epoch boundaries
+        position = batches.position
+        upcoming = batches.peek_step(2)
+        assert batches.position == position
+        assert batches.next_step(2) == upcoming
+
+
 def test_fingerprint_changes_with_what_decides_the_order() -> None:
     base = BucketBatches(BUCKETS, batch_size=BATCH_SIZE, seed=SEED).fingerprint
     more_repeats = {**BUCKETS, "1024x576@97": [("c1", 1)]}

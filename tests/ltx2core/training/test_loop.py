@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,26 @@ def test_loss_falls_on_a_repeated_batch(
                                       learning_rate=3e-2))
     assert len(result.history) == 20 and set(source.served) == {("clip0",)}
     assert fixed_loss() < 0.9 * start  # measured 0.74-0.84 (most of the target is unpredictable noise)
+
+
+def test_each_batch_is_read_once_in_order_on_the_prefetch_thread(
+    lora_transformer: Callable[..., Any], connectors: Any, text_max_length: int, tmp_path: Path
+) -> None:
+    examples = make_examples(5)
+    settings = _settings(tmp_path, text_max_length, gradient_accumulation_steps=2)
+    result, source = _run(lora_transformer(), connectors, settings, examples)
+    assert source.served == list(result.batch_keys)  # each micro-batch read once, none read and dropped
+    assert source.threads and all(name.startswith("ltx2-prefetch") for name in source.threads)
+    assert not [t for t in threading.enumerate() if t.name.startswith("ltx2-prefetch")]  # closed with the run
+
+    crashed = MemorySource(examples)
+    with pytest.raises(Crash):
+        train(lora_transformer(), crashed, _batches(examples), connectors=connectors,
+              settings=_settings(tmp_path / "crash", text_max_length, gradient_accumulation_steps=2),
+              sinks=[CrashAfter(2)])
+    # two steps of two batches, then at most the third step's, read ahead when the run died
+    assert crashed.served[:4] == source.served[:4] and len(crashed.served) <= 6
+    assert not [t for t in threading.enumerate() if t.name.startswith("ltx2-prefetch")]
 
 
 def test_resume_equals_one_uninterrupted_run(
