@@ -47,7 +47,7 @@ from ltx2core.training.checkpoint import (
     save_checkpoint,
 )
 from ltx2core.training.crepa import Crepa
-from ltx2core.training.data import BucketBatches, Prefetched, SampleSource, collate
+from ltx2core.training.data import BucketBatch, BucketBatches, Prefetched, SampleSource, collate
 from ltx2core.training.distributed import SINGLE, World, is_sharded, sum_gradients, sum_values, wait_for_main
 from ltx2core.training.flow_matching import LTX2_SHIFT, SigmaSampler
 from ltx2core.training.lora import load_lora_state, lora_spec_of, lora_state_dict
@@ -231,23 +231,19 @@ def train(
         while step < settings.max_steps:
             started = time.perf_counter()
             step_batches = batches.next_step(per_step)
+            mine = _rank_batches(step_batches, accumulation, world)
             # this rank's batches are read on a thread, in order: the next step's while this one trains
-            ahead = [step_batches] if step == start_step else []
-            ahead += [batches.peek_step(per_step)] if step + 1 < settings.max_steps else []
+            ahead = [mine] if step == start_step else []
+            if step + 1 < settings.max_steps:
+                ahead.append(_rank_batches(batches.peek_step(per_step), accumulation, world))
             for planned in ahead:
-                for index in range(world.rank, len(planned), world.size):
-                    examples.prefetch(planned[index].keys)
+                for _, chosen, _ in planned:
+                    examples.prefetch(chosen.keys)
             clips = sum(len(chosen.keys) for chosen in step_batches)
             sums = dict.fromkeys(_SUMS, 0.0)
             audio_weight = balance.weight()
-            for micro in range(accumulation):
-                index = micro * world.size + world.rank  # this batch's place in the step
-                if index < len(step_batches):
-                    chosen, weight = step_batches[index], len(step_batches[index].keys) / clips
-                elif world.size == 1:
-                    continue
-                else:  # the bucket ran out before this rank's batch: keep the collectives in step
-                    chosen, weight = step_batches[0], 0.0
+            for index, chosen, stand_in in mine:
+                weight = 0.0 if stand_in else len(chosen.keys) / clips
                 _seed_batch(settings.seed, step + 1, index, generator)
                 batch = collate(
                     examples.load(chosen.keys), connectors=connectors, text_max_length=settings.text_max_length,
@@ -327,6 +323,21 @@ def train(
         step=step, steps_run=step - start_step, last_checkpoint=last_checkpoint, history=tuple(history),
         batch_keys=tuple(batch_keys),
     )
+
+
+def _rank_batches(step: tuple[BucketBatch, ...], accumulation: int,
+                  world: World) -> list[tuple[int, BucketBatch, bool]]:
+    """(place in the step, batch, stand-in) of each micro-batch this rank trains, in order: batch i goes to rank
+    i % world size. A rank left without one in a bucket's last step trains the step's first batch at weight 0, a
+    stand-in that keeps the collectives in step; one process just has fewer micro-batches."""
+    mine = []
+    for micro in range(accumulation):
+        index = micro * world.size + world.rank
+        if index < len(step):
+            mine.append((index, step[index], False))
+        elif world.size > 1:
+            mine.append((index, step[0], True))
+    return mine
 
 
 def _checkpoint(
