@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from itertools import islice
 from typing import Any
 
@@ -91,6 +92,7 @@ def test_collate_refuses_what_cannot_share_a_batch(connectors: Any, text_max_len
     cases = [
         ([video["clip0"], other_shape], "one bucket"),
         ([video["clip0"], audio["clip1"]], "no audio latents"),
+        ([video["clip0"], replace(video["clip1"], text_features=None)], "neither caption features nor"),
     ]
     for examples, message in cases:
         with pytest.raises(ValueError, match=message):
