@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stage figures on the GPU machine (issue #18): `ltx2 rehearse` of bench/rehearsal/config.json (768x512x121,
-# selective recompute + compiled blocks, no LoRA dropout: train_bench's rows have none) for each flavour, and in the same call the library benchmarks the stages
-# are compared with (train_bench's row of the same options, cache_bench's VAE and text parts). Writes JSON to $OUT.
+# selective recompute + compiled blocks, no LoRA dropout: train_bench's rows have none) for each flavour, and in
+# the same call the library benchmarks the stages are compared with (train_bench's row of the same options,
+# cache_bench's VAE and text parts). Writes JSON to $OUT.
 #
 #   source bench/device_env.sh && bash bench/stage_figures.sh [CLIPS] [STEPS] [FLAVOURS]   (default 64 40 "2.0 2.3")
 #

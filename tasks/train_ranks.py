@@ -74,9 +74,9 @@ class StoreSource:
 
     def text_features(self) -> dict[str, torch.Tensor]:
         """Every caption feature the run trains on, by text_embeds key (for expand_captions)."""
-        keys = {ref[1] for ref in self.refs.values()}
-        rows = self.store.read("text_embeds", where=sql_in("key", keys)).to_pylist()
-        return {r["key"]: from_record(r["features"], r["features_shape"], r["features_dtype"]).float() for r in rows}
+        rows = self._rows("text_embeds", FEATURE_COLUMNS, {ref[1] for ref in self.refs.values()})
+        return {key: from_record(r["features"], r["features_shape"], r["features_dtype"]).float()
+                for key, r in rows.items()}
 
     def load(self, keys: Sequence[str]) -> list[TrainExample]:
         latent_keys = {self.refs[k][0] for k in keys}
