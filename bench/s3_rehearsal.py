@@ -33,12 +33,13 @@ def main() -> int:
     parser.add_argument("--model", default="random", choices=["random", "tiny-random"])
     parser.add_argument("--clips", type=int, default=24)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--aspect", default="3:2", help="width:height of the synthetic clips")
     parser.add_argument("--json", help="the rehearsal's figures as JSON")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ltx2-s3-") as scratch, running_s3_server(Path(scratch)) as server:
         command = [sys.executable, "-m", "flows.cli", "rehearse", "--config", args.config, "--databackend",
                    args.databackend, "--model", args.model, "--clips", str(args.clips), "--steps", str(args.steps),
-                   "--storage", server.uri("rehearsal"), *(["--json", args.json] if args.json else [])]
+                   "--aspect", args.aspect, "--storage", server.uri("rehearsal"), *(["--json", args.json] if args.json else [])]
         return subprocess.run(command, cwd=ROOT, env=os.environ | server.env).returncode
 
 

@@ -246,6 +246,8 @@ ROWS = (  # in run order: LoRA changes kept few, model-changing rows last
     # (its optimizer state too: bf16 Adam updates vanish), the row `ltx2 rehearse`'s train figure is compared with
     Row("ours-sac-compile-park-precap-768", "ours", compile=True, recompute="selective", precap=True, park=True,
         default=False, estimate_s=55),
+    Row("ours-sac-compile-park-precap-512", "ours", "512", compile=True, recompute="selective", precap=True,
+        park=True, default=False, estimate_s=40),
     Row("ours-fp8-bf16lora-compile-park-precap-768", "ours", fp8=True, bf16_lora=True, compile=True, precap=True,
         park=True, default=False, estimate_s=55),
     Row("ours-bf16lora-compile-park-precap-768", "ours", bf16_lora=True, compile=True, precap=True, park=True,

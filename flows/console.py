@@ -106,17 +106,18 @@ def print_failures(rows: list[dict]) -> None:
 
 def print_rehearsal(rehearsal) -> None:
     """`ltx2 rehearse`'s table: per stage, items, the stage's seconds and its flow call's (the difference is Prefect's
-    and the run's bookkeeping), s/item and the peaks; then the train stage's advice."""
+    and the run's bookkeeping), the part of the stage's spent loading models, s/item (and past the load: what each
+    further item costs) and the peaks; then the train stage's advice."""
     shapes = ", ".join(f"{d} at {s}" for d, s in rehearsal.shapes.items())
     card = f", {rehearsal.card_gib:.0f} GiB in force" if rehearsal.card_gib else ""
     table = Table(title=f"ltx2 rehearse: {rehearsal.model} on {rehearsal.device}{card}; dataset {shapes}")
-    for column in ("stage", "items", "stage s", "flow s", "s/item", "GPU peak GiB", "host peak GiB", "outcome"):
+    for column in ("stage", "items", "stage s", "flow s", "load s", "s/item", "GPU peak GiB", "host peak GiB",
+                   "outcome"):
         table.add_column(column, justify="left" if column in ("stage", "outcome") else "right")
     for f in rehearsal.stages:
-        rate = f.rate()
         table.add_row(f.stage, f"{f.items} {f.unit}s", f"{f.stage_seconds:.1f}", f"{f.seconds:.1f}",
-                      "-" if rate is None else f"{rate:.3f} /{f.unit}", _gib(f.gpu_peak_gib), _gib(f.host_peak_gib),
-                      f.error or f.note or "ok")
+                      f"{f.load_seconds:.1f}" if f.load_seconds else "-", _rates(f), _gib(f.gpu_peak_gib),
+                      _gib(f.host_peak_gib), f.error or f.note or "ok")
     console.print(table)
     for sentence in rehearsal.advice:
         console.print(sentence)
@@ -125,11 +126,18 @@ def print_rehearsal(rehearsal) -> None:
 def print_stage_figures(f) -> None:
     """One line as each rehearsed stage ends (stderr, unbuffered): a rehearsal stopped midway still told its
     figures, and a user watching sees where the minutes go."""
-    rate = f.rate()
-    per = "" if rate is None else f", {rate:.3f} s/{f.unit}"
+    per = "" if f.rate() is None else f", {_rates(f)}"
     print(f"ltx2 rehearse: {f.stage}: {f.items} {f.unit}s in {f.stage_seconds:.1f} s (flow {f.seconds:.1f} s){per}, "
           f"GPU peak {_gib(f.gpu_peak_gib)} GiB, host peak {_gib(f.host_peak_gib)} GiB: {f.error or f.note or 'ok'}",
           file=sys.stderr, flush=True)
+
+
+def _rates(f) -> str:
+    """"0.420 s/caption (0.015 loaded)": the stage's s/item, and past its models' load where it loads any."""
+    rate, loaded = f.rate(), f.rate_past_load()
+    if rate is None:
+        return "-"
+    return f"{rate:.3f} s/{f.unit}" + ("" if loaded is None else f" ({loaded:.3f} loaded)")
 
 
 def _gib(value: float | None) -> str:

@@ -123,6 +123,7 @@ def _run_stage(stage: str, files: tuple[Path, Path], store: str, output_dir: Pat
                                force=[stage] if force else None)
             figures.items = sum(r["done"] for r in reports)
             figures.stage_seconds = sum(r["seconds"] for r in reports)
+            figures.load_seconds = sum(r["load_seconds"] for r in reports)
         except Exception as error:  # noqa: BLE001 - measured and reported; the next stages need this one
             figures.error = explain(error).cause
             traceback.clear_frames(error.__traceback__)  # its frames hold the model: free the GPU for the next try

@@ -82,6 +82,7 @@ class StageFigures:
     seconds: float = 0.0  # the flow call's wall time: the stage, plus starting the flow run and its bookkeeping
     stage_seconds: float = 0.0  # the stage's own (its reports' seconds): reading, computing, writing its rows
     per_item_s: float | None = None  # the stage's own figure where it has one (train: median s/step)
+    load_seconds: float = 0.0  # of stage_seconds, loading models: a fixed cost that a larger dataset does not repeat
     gpu_peak_gib: float | None = None
     host_peak_gib: float | None = None
     error: str | None = None
@@ -96,6 +97,12 @@ class StageFigures:
         if self.per_item_s is not None:
             return self.per_item_s
         return self.stage_seconds / self.items if self.items else None
+
+    def rate_past_load(self) -> float | None:
+        """s/item once the models are loaded: what each further item costs (None where the stage loads none)."""
+        if self.per_item_s is not None or not self.load_seconds or not self.items:
+            return None
+        return (self.stage_seconds - self.load_seconds) / self.items
 
 
 def clip_shape(dataset: VideoDataset, aspect: float = 1.5) -> ClipShape:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -81,7 +82,8 @@ def _reference(sample: dict, dataset: VideoDataset, plan, scale: int) -> tuple[t
 @task(name="latents-shard", cache_policy=NO_CACHE, retries=1)
 def latents_shard(store_uri: str, config: TrainConfig, dataset: VideoDataset, keyed: list[tuple[str, dict]],
                   model: LatentModel) -> dict:
-    """Encode one shard of clips, committing every COMMIT_EVERY clips.
+    """Encode one shard of clips, committing every COMMIT_EVERY clips; returns the clips encoded, the errors and
+    the seconds the VAEs took to load and reach the device.
 
     Idempotent, as Dask may run a shard again after losing the worker that held its result: it writes only
     its own keys, by upsert, and a clip encodes to the same row each time. `model` is the VAE the keys were
@@ -95,6 +97,7 @@ def latents_shard(store_uri: str, config: TrainConfig, dataset: VideoDataset, ke
     device = pick_device()
     dtype = compute_dtype(config.mixed_precision, device)
     audio_only = dataset.video.audio is not None and dataset.video.audio.audio_only
+    loading = time.perf_counter()
     vae = None if audio_only else load_vae(source, dtype=dtype)  # an audio-only dataset does no video work
     # 53M parameters: float32 costs nothing and keeps the mel front end exact (Lightricks does the same).
     audio_vae = load_audio_vae(source, dtype=torch.float32) if dataset.video.audio else None
@@ -105,6 +108,7 @@ def latents_shard(store_uri: str, config: TrainConfig, dataset: VideoDataset, ke
     with on_device(vae, device, offload=config.offload_during_startup) if vae is not None else nullcontext():
         if audio_vae is not None:
             audio_vae.to(device)
+        load_seconds = time.perf_counter() - loading
         for result in encode_latent_jobs(jobs, vae=vae, audio_vae=audio_vae, options=options, device=device,
                                          dtype=dtype, decode_workers=_decode_threads(device)):
             sample = samples[result.key]
@@ -125,7 +129,7 @@ def latents_shard(store_uri: str, config: TrainConfig, dataset: VideoDataset, ke
         sink().advance(f"latents {dataset.id}", len(rows))
     if audio_vae is not None:
         audio_vae.to("cpu")
-    return {"encoded": len(jobs) - errors, "errors": errors}
+    return {"encoded": len(jobs) - errors, "errors": errors, "load_seconds": load_seconds}
 
 
 def run(store_uri: str, config: TrainConfig, dataset: VideoDataset, force: bool = False,
@@ -146,6 +150,7 @@ def run(store_uri: str, config: TrainConfig, dataset: VideoDataset, force: bool 
         for future in [latents_shard.submit(store_uri, config, dataset, shard, model) for shard in shards]:
             out = future.result()
             report.done += out["encoded"] + out["errors"]
+            report.load_seconds += out["load_seconds"]
             if out["errors"]:
                 report.reasons["clip could not be decoded"] = report.reasons.get("clip could not be decoded", 0) + out[
                     "errors"]

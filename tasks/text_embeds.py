@@ -9,6 +9,7 @@ finish.
 from __future__ import annotations
 
 import math
+import time
 import traceback
 
 from prefect import get_run_logger, task
@@ -31,10 +32,11 @@ COMMIT_EVERY = 256  # captions per commit (1.5 MB each at full size)
 
 
 @task(name="text-embeds-shard", cache_policy=NO_CACHE, retries=1)
-def text_embeds_shard(store_uri: str, config: TrainConfig, keyed: list[tuple[str, str]], model: TextModel) -> int:
+def text_embeds_shard(store_uri: str, config: TrainConfig, keyed: list[tuple[str, str]], model: TextModel) -> dict:
     """Encode one shard of (key, caption) with the text encoder loaded once, committing every COMMIT_EVERY.
 
-    Idempotent (Dask may run a shard again after a worker loss): it upserts only its own keys. `model` is the
+    Returns the captions encoded and the seconds the models took to load. Idempotent (Dask may run a shard again
+    after a worker loss): it upserts only its own keys. `model` is the
     encoder the keys were made for; a worker whose encoder differs refuses instead of writing mismatched rows."""
     store = Store.open(store_uri)
     source = model_source(config)
@@ -44,11 +46,13 @@ def text_embeds_shard(store_uri: str, config: TrainConfig, keyed: list[tuple[str
     device = pick_device()
     dtype = compute_dtype(config.mixed_precision, device)
     get_run_logger().info("text-embeds: encoding %d captions with %s on %s", len(keyed), source.label, device)
+    loading = time.perf_counter()
     tokenizer = load_tokenizer(source)
     # Loaded straight onto the device (no 24 GB host copy of Gemma-3-12B) and dropped when the shard ends, so the
     # VAE never shares the GPU with it.
     text_encoder = load_text_encoder(source, dtype=dtype, device=device)
     connectors = load_connectors(source, dtype=dtype, device=device)
+    load_seconds = time.perf_counter() - loading
     try:
         for start in range(0, len(keyed), COMMIT_EVERY):
             chunk = keyed[start:start + COMMIT_EVERY]
@@ -69,7 +73,7 @@ def text_embeds_shard(store_uri: str, config: TrainConfig, keyed: list[tuple[str
     finally:
         del text_encoder, connectors
         release_memory()
-    return len(keyed)
+    return {"encoded": len(keyed), "load_seconds": load_seconds}
 
 
 def cache_text_embeds(store_uri: str, config: TrainConfig, datasets: list[VideoDataset], force: bool = False,
@@ -87,7 +91,9 @@ def cache_text_embeds(store_uri: str, config: TrainConfig, datasets: list[VideoD
         size = math.ceil(len(items) / min_shards) or 1
         shards = [items[i:i + size] for i in range(0, len(items), size)]
         for future in [text_embeds_shard.submit(store_uri, config, shard, model) for shard in shards]:
-            report.done += future.result()
+            out = future.result()
+            report.done += out["encoded"]
+            report.load_seconds += out["load_seconds"]
         report.counts = {"captions": len(work.wanted), "bytes": store.stats("text_embeds").get("bytes") or 0}
     log.info("text-embeds: %d distinct captions, %s", len(work.wanted),
              "up to date" if report.up_to_date else f"{report.done} encoded")

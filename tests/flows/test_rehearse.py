@@ -44,6 +44,10 @@ def test_rehearse_measures_every_stage_and_leaves_the_user_s_files_alone(tmp_pat
         assert s["error"] is None and s["host_peak_gib"] > 0.1 and s["gpu_peak_gib"] is None
         assert 0 < s["stage_seconds"] <= s["seconds"]  # the flow call holds the stage
     assert stages["train"]["per_item_s"] > 0  # the median s/step of its loss.csv
+    for name in ("text-embeds", "latents"):  # their models' load, apart: a fixed cost more items do not repeat
+        assert 0 < stages[name]["load_seconds"] < stages[name]["stage_seconds"]
+    assert {s["stage"] for s in result["stages"] if s["load_seconds"]} == {"text-embeds", "latents"}
+    assert " loaded), GPU peak" in lines[4] and " loaded)" not in lines[0]
     assert result["advice"] == ["latents fits this machine as configured", "train fits this machine as configured"]
     assert sorted(p.name for p in user.iterdir()) == ["config.json", "multidatabackend.json"]  # nothing written
     assert json.loads((user / "config.json").read_text()) == config
