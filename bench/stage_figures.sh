@@ -14,8 +14,9 @@
 # STEPS train steps (s/step is their median after the first 2). A flavour's run takes ~4-6 min on an H100.
 # TINY=1: the tiny-random model and the benchmarks' --tiny, on the CPU (a smoke test of this script). DASK=1: then
 # bench/dask_bench.py with 1, 2 and 4 workers, 3 rounds (FLAVOURS="" for the Dask rows alone). PARTS (default
-# "rehearse s3 bench") picks what runs per flavour, to fit one part in a call's 10 minutes. SHAPE (default
-# 768x512x121, or 512x512x49) picks the clips' shape, the train row of the same shape and the files' suffix.
+# "rehearse s3 bench"; "row" is bench's train row alone) picks what runs per flavour, to fit one part in a call's
+# 10 minutes. SHAPE (default 768x512x121, or 512x512x49) picks the clips' shape, the train row of the same shape and
+# the files' suffix.
 set -uo pipefail
 clips=${1:-64}
 steps=${2:-40}
@@ -48,9 +49,11 @@ for flavour in $flavours; do
       --model "$model" --clips "$clips" --steps "$steps" --json "$out/rehearse-s3-$flavour$tag.json" \
       2>&1 | tee "$out/rehearse-s3-$flavour$tag.log"
   fi
-  if [[ $parts == *" bench "* ]]; then
+  if [[ $parts == *" bench "* || $parts == *" row "* ]]; then
     python3 bench/train_bench.py "${tiny[@]}" --flavour "$flavour" --rows "$row" --steps 10 --no-flops \
       >"$out/train-bench-$flavour$tag.log" 2>&1  # its JSON goes to $OUT itself
+  fi
+  if [[ $parts == *" bench "* ]]; then
     python3 bench/cache_bench.py "${tiny[@]}" --flavour "$flavour" --parts vae,text \
       >"$out/cache-bench-$flavour.log" 2>&1
   fi
