@@ -39,7 +39,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ltx2-s3-") as scratch, running_s3_server(Path(scratch)) as server:
         command = [sys.executable, "-m", "flows.cli", "rehearse", "--config", args.config, "--databackend",
                    args.databackend, "--model", args.model, "--clips", str(args.clips), "--steps", str(args.steps),
-                   "--aspect", args.aspect, "--storage", server.uri("rehearsal"), *(["--json", args.json] if args.json else [])]
+                   "--aspect", args.aspect, "--storage", server.uri("rehearsal"),
+                   *(["--json", args.json] if args.json else [])]
         return subprocess.run(command, cwd=ROOT, env=os.environ | server.env).returncode
 
 
