@@ -67,24 +67,27 @@ def make_latent_clips(folder: Path, n: int, first_seed: int) -> None:
 
 
 @contextmanager
-def local_cluster(workers: int, logs: Path, env: dict[str, str]):
-    """`dask scheduler` + `workers` x `dask worker --nthreads 1`, on 127.0.0.1, `env` added; stopped on exit."""
+def local_cluster(workers: int, logs: Path, env: dict[str, str], gpu_workers: int = 0):
+    """`dask scheduler` + `workers` x `dask worker --nthreads 1`, on 127.0.0.1, `env` added; stopped on exit. The
+    first `gpu_workers` offer `--resources GPU=1` (GPU i each), the others see no GPU."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     address = f"tcp://127.0.0.1:{port}"
     logs.mkdir(parents=True, exist_ok=True)
 
-    def start(args: list, name: str) -> subprocess.Popen:
+    def start(args: list, name: str, more: dict[str, str] | None = None) -> subprocess.Popen:
         with (logs / f"{name}.log").open("wb") as out:
             return subprocess.Popen([str(a) for a in args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                    env=os.environ | env)
+                                    env=os.environ | env | (more or {}))
 
     procs = [start([*DASK, "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"], "scheduler")]
     try:
         for i in range(workers):
+            gpu = ["--resources", "GPU=1"] if i < gpu_workers else []
             procs.append(start([*DASK, "worker", address, "--nthreads", 1, "--no-dashboard", "--name", f"w{i}",
-                                "--local-directory", logs / f"w{i}"], f"w{i}"))
+                                "--local-directory", logs / f"w{i}", *gpu], f"w{i}",
+                               {"CUDA_VISIBLE_DEVICES": str(i) if gpu else ""} if gpu_workers else None))
         from distributed import Client
 
         with Client(address, timeout=120, set_as_default=False) as client:
@@ -128,12 +131,15 @@ def measure(setting: str, stage: str, config: tuple[str, str], store: Path, addr
                         dask_address=address)
     machine_after, cpu_after = machine_cpu(), workers_cpu_s(address)
     busy = (machine_after[0] - machine_before[0]) / (machine_after[1] - machine_before[1])
+    loaded = report["seconds"] - report["load_seconds"]  # past loading models (GPU stages; 0 for the probe)
     row = {"setting": setting, "stage": stage, "items": report["done"], "seconds": round(report["seconds"], 2),
-           "per_s": round(report["done"] / report["seconds"], 1),
+           "per_s": round(report["done"] / report["seconds"], 1), "load_seconds": round(report["load_seconds"], 2),
+           "per_s_loaded": round(report["done"] / loaded, 1) if loaded > 0 else None,
            "worker_cpu_ms_per_item": None if address is None else
            round(1000 * (cpu_after - cpu_before) / report["done"], 1),
            "machine_busy_pct": round(100 * busy), "load_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
     print(f"{setting:>30}  {stage:8} {row['items']:5d} items {row['seconds']:7.2f} s {row['per_s']:8.1f}/s  "
+          f"(loads {row['load_seconds']} s)  "
           f"workers {row['worker_cpu_ms_per_item']} cpu-ms/item  machine {row['machine_busy_pct']}% busy  "
           f"load {row['load_1min']}", flush=True)
     return row
