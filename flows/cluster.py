@@ -24,7 +24,6 @@ from typing import Any
 from flows.network import host_of, is_loopback
 
 GPU_STAGES = frozenset({"text-embeds", "latents"})  # their shards go to `--resources GPU=1` workers when any
-SHARDS_PER_SLOT = 2  # a worker that finishes early takes another shard instead of idling
 
 
 class ClusterUnavailable(ValueError):
@@ -101,7 +100,9 @@ class Fanout:
     def stage(self, stage: str) -> Iterator[int]:
         """Inside: `stage`'s shard submits go where they may run (GPU workers for GPU stages when the cluster
         has any, else any worker). Yields the least number of shards to cut its work into: one locally (one
-        model load), two per slot that can take them on a cluster, counted now since workers come and go."""
+        model load), one per slot that can take them on a cluster, counted now since workers come and go. One,
+        not more: each shard pays a Prefect task run and its models' load (two per slot cost 0.33 s more per
+        probe stage over two workers: docs/decisions.md)."""
         if self.client is None:
             yield 1
             return
@@ -110,9 +111,9 @@ class Fanout:
         now = capacity(self.client)
         if stage in GPU_STAGES and now.gpus:
             with dask.annotate(resources={"GPU": 1}):
-                yield SHARDS_PER_SLOT * now.gpus
+                yield now.gpus
         else:
-            yield SHARDS_PER_SLOT * max(now.slots, 1)
+            yield max(now.slots, 1)
 
 
 LOCAL = Fanout()

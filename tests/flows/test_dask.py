@@ -247,15 +247,15 @@ def test_gpu_stages_go_to_gpu_workers_when_the_cluster_has_any(tmp_path):
         for stage in ("latents", "text-embeds"):
             with fanout.stage(stage) as min_shards:
                 placed = client.gather([client.submit(_where, i, pure=False) for i in range(6)])
-            assert min_shards == 2 and set(placed) == {gpu_worker}
+            assert min_shards == 1 and set(placed) == {gpu_worker}
         with fanout.stage("probe") as min_shards:
             assert dask.get_annotations() == {}
-        assert min_shards == 4
+        assert min_shards == 2
 
     with _in_process_cluster({"a": cpu, "b": cpu, "c": cpu}) as client:
         with Fanout(client).stage("latents") as min_shards:
             assert dask.get_annotations() == {}
-        assert min_shards == 6
+        assert min_shards == 3
 
 
 @contextmanager
