@@ -102,6 +102,8 @@ class StageFigures:
         """s/item once the models are loaded: what each further item costs (None where the stage loads none)."""
         if self.per_item_s is not None or not self.load_seconds or not self.items:
             return None
+        if self.load_seconds >= self.stage_seconds:  # shards that loaded side by side: not separable
+            return None
         return (self.stage_seconds - self.load_seconds) / self.items
 
 

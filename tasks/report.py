@@ -24,7 +24,7 @@ class StageReport:
     counts: dict[str, int] = field(default_factory=dict)  # stage-specific figures (buckets, duplicates, ...)
     versions: dict[str, int | None] = field(default_factory=dict)  # table -> version after the stage
     seconds: float = 0.0
-    load_seconds: float = 0.0  # of `seconds`, loading the stage's models (once per run, or per shard on a cluster)
+    load_seconds: float = 0.0  # loading the stage's models, summed over its shards (on a cluster they overlap)
     note: str = ""  # the progress bar's last word, when the stage has a better one than its count (train's loss)
 
     @property

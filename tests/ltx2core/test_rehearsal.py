@@ -99,3 +99,13 @@ def test_step_seconds_leave_out_the_warm_up_steps(tmp_path):
 def test_captions_are_of_a_realistic_length_and_the_same_for_a_seed():
     assert caption(3) == caption(3) != caption(4)
     assert len(caption(3).split()) == 60
+
+
+def test_the_rate_past_the_load_leaves_out_the_models_load_once_and_only_where_it_can():
+    text = StageFigures("text-embeds", items=256, unit="caption", stage_seconds=12.0, load_seconds=8.0)
+    assert text.rate() == 12.0 / 256 and text.rate_past_load() == 4.0 / 256
+    assert StageFigures("probe", items=10, stage_seconds=1.0).rate_past_load() is None  # loads no model
+    side_by_side = StageFigures("latents", items=8, stage_seconds=5.0, load_seconds=6.0)  # two shards loaded at once
+    assert side_by_side.rate_past_load() is None
+    train = StageFigures("train", items=12, stage_seconds=90.0, load_seconds=20.0, per_item_s=0.9)
+    assert train.rate_past_load() is None  # its own figure (the median step) already leaves the load out
