@@ -93,10 +93,12 @@ def main() -> None:
                 for stage in ("text-embeds", "latents"):
                     rows.append(measure(label, stage, data, store, where))
 
-    def median(column: str) -> dict[str, float]:
-        return {f"{label} / {stage}": statistics.median(r[column] or 0 for r in rows
-                                                         if (r["setting"], r["stage"]) == (label, stage))
-                for label in settings for stage in ("text-embeds", "latents")}
+    def median(column: str) -> dict[str, float | None]:
+        """Per setting and stage; rounds without a figure (loads that overlapped the work) are left out."""
+        figures = {(label, stage): [r[column] for r in rows if (r["setting"], r["stage"]) == (label, stage)
+                                    and r[column] is not None]
+                   for label in settings for stage in ("text-embeds", "latents")}
+        return {f"{label} / {stage}": statistics.median(v) if v else None for (label, stage), v in figures.items()}
 
     result = {"date": date.today().isoformat(), "machine": f"{platform.node()} {os.cpu_count()} cores",
               "device": _device(), "command": " ".join(["python3 bench/dask_gpu_bench.py", *sys.argv[1:]]),

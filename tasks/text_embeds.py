@@ -36,8 +36,8 @@ def text_embeds_shard(store_uri: str, config: TrainConfig, keyed: list[tuple[str
     """Encode one shard of (key, caption) with the text encoder loaded once, committing every COMMIT_EVERY.
 
     Returns the captions encoded and the seconds the models took to load. Idempotent (Dask may run a shard again
-    after a worker loss): it upserts only its own keys. `model` is the
-    encoder the keys were made for; a worker whose encoder differs refuses instead of writing mismatched rows."""
+    after a worker loss): it upserts only its own keys. `model` is the encoder the keys were made for; a worker
+    whose encoder differs refuses instead of writing mismatched rows."""
     store = Store.open(store_uri)
     source = model_source(config)
     if text_model(source) != model:
