@@ -63,8 +63,6 @@ from ltx2core.models.text import ENCODE_BATCH, ENCODE_TOKENS, encode_captions  #
 from ltx2core.models.vae import VaeOptions, encode_video  # noqa: E402
 
 GIB = 2**30
-WORDS = ("a red square moves slowly across a blue gradient while the camera pans left and the light turns warm "
-         "over the quiet city street at dusk with people walking past shops and cars").split()
 
 
 @dataclass(frozen=True)
@@ -402,17 +400,9 @@ def _e2e(jobs: list[LatentJob], vae: Any, audio_vae: Any, options: VaeOptions, s
 
 
 def _captions(sizes: Sizes) -> list[str]:
-    import random
+    from ltx2core.rehearsal import caption  # the rehearsal's captions: its text-embeds stage is compared with these
 
-    rng = random.Random(0)
-    captions = []
-    for _ in range(sizes.captions):
-        target = rng.randint(*sizes.caption_tokens) - 1  # one token per character, plus <bos>
-        words: list[str] = []
-        while len(" ".join(words)) < target:
-            words.append(rng.choice(WORDS))
-        captions.append(" ".join(words)[:target].strip())
-    return captions
+    return [caption(seed, sizes.caption_tokens) for seed in range(sizes.captions)]
 
 
 def part_text(sizes: Sizes, report: Report, models: dict[str, Any]) -> None:

@@ -2,8 +2,9 @@
 
 A rehearsal copies the user's config.json and multidatabackend.json with four things changed: the model (random
 weights of the flavour: models/random_weights.py), every video dataset's folder (synthetic clips at the dataset's
-resolution, length and frame rate, captions of a realistic length), output_dir, and the number of steps. Everything
-else -- memory options, LoRA rank, buckets, validation settings -- is the user's, since that is what is measured.
+resolution, length and frame rate, captions of a detailed prompt's length), output_dir, and the number of steps.
+Everything else -- memory options, LoRA rank, buckets, validation settings -- is the user's, since that is what is
+measured.
 
 When a stage runs out of memory, its `FIT_TRIES` are tried in order, each a change to the config that a user can
 make. Latents: the exact temporal roll, then patch convolutions, then spatial tiles. Train: block swap first (exact,
@@ -25,7 +26,9 @@ from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
 from ltx2core.models.scale import LTX2
 
-CAPTION_WORDS = 60  # a typical dataset caption; the text encoder pads every caption to the model's length anyway
+# A detailed LTX-2 prompt, in Gemma tokens (cache_bench and train_bench use the same). The text encoder pads a batch
+# only to its longest caption, so its work follows this. The random model's tokenizer is one token per character.
+CAPTION_TOKENS = (150, 250)
 WARMUP_STEPS = 2  # the first train steps (compilation, allocator growth) are left out of s/step
 _WORDS = ("a", "slow", "camera", "pan", "across", "the", "city", "at", "dusk", "with", "warm", "light", "people",
           "walking", "past", "shop", "windows", "while", "rain", "falls", "on", "street", "reflections", "glow")
@@ -127,9 +130,14 @@ def _multiple(pixels: float) -> int:
     return max(LTX2.spatial, round(pixels / LTX2.spatial) * LTX2.spatial)
 
 
-def caption(seed: int) -> str:
+def caption(seed: int, tokens: tuple[int, int] = CAPTION_TOKENS) -> str:
+    """Words of a drawn length within `tokens` (with the tokenizer's <bos>) under the random model's tokenizer."""
     rng = random.Random(seed)
-    return " ".join(rng.choice(_WORDS) for _ in range(CAPTION_WORDS)) + "."
+    room = rng.randint(*tokens) - 2  # <bos> and the full stop
+    words = [rng.choice(_WORDS)]
+    while len(text := " ".join(words)) < room:
+        words.append(rng.choice(_WORDS))
+    return text[:room].rstrip() + "."
 
 
 def write_rehearsal_configs(config_path: Path, backend: list[dict[str, Any]], work: Path, *, model: str, steps: int,

@@ -1,9 +1,9 @@
 """Stage `text-embeds`: compact Gemma-3 features of every distinct caption, keyed by content.
 
 Recipe: the captions of kept samples -> keys hash(caption, encoder fingerprint, max length) missing from
-`text_embeds` -> shards (one locally; a few per GPU worker of a Dask cluster) -> per shard, load the
-tokenizer, text encoder and connectors once -> encode in length-bucketed batches -> write rows as batches
-finish.
+`text_embeds` -> shards (one locally; one per GPU worker of a Dask cluster) -> per shard, load the
+tokenizer, text encoder and connectors once -> encode in length-bucketed batches, shortest captions first ->
+write each chunk's rows on a writer thread while the encoder goes on with the next.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -28,16 +29,21 @@ from tasks.pending import text_embed_work, wanted_captions
 from tasks.progress import sink
 from tasks.report import StageReport, reporting
 
-COMMIT_EVERY = 256  # captions per commit (1.5 MB each at full size)
+# Captions per commit: one encoder batch (~2.5 MB a caption at full size), written to Lance on a thread while the GPU
+# encodes the next. Written in line, it held the GPU idle: 5-17 ms a caption on our 2-core host
+# (bench/text_embeds_write_bench.py) against ~15 ms of encoding on an H100 (BENCHMARKS.md, #18).
+COMMIT_EVERY = ENCODE_BATCH
 
 
 @task(name="text-embeds-shard", cache_policy=NO_CACHE, retries=1)
-def text_embeds_shard(store_uri: str, config: TrainConfig, keyed: list[tuple[str, str]], model: TextModel) -> dict:
+def text_embeds_shard(store_uri: str, config: TrainConfig, keyed: list[tuple[str, str]], model: TextModel,
+                      replace: bool = False) -> dict:
     """Encode one shard of (key, caption) with the text encoder loaded once, committing every COMMIT_EVERY.
 
     Returns the captions encoded and the seconds the models took to load. Idempotent (Dask may run a shard again
-    after a worker loss): it upserts only its own keys. `model` is the encoder the keys were made for; a worker
-    whose encoder differs refuses instead of writing mismatched rows."""
+    after a worker loss): a row is a function of its key, so a key already stored is left as it is, unless
+    `replace` (a forced run) rewrites it. `model` is the encoder the keys were made for; a worker whose encoder
+    differs refuses instead of writing mismatched rows."""
     store = Store.open(store_uri)
     source = model_source(config)
     if text_model(source) != model:
@@ -53,20 +59,19 @@ def text_embeds_shard(store_uri: str, config: TrainConfig, keyed: list[tuple[str
     text_encoder = load_text_encoder(source, dtype=dtype, device=device)
     connectors = load_connectors(source, dtype=dtype, device=device)
     load_seconds = time.perf_counter() - loading
+    ordered = sorted(keyed, key=lambda item: len(item[1]))  # a chunk of like lengths pads little
     try:
-        for start in range(0, len(keyed), COMMIT_EVERY):
-            chunk = keyed[start:start + COMMIT_EVERY]
-            embeds = encode_captions([c for _, c in chunk], tokenizer=tokenizer, text_encoder=text_encoder,
-                                     connectors=connectors, max_length=model.max_length, device=device,
-                                     dtype=dtype, batch_size=ENCODE_BATCH, max_batch_tokens=ENCODE_TOKENS)
-            rows = []
-            for (key, caption), e in zip(chunk, embeds, strict=True):
-                data, shape, dt = to_record(e.features)
-                rows.append({"key": key, "caption": caption, "encoder_fp": model.encoder_fp,
-                             "max_length": model.max_length, "num_tokens": e.num_tokens,
-                             "features": data, "features_shape": shape, "features_dtype": dt})
-            store.upsert("text_embeds", rows)
-            sink().advance("text-embeds", len(rows))
+        # Leaving the block waits for the last write, also when encoding fails: what was encoded is kept.
+        with ThreadPoolExecutor(1, thread_name_prefix="text-embeds-writer") as writer:
+            writing: Future[int] | None = None
+            for start in range(0, len(ordered), COMMIT_EVERY):
+                chunk = ordered[start:start + COMMIT_EVERY]
+                embeds = encode_captions([c for _, c in chunk], tokenizer=tokenizer, text_encoder=text_encoder,
+                                         connectors=connectors, max_length=model.max_length, device=device,
+                                         dtype=dtype, batch_size=ENCODE_BATCH, max_batch_tokens=ENCODE_TOKENS)
+                _written(writing)
+                writing = writer.submit(_write, store, model, chunk, embeds, replace)
+            _written(writing)
     except BaseException as error:
         traceback.clear_frames(error.__traceback__)  # its frames hold the encoder: free the GPU for a retry
         raise
@@ -74,6 +79,23 @@ def text_embeds_shard(store_uri: str, config: TrainConfig, keyed: list[tuple[str
         del text_encoder, connectors
         release_memory()
     return {"encoded": len(keyed), "load_seconds": load_seconds}
+
+
+def _write(store: Store, model: TextModel, chunk: list[tuple[str, str]], embeds: list, replace: bool) -> int:
+    rows = []
+    for (key, caption), e in zip(chunk, embeds, strict=True):
+        data, shape, dt = to_record(e.features)
+        rows.append({"key": key, "caption": caption, "encoder_fp": model.encoder_fp, "max_length": model.max_length,
+                     "num_tokens": e.num_tokens, "features": data, "features_shape": shape, "features_dtype": dt})
+    # An append where the keys are new (a shard run again finds its first chunks stored); a forced run replaces.
+    (store.upsert if replace else store.insert_missing)("text_embeds", rows)
+    return len(rows)
+
+
+def _written(writing: Future[int] | None) -> None:
+    """Wait for the chunk being written (raising its error) and count it."""
+    if writing is not None:
+        sink().advance("text-embeds", writing.result())
 
 
 def cache_text_embeds(store_uri: str, config: TrainConfig, datasets: list[VideoDataset], force: bool = False,
@@ -90,7 +112,8 @@ def cache_text_embeds(store_uri: str, config: TrainConfig, datasets: list[VideoD
         items = list(work.todo.items())
         size = math.ceil(len(items) / min_shards) or 1
         shards = [items[i:i + size] for i in range(0, len(items), size)]
-        for future in [text_embeds_shard.submit(store_uri, config, shard, model) for shard in shards]:
+        futures = [text_embeds_shard.submit(store_uri, config, shard, model, force) for shard in shards]
+        for future in futures:
             out = future.result()
             report.done += out["encoded"]
             report.load_seconds += out["load_seconds"]

@@ -17,6 +17,7 @@ from flows.pipeline import pipeline
 from ltx2core.data.tensors import from_record
 from ltx2core.media.synth import write_tone
 from ltx2core.models.scale import LTX2
+from ltx2core.models.text import CaptionEmbedding
 from storage.store import Store
 from tasks.artifacts import artifact_key
 from tests.flows.helpers import KEPT, make_dataset, write_configs
@@ -109,6 +110,43 @@ def test_rerun_of_the_cache_stages_is_a_noop(work):
     again = run(work)
     assert again[("text-embeds", "*")]["up_to_date"] and again[("latents", "clips")]["up_to_date"]
     assert store.versions(["text_embeds", "latents"]) == before
+
+
+def test_text_embeds_keeps_each_written_chunk_when_encoding_fails_and_a_forced_run_rewrites_rows(work, monkeypatch):
+    import tasks.text_embeds as stage
+
+    (work["data"] / "ntsc.txt").write_text("clip ntsc")  # three distinct captions: three chunks of one
+    monkeypatch.setattr(stage, "COMMIT_EVERY", 1)
+    encode, calls = stage.encode_captions, []
+
+    def out_of_memory_after_the_first(captions, **kw):  # a GPU running out mid-stage (no GPU here to fill)
+        calls.append(captions)
+        if len(calls) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected by the test)")
+        return encode(captions, **kw)
+
+    monkeypatch.setattr(stage, "encode_captions", out_of_memory_after_the_first)
+    with pytest.raises(Exception, match="out of memory"):
+        run(work)
+    store = Store.open(work["storage"])
+    # the first chunk (the shortest caption) was written while the second encoded; the failure waited for it
+    assert [r["caption"] for r in store.read("text_embeds").to_pylist()] == calls[0] == ["clip ntsc"]
+
+    monkeypatch.setattr(stage, "encode_captions", encode)
+    assert run(work)[("text-embeds", "*")]["done"] == 2  # the two that failed; the stored one is kept
+    stored = {r["caption"]: _features(r) for r in store.read("text_embeds").to_pylist()}
+    assert sorted(stored) == ["clip beach", "clip ntsc", "clip portrait"]
+
+    # a forced run replaces what is stored with what it computes (here: another encoder's numbers)
+    monkeypatch.setattr(stage, "encode_captions", lambda captions, **kw: [
+        CaptionEmbedding(e.features * 2) for e in encode(captions, **kw)])
+    assert run(work, force=["text-embeds"])[("text-embeds", "*")]["done"] == 3
+    for row in store.read("text_embeds").to_pylist():
+        assert torch.equal(_features(row), stored[row["caption"]] * 2)
+
+
+def _features(row: dict) -> torch.Tensor:
+    return from_record(row["features"], row["features_shape"], row["features_dtype"])
 
 
 def test_another_text_encoder_recomputes_every_text_embedding_and_nothing_else(work, tiny):

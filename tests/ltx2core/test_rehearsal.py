@@ -9,6 +9,7 @@ import pytest
 from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
 from ltx2core.rehearsal import (
+    CAPTION_TOKENS,
     FIT_TRIES,
     StageFigures,
     advice,
@@ -96,9 +97,13 @@ def test_step_seconds_leave_out_the_warm_up_steps(tmp_path):
     assert median_step_seconds(tmp_path / "missing.csv") is None
 
 
-def test_captions_are_of_a_realistic_length_and_the_same_for_a_seed():
+def test_captions_are_of_a_detailed_prompts_length_and_the_same_for_a_seed():
+    from ltx2core.models.tiny import char_tokenizer
+
     assert caption(3) == caption(3) != caption(4)
-    assert len(caption(3).split()) == 60
+    lengths = [len(ids) for ids in char_tokenizer(1024)([caption(seed) for seed in range(200)])["input_ids"]]
+    assert min(lengths) >= CAPTION_TOKENS[0] - 1 and max(lengths) == CAPTION_TOKENS[1]  # a word may end early
+    assert 190 <= sum(lengths) / len(lengths) <= 210
 
 
 def test_the_rate_past_the_load_leaves_out_the_models_load_once_and_only_where_it_can():
