@@ -23,6 +23,7 @@ from tasks.artifacts import artifact_key
 from tests.flows.helpers import KEPT, make_dataset, write_configs
 
 CACHE_STAGES = ["probe", "filter", "bucket", "captions", "text-embeds", "latents"]
+TEXT_STAGES = CACHE_STAGES[:-1]
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +62,9 @@ def _audio_project(work, name: str, audio: dict | None = None, **train) -> Path:
     return out
 
 
-def run(work, **kw) -> dict[tuple[str, str], dict]:
+def run(work, stages: list[str] = CACHE_STAGES, **kw) -> dict[tuple[str, str], dict]:
     reports = pipeline(config=work["config"], databackend=work["backend"], storage=work["storage"],
-                       stages=CACHE_STAGES, **kw)
+                       stages=stages, **kw)
     return {(r["stage"], r["scope"]): r for r in reports}
 
 
@@ -127,20 +128,20 @@ def test_text_embeds_keeps_each_written_chunk_when_encoding_fails_and_a_forced_r
 
     monkeypatch.setattr(stage, "encode_captions", out_of_memory_after_the_first)
     with pytest.raises(Exception, match="out of memory"):
-        run(work)
+        run(work, TEXT_STAGES)
     store = Store.open(work["storage"])
     # the first chunk (the shortest caption) was written while the second encoded; the failure waited for it
     assert [r["caption"] for r in store.read("text_embeds").to_pylist()] == calls[0] == ["clip ntsc"]
 
     monkeypatch.setattr(stage, "encode_captions", encode)
-    assert run(work)[("text-embeds", "*")]["done"] == 2  # the two that failed; the stored one is kept
+    assert run(work, TEXT_STAGES)[("text-embeds", "*")]["done"] == 2  # the two that failed; the stored one is kept
     stored = {r["caption"]: _features(r) for r in store.read("text_embeds").to_pylist()}
     assert sorted(stored) == ["clip beach", "clip ntsc", "clip portrait"]
 
     # a forced run replaces what is stored with what it computes (here: another encoder's numbers)
     monkeypatch.setattr(stage, "encode_captions", lambda captions, **kw: [
         CaptionEmbedding(e.features * 2) for e in encode(captions, **kw)])
-    assert run(work, force=["text-embeds"])[("text-embeds", "*")]["done"] == 3
+    assert run(work, TEXT_STAGES, force=["text-embeds"])[("text-embeds", "*")]["done"] == 3
     for row in store.read("text_embeds").to_pylist():
         assert torch.equal(_features(row), stored[row["caption"]] * 2)
 
