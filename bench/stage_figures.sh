@@ -41,7 +41,7 @@ for flavour in $flavours; do
   if [[ $parts == *" rehearse "* ]]; then
     python3 -m flows.cli rehearse --config "$config" --databackend "$backend" --aspect "$aspect" \
       --model "$model" --clips "$clips" --steps "$steps" --keep "/tmp/rehearsal-$flavour$tag" \
-      --json "$out/rehearse-$flavour$tag.json" 2>&1 | tee "$out/rehearse-$flavour$tag.log"
+      --json "$out/rehearse-$flavour$tag.json" -v 2>&1 | tee "$out/rehearse-$flavour$tag.log"  # -v: shard timelines
   fi
   # the cache-on-A / train-on-B split: the same rehearsal with its store on S3
   if [[ $parts == *" s3 "* ]] && [ -n "${LTX2_WEED:-}" ]; then

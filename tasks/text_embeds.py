@@ -51,7 +51,8 @@ def text_embeds_shard(store_uri: str, config: TrainConfig, keyed: list[tuple[str
                            "planned for; give every Dask worker the same model files (or hub cache)")
     device = pick_device()
     dtype = compute_dtype(config.mixed_precision, device)
-    get_run_logger().info("text-embeds: encoding %d captions with %s on %s", len(keyed), source.label, device)
+    log = get_run_logger()
+    log.info("text-embeds: encoding %d captions with %s on %s", len(keyed), source.label, device)
     loading = time.perf_counter()
     tokenizer = load_tokenizer(source)
     # Loaded straight onto the device (no 24 GB host copy of Gemma-3-12B) and dropped when the shard ends, so the
@@ -64,14 +65,18 @@ def text_embeds_shard(store_uri: str, config: TrainConfig, keyed: list[tuple[str
         # Leaving the block waits for the last write, also when encoding fails: what was encoded is kept.
         with ThreadPoolExecutor(1, thread_name_prefix="text-embeds-writer") as writer:
             writing: Future[int] | None = None
+            encoded = [time.perf_counter()]  # when each chunk's encoding (and the wait for the write before) ended
             for start in range(0, len(ordered), COMMIT_EVERY):
                 chunk = ordered[start:start + COMMIT_EVERY]
                 embeds = encode_captions([c for _, c in chunk], tokenizer=tokenizer, text_encoder=text_encoder,
                                          connectors=connectors, max_length=model.max_length, device=device,
                                          dtype=dtype, batch_size=ENCODE_BATCH, max_batch_tokens=ENCODE_TOKENS)
                 _written(writing)
+                encoded.append(time.perf_counter())
                 writing = writer.submit(_write, store, model, chunk, embeds, replace)
             _written(writing)
+        if ordered:
+            log.info("text-embeds: %s", _timeline(len(ordered), load_seconds, encoded, time.perf_counter()))
     except BaseException as error:
         traceback.clear_frames(error.__traceback__)  # its frames hold the encoder: free the GPU for a retry
         raise
@@ -90,6 +95,17 @@ def _write(store: Store, model: TextModel, chunk: list[tuple[str, str]], embeds:
     # An append where the keys are new (a shard run again finds its first chunks stored); a forced run replaces.
     (store.upsert if replace else store.insert_missing)("text_embeds", rows)
     return len(rows)
+
+
+def _timeline(captions: int, load_seconds: float, encoded: list[float], end: float) -> str:
+    """Where a shard's seconds went: the first chunk carries the GPU's first calls, the chunks after it are the rate
+    a larger dataset runs at, and the last write is not hidden behind any encoding."""
+    parts = [f"{captions} captions: models loaded in {load_seconds:.1f} s",
+             f"first {min(captions, COMMIT_EVERY)} encoded in {encoded[1] - encoded[0]:.1f} s"]
+    if len(encoded) > 2:
+        rest = captions - COMMIT_EVERY
+        parts.append(f"the next {rest} at {rest / max(encoded[-1] - encoded[1], 1e-9):.1f} captions/s")
+    return ", ".join([*parts, f"last write {end - encoded[-1]:.1f} s"])
 
 
 def _written(writing: Future[int] | None) -> None:

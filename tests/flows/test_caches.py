@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -113,7 +114,8 @@ def test_rerun_of_the_cache_stages_is_a_noop(work):
     assert store.versions(["text_embeds", "latents"]) == before
 
 
-def test_text_embeds_keeps_each_written_chunk_when_encoding_fails_and_a_forced_run_rewrites_rows(work, monkeypatch):
+def test_text_embeds_keeps_each_written_chunk_when_encoding_fails_and_a_forced_run_rewrites_rows(work, monkeypatch,
+                                                                                                  caplog):
     import tasks.text_embeds as stage
 
     (work["data"] / "ntsc.txt").write_text("clip ntsc")  # three distinct captions: three chunks of one
@@ -142,6 +144,9 @@ def test_text_embeds_keeps_each_written_chunk_when_encoding_fails_and_a_forced_r
     monkeypatch.setattr(stage, "encode_captions", lambda captions, **kw: [
         CaptionEmbedding(e.features * 2) for e in encode(captions, **kw)])
     assert run(work, TEXT_STAGES, force=["text-embeds"])[("text-embeds", "*")]["done"] == 3
+    # where the shard's seconds went, for the UI's log (the rate past the first chunk is what a big dataset gets)
+    assert re.search(r"3 captions: models loaded in [\d.]+ s, first 1 encoded in [\d.]+ s, the next 2 at "
+                     r"[\d.]+ captions/s, last write [\d.]+ s", caplog.text)
     for row in store.read("text_embeds").to_pylist():
         assert torch.equal(_features(row), stored[row["caption"]] * 2)
 
