@@ -26,8 +26,9 @@ from ltx2core.config.databackend import VideoDataset
 from ltx2core.config.train import TrainConfig
 from ltx2core.models.scale import LTX2
 
-# A detailed LTX-2 prompt, in Gemma tokens (cache_bench and train_bench use the same). The text encoder pads a batch
-# only to its longest caption, so its work follows this. The random model's tokenizer is one token per character.
+# A detailed LTX-2 prompt, in Gemma tokens (cache_bench draws its captions here; train_bench's are 200). The text
+# encoder pads a batch only to its longest caption, so its work follows this. The random model's tokenizer is one
+# token per character.
 CAPTION_TOKENS = (150, 250)
 WARMUP_STEPS = 2  # the first train steps (compilation, allocator growth) are left out of s/step
 _WORDS = ("a", "slow", "camera", "pan", "across", "the", "city", "at", "dusk", "with", "warm", "light", "people",
