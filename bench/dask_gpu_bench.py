@@ -39,16 +39,13 @@ PREPARE = ["probe", "filter", "bucket", "captions"]
 
 
 def write_dataset(root: Path, clips: int, tiny: bool, flavour: str) -> tuple[str, str]:
-    """`clips` distinct clips with a caption file each, and the config + databackend that train on them."""
-    from ltx2core.media.synth import write_distinct_clips
-    from ltx2core.rehearsal import caption
+    """`clips` distinct clips with a caption file each (the rehearsal's), and the config + databackend that train on
+    them."""
+    from flows.rehearse import write_clips
+    from ltx2core.rehearsal import ClipShape
 
     shape = SHAPES[tiny]
-    folder = root / "clips"
-    folder.mkdir(parents=True)
-    paths = write_distinct_clips([folder / f"clip_{i:04d}.mp4" for i in range(clips)], fps=25, **shape)
-    for i, path in enumerate(paths):
-        path.with_suffix(".txt").write_text(caption(i), encoding="utf-8")
+    folder = write_clips(root / "clips", ClipShape(shape["width"], shape["height"], shape["num_frames"], 25), clips)
     config, backend = root / "config.json", root / "multidatabackend.json"
     config.write_text(json.dumps({"model_family": "ltxvideo2", "model_flavour": flavour,
                                   "pretrained_model_name_or_path": "tiny-random" if tiny else "random",

@@ -59,7 +59,7 @@ def rehearse(config: str, databackend: str | None, work: Path, *, stages: list[s
     backend = json.loads(Path(databackend or databackend_of(config)).read_text())
     videos = [d for d in project.datasets if getattr(d, "dataset_type", None) == "video" and not d.disabled]
     shapes = {d.id: clip_shape(d, aspect) for d in videos}
-    folders = {d: _write_clips(work / "clips" / d, shape, clips) for d, shape in shapes.items()}
+    folders = {d: write_clips(work / "clips" / d, shape, clips) for d, shape in shapes.items()}
     store = storage or str(work / "store")
     files = write_rehearsal_configs(Path(config), backend, work, model=model, steps=steps, clip_folders=folders)
     device, in_force = _limit_card(card_gib)
@@ -85,7 +85,8 @@ def rehearse(config: str, databackend: str | None, work: Path, *, stages: list[s
                      [advice(f, in_force) for f in figures if f.stage in FIT_TRIES])
 
 
-def _write_clips(folder: Path, shape: ClipShape, count: int) -> Path:
+def write_clips(folder: Path, shape: ClipShape, count: int) -> Path:
+    """`count` clips of `shape` in `folder`, each with a .txt caption (`caption`); those already there are kept."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"clip_{i:04d}.mp4" for i in range(count)]
     # each clip counts (no two alike in bytes) and costs at most 16 encodes: 256 full-size clips in seconds
