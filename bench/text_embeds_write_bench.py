@@ -1,13 +1,14 @@
 """Store benchmark: what writing one chunk of full-size text embeddings costs, merged (upsert) or appended.
 
-    .venv/bin/python bench/text_embeds_write_bench.py [--chunks 8] [--rows 128] [--tokens 202] [--out FILE]
+    .venv/bin/python bench/text_embeds_write_bench.py [--chunks 8] [--rows 64] [--tokens 202] [--out FILE]
 
 The text-embeds stage commits COMMIT_EVERY captions at a time, each ~2.5 MB of features at full size (2.3's
 connectors: 6,144 bf16 channels a token; 202 tokens, cache_bench's mean caption). Alternating, on one growing
-table: `Store.upsert` (a Lance merge on the key) and `Store.insert_missing` (a key lookup, then an append), each
-timed with the rows' conversion to Arrow. Prints the medians in ms per caption; writes
-bench/results/text-embeds-write-cpu-<date>.json (or --out). The stage writes on a thread beside the encoder, so
-what matters on a GPU is that this stays under the encoder's time per caption (~15 ms on an H100).
+table: the stage's own writer (`tasks.text_embeds._write`: the tensors to records, then Arrow, then Lance) with
+`Store.upsert` (a Lance merge on the key, a forced run's) and with `Store.insert_missing` (a key lookup, then an
+append). Prints the medians in ms per caption; writes bench/results/text-embeds-write-cpu-<date>.json (or --out).
+The stage writes on a thread beside the encoder, so what matters on a GPU is that this stays under the encoder's
+time per caption (~15 ms on an H100).
 """
 
 from __future__ import annotations
@@ -29,17 +30,14 @@ sys.path.insert(0, str(ROOT))
 CHANNELS = 6144
 
 
-def rows(tag: str, count: int, tokens: int) -> list[dict]:
+def chunk_of(tag: str, count: int, tokens: int) -> tuple[list[tuple[str, str]], list]:
+    """(key, caption) pairs and their embeddings, as the stage hands them to its writer."""
     import torch
 
-    from ltx2core.data.tensors import to_record
+    from ltx2core.models.text import CaptionEmbedding
 
-    out = []
-    for i in range(count):
-        data, shape, dtype = to_record(torch.randn(tokens, CHANNELS).to(torch.bfloat16))
-        out.append({"key": f"{tag}-{i}", "caption": "a caption " * 20, "encoder_fp": "bench", "max_length": 1024,
-                    "num_tokens": tokens, "features": data, "features_shape": shape, "features_dtype": dtype})
-    return out
+    keyed = [(f"{tag}-{i}", "a caption " * 20) for i in range(count)]
+    return keyed, [CaptionEmbedding(torch.randn(tokens, CHANNELS).to(torch.bfloat16)) for _ in keyed]
 
 
 def main() -> None:
@@ -50,16 +48,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
+    from ltx2core.keys import TextModel
     from storage.store import Store
+    from tasks.text_embeds import _write
 
     ms: dict[str, list[float]] = {"upsert (merge)": [], "insert_missing (append)": []}
+    model = TextModel(encoder_fp="bench", max_length=1024)
     with tempfile.TemporaryDirectory() as tmp:
         store = Store.open(tmp)
         for i in range(2 * args.chunks):
             way = list(ms)[i % 2]
-            chunk = rows(f"c{i}", args.rows, args.tokens)
+            keyed, embeds = chunk_of(f"c{i}", args.rows, args.tokens)
             started = time.perf_counter()
-            (store.upsert if i % 2 == 0 else store.insert_missing)("text_embeds", chunk)
+            _write(store, model, keyed, embeds, replace=i % 2 == 0)  # the stage's writer: records, Arrow, Lance
             ms[way].append(1000 * (time.perf_counter() - started) / args.rows)
     medians = {way: round(statistics.median(v), 2) for way, v in ms.items()}
     mb = args.tokens * CHANNELS * 2 / 2**20

@@ -30,7 +30,7 @@ from tasks.progress import sink
 from tasks.report import StageReport, reporting
 
 # Captions per commit: one encoder batch (~2.5 MB a caption at full size), written to Lance on a thread while the GPU
-# encodes the next. Written in line, it held the GPU idle: ~17 ms a caption on our 2-core host
+# encodes the next. Written in line, it held the GPU idle: 15-18 ms a caption on our 2-core host
 # (bench/text_embeds_write_bench.py) against ~15 ms of encoding on an H100 (BENCHMARKS.md, #18).
 COMMIT_EVERY = ENCODE_BATCH
 
