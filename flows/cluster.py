@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.network import host_of, is_loopback
+from tasks.shards import ONE, Spread
 
 GPU_STAGES = frozenset({"text-embeds", "latents"})  # their shards go to `--resources GPU=1` workers when any
 
@@ -97,23 +98,35 @@ class Fanout:
     client: Any = None  # distributed.Client of the cluster; None: the flow's own task runner
 
     @contextmanager
-    def stage(self, stage: str) -> Iterator[int]:
+    def stage(self, stage: str) -> Iterator[Spread]:
         """Inside: `stage`'s shard submits go where they may run (GPU workers for GPU stages when the cluster
-        has any, else any worker). Yields the least number of shards to cut its work into: one locally (one
-        model load), one per slot that can take them on a cluster, counted now since workers come and go. One,
-        not more: each shard pays a Prefect task run and its models' load (two per slot cost 0.33 s more per
-        probe stage over two workers: docs/decisions.md)."""
+        has any, else any worker). Yields the stage's `Spread`: one shard locally (one model load); on a
+        cluster one per slot that can take them, counted now since workers come and go, shard i placed on slot
+        i (another worker if that one is gone). Placed, since Dask hands a task to an idle worker: a shard that
+        ends before the flow submits the next (a Prefect submit takes 30-100 ms) would leave the next to the
+        same worker. One per slot, not more: each shard pays a Prefect task run and its models' load (two per
+        slot cost 0.33 s more per probe stage over two workers: docs/decisions.md)."""
         if self.client is None:
-            yield 1
+            yield ONE
             return
         import dask
 
-        now = capacity(self.client)
-        if stage in GPU_STAGES and now.gpus:
+        workers = self.client.scheduler_info(n_workers=-1)["workers"]
+        gpus = {a: int(w.get("resources", {}).get("GPU", 0)) for a, w in workers.items()}
+        if stage in GPU_STAGES and any(gpus.values()):
             with dask.annotate(resources={"GPU": 1}):
-                yield now.gpus
+                yield _placed([a for a, n in gpus.items() for _ in range(n)])
         else:
-            yield max(now.slots, 1)
+            yield _placed([a for a, w in workers.items() for _ in range(w["nthreads"])])
+
+
+def _placed(slots: list[str]) -> Spread:
+    """One shard per slot (a worker address once per thread or GPU), shard i on slot i."""
+    if not slots:
+        return ONE
+    import dask
+
+    return Spread(len(slots), lambda i: dask.annotate(workers=[slots[i % len(slots)]], allow_other_workers=True))
 
 
 LOCAL = Fanout()

@@ -25,6 +25,7 @@ from tasks import bucket, captions, latents, probe, text_embeds, train, validate
 from tasks import filter as filter_
 from tasks.artifacts import storage_summary
 from tasks.report import StageReport
+from tasks.shards import Spread
 from tasks.stage_runs import flow_run_id, tracked
 
 DEFAULT_STORAGE = "ltx2-store"
@@ -79,9 +80,9 @@ def pipeline(
     with _exclusive(store, project.config, todo), shards_on(dask_address, store_uri, dask_certs,
                                                                  dask_insecure_plaintext) as fanout:
         for stage in todo:
-            with fanout.stage(stage) as min_shards:
+            with fanout.stage(stage) as spread:
                 for scope, inputs, work in _units(stage, store_uri, project.config, videos, checkpoint,
-                                                  stage in force, min_shards):
+                                                  stage in force, spread):
                     reports.append(tracked(store_uri, stage, scope, inputs, work))
     storage_summary(Store.open(store_uri), store_uri)
     log.info("results in %s", store_uri)
@@ -104,15 +105,15 @@ def _exclusive(store: Store, config, todo: list[str]) -> Iterator[None]:
 
 
 def _units(stage: str, store_uri: str, config, videos: list, checkpoint: int | None, redo: bool,
-           min_shards: int) -> Iterator[tuple[str, dict, Callable[[], StageReport]]]:
+           spread: Spread) -> Iterator[tuple[str, dict, Callable[[], StageReport]]]:
     """A stage's units of work: (scope, inputs recorded in `stage_runs`, the call). Per dataset, or one.
-    `min_shards`: the cache stages cut their work into at least this many shard tasks (one per worker share)."""
+    `spread`: how the cache stages cut their work into shard tasks and where each goes (flows/cluster.py)."""
     if stage == "probe":
         folders = probe_folders(videos)
-        yield "*", {"folders": folders}, partial(probe.run, store_uri, folders, force=redo, min_shards=min_shards)
+        yield "*", {"folders": folders}, partial(probe.run, store_uri, folders, force=redo, spread=spread)
     elif stage == "text-embeds":
         yield "*", {"datasets": [d.id for d in videos]}, partial(
-            text_embeds.cache_text_embeds, store_uri, config, videos, force=redo, min_shards=min_shards)
+            text_embeds.cache_text_embeds, store_uri, config, videos, force=redo, spread=spread)
     elif stage == "train":
         yield run_id(config), {"config": config.model_dump(mode="json")}, partial(
             train.train_lora, store_uri, config, videos, force=redo)
@@ -123,7 +124,7 @@ def _units(stage: str, store_uri: str, config, videos: list, checkpoint: int | N
         for d in videos:
             inputs = {"dataset": d.model_dump(mode="json")}
             if stage == "latents":
-                yield d.id, inputs, partial(latents.run, store_uri, config, d, force=redo, min_shards=min_shards)
+                yield d.id, inputs, partial(latents.run, store_uri, config, d, force=redo, spread=spread)
             else:
                 yield d.id, inputs, partial(PER_DATASET[stage], store_uri, d, force=redo)
 

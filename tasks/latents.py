@@ -7,7 +7,6 @@ write rows as they finish. A clip that cannot be decoded is a row with an `error
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from contextlib import nullcontext
@@ -32,6 +31,7 @@ from tasks.datasets import clip_plan, reference_plan
 from tasks.pending import latent_work
 from tasks.progress import sink
 from tasks.report import StageReport, reporting
+from tasks.shards import ONE, Spread
 
 SHARD_SIZE = 256  # most clips per Prefect task (one VAE load each)
 COMMIT_EVERY = 16  # clips per commit: a killed stage loses at most this much work
@@ -133,8 +133,8 @@ def latents_shard(store_uri: str, config: TrainConfig, dataset: VideoDataset, ke
 
 
 def run(store_uri: str, config: TrainConfig, dataset: VideoDataset, force: bool = False,
-        min_shards: int = 1) -> StageReport:
-    """Encode the dataset's missing latents in at least `min_shards` shards (one per worker share of a cluster)."""
+        spread: Spread = ONE) -> StageReport:
+    """Encode the dataset's missing latents in the shards `spread` asks for (one per worker of a cluster)."""
     log = get_run_logger()
     with reporting(store_uri, "latents", dataset.id, tables=["latents"], verb="encoded") as (store, report):
         source = model_source(config)
@@ -143,11 +143,11 @@ def run(store_uri: str, config: TrainConfig, dataset: VideoDataset, force: bool 
         report.skipped = len(work.wanted) - len(work.todo)
         sink().start(f"latents {dataset.id}", len(work.todo))
         items = list(work.todo.items())
-        size = min(SHARD_SIZE, math.ceil(len(items) / min_shards)) or 1
-        shards = [items[i:i + size] for i in range(0, len(items), size)]
+        shards = spread.cut(items, most=SHARD_SIZE)
         if shards:
             log.info("latents %s: encoding %d clips with %s", dataset.id, len(items), source.label)
-        for future in [latents_shard.submit(store_uri, config, dataset, shard, model) for shard in shards]:
+        for future in spread.submit(shards, lambda shard: latents_shard.submit(store_uri, config, dataset, shard,
+                                                                               model)):
             out = future.result()
             report.done += out["encoded"] + out["errors"]
             report.load_seconds += out["load_seconds"]

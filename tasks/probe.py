@@ -7,7 +7,6 @@ Recipe: list the dataset folders -> drop rows of files that are gone -> for each
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from storage.store import Store
 from tasks.pending import probe_work
 from tasks.progress import sink
 from tasks.report import StageReport, reason_kind, reporting
+from tasks.shards import ONE, Spread
 
 SHARD_SIZE = 2048  # most files per Prefect task: enough that orchestration stays a few percent
 # Files per commit: a killed stage loses at most this much work (~1 s). Every commit adds a fragment that later
@@ -70,17 +70,16 @@ def _examiner() -> Iterator[Callable[[Iterable[str]], Iterator[tuple[str | None,
         yield pool.examine
 
 
-def run(store_uri: str, folders: list[str], force: bool = False, min_shards: int = 1) -> StageReport:
-    """Probe new and changed files in at least `min_shards` shards (one per worker share of a cluster)."""
+def run(store_uri: str, folders: list[str], force: bool = False, spread: Spread = ONE) -> StageReport:
+    """Probe new and changed files in the shards `spread` asks for (one per worker slot of a cluster)."""
     with reporting(store_uri, "probe", tables=["files", "videos"], verb="files examined") as (store, report):
         work = probe_work(store, folders, force)
         report.skipped = work.current
         sink().start("probe", len(work.todo))
         if work.gone:
             store.delete("files", work.gone)
-        size = min(SHARD_SIZE, math.ceil(len(work.todo) / min_shards)) or 1
-        shards = [work.todo[i:i + size] for i in range(0, len(work.todo), size)]
-        for result in [probe_shard.submit(store_uri, shard, force) for shard in shards]:
+        shards = spread.cut(work.todo, most=SHARD_SIZE)
+        for result in spread.submit(shards, lambda shard: probe_shard.submit(store_uri, shard, force)):
             out = result.result()
             report.done += out["hashed"]
             report.counts["probed"] = report.counts.get("probed", 0) + out["probed"]

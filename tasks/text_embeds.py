@@ -8,7 +8,6 @@ write each chunk's rows on a writer thread while the encoder goes on with the ne
 
 from __future__ import annotations
 
-import math
 import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +27,7 @@ from storage.store import Store
 from tasks.pending import text_embed_work, wanted_captions
 from tasks.progress import sink
 from tasks.report import StageReport, reporting
+from tasks.shards import ONE, Spread
 
 # Captions per commit: one encoder batch (~2.5 MB a caption at full size), written to Lance on a thread while the GPU
 # encodes the next. Written in line, it held the GPU idle: 15-18 ms a caption on our 2-core host
@@ -115,9 +115,9 @@ def _written(writing: Future[int] | None) -> None:
 
 
 def cache_text_embeds(store_uri: str, config: TrainConfig, datasets: list[VideoDataset], force: bool = False,
-                      min_shards: int = 1) -> StageReport:
-    """Encode the missing captions in `min_shards` shards: one locally (the encoder loads once), one per
-    worker share of a cluster."""
+                      spread: Spread = ONE) -> StageReport:
+    """Encode the missing captions in the shards `spread` asks for: one locally (the encoder loads once), one
+    per GPU of a cluster."""
     log = get_run_logger()
     with reporting(store_uri, "text-embeds", tables=["text_embeds"], verb="encoded") as (store, report):
         source = model_source(config)
@@ -126,9 +126,8 @@ def cache_text_embeds(store_uri: str, config: TrainConfig, datasets: list[VideoD
         report.skipped = len(work.wanted) - len(work.todo)
         sink().start("text-embeds", len(work.todo))
         items = list(work.todo.items())
-        size = math.ceil(len(items) / min_shards) or 1
-        shards = [items[i:i + size] for i in range(0, len(items), size)]
-        futures = [text_embeds_shard.submit(store_uri, config, shard, model, force) for shard in shards]
+        shards = spread.cut(items)
+        futures = spread.submit(shards, lambda shard: text_embeds_shard.submit(store_uri, config, shard, model, force))
         for future in futures:
             out = future.result()
             report.done += out["encoded"]

@@ -245,17 +245,31 @@ def test_gpu_stages_go_to_gpu_workers_when_the_cluster_has_any(tmp_path):
         assert capacity(client) == Capacity(slots=2, gpus=1)
         fanout = Fanout(client)
         for stage in ("latents", "text-embeds"):
-            with fanout.stage(stage) as min_shards:
-                placed = client.gather([client.submit(_where, i, pure=False) for i in range(6)])
-            assert min_shards == 1 and set(placed) == {gpu_worker}
-        with fanout.stage("probe") as min_shards:
+            with fanout.stage(stage) as spread:
+                placed = client.gather(spread.submit(list(range(6)), lambda i: client.submit(_where, i, pure=False)))
+            assert spread.count == 1 and set(placed) == {gpu_worker}
+        with fanout.stage("probe") as spread:
             assert dask.get_annotations() == {}
-        assert min_shards == 2
+        assert spread.count == 2
 
     with _in_process_cluster({"a": cpu, "b": cpu, "c": cpu}) as client:
-        with Fanout(client).stage("latents") as min_shards:
+        with Fanout(client).stage("latents") as spread:
             assert dask.get_annotations() == {}
-        assert min_shards == 3
+        assert spread.count == 3
+
+
+def test_shard_i_goes_to_slot_i_even_when_the_others_sit_idle(tmp_path):
+    """Dask hands a task to an idle worker; shards submitted one after another, each done before the next, would
+    all land on the first. Placed, each worker slot gets its shard (a worker with two threads, two)."""
+    one = {"cls": Worker, "options": LOOPBACK | {"nthreads": 1, "local_directory": str(tmp_path)}}
+    two = {"cls": Worker, "options": one["options"] | {"nthreads": 2}}
+    with _in_process_cluster({"a": one, "b": one, "c": two}) as client:
+        with Fanout(client).stage("probe") as spread:
+            shards = spread.cut(list(range(8)))
+            placed = spread.submit(shards, lambda shard: client.submit(_where, shard, pure=False).result())
+        threads = {a: w["nthreads"] for a, w in client.scheduler_info()["workers"].items()}
+    assert spread.count == 4 and len(shards) == 4
+    assert {a: placed.count(a) for a in threads} == threads  # one shard per slot, though each ran alone
 
 
 @contextmanager
@@ -266,7 +280,7 @@ def _in_process_cluster(workers: dict) -> Iterator[Client]:
         yield client
 
 
-def _where(_: int) -> str:
+def _where(_) -> str:
     return get_worker().address
 
 
