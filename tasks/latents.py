@@ -31,7 +31,7 @@ from tasks.datasets import clip_plan, reference_plan
 from tasks.pending import latent_work
 from tasks.progress import sink
 from tasks.report import StageReport, reporting
-from tasks.shards import ONE, Spread
+from tasks.shards import ONE, Shard, Spread
 
 SHARD_SIZE = 256  # most clips per Prefect task (one VAE load each)
 COMMIT_EVERY = 16  # clips per commit: a killed stage loses at most this much work
@@ -80,7 +80,7 @@ def _reference(sample: dict, dataset: VideoDataset, plan, scale: int) -> tuple[t
 
 
 @task(name="latents-shard", cache_policy=NO_CACHE, retries=1)
-def latents_shard(store_uri: str, config: TrainConfig, dataset: VideoDataset, keyed: list[tuple[str, dict]],
+def latents_shard(store_uri: str, config: TrainConfig, dataset: VideoDataset, shard: Shard[tuple[str, dict]],
                   model: LatentModel) -> dict:
     """Encode one shard of clips, committing every COMMIT_EVERY clips; returns the clips encoded, the errors and
     the seconds the VAEs took to load and reach the device.
@@ -88,6 +88,7 @@ def latents_shard(store_uri: str, config: TrainConfig, dataset: VideoDataset, ke
     Idempotent, as Dask may run a shard again after losing the worker that held its result: it writes only
     its own keys, by upsert, and a clip encodes to the same row each time. `model` is the VAE the keys were
     made for; a worker whose VAE differs refuses instead of writing rows under keys they do not match."""
+    keyed = shard.items
     store = Store.open(store_uri)
     source = model_source(config)
     options = vae_options(config)

@@ -21,7 +21,7 @@ from storage.store import Store
 from tasks.pending import probe_work
 from tasks.progress import sink
 from tasks.report import StageReport, reason_kind, reporting
-from tasks.shards import ONE, Spread
+from tasks.shards import ONE, Shard, Spread
 
 SHARD_SIZE = 2048  # most files per Prefect task: enough that orchestration stays a few percent
 # Files per commit: a killed stage loses at most this much work (~1 s). Every commit adds a fragment that later
@@ -31,11 +31,12 @@ BATCH_SIZE = 1024
 
 
 @task(name="probe-shard", cache_policy=NO_CACHE, retries=1)
-def probe_shard(store_uri: str, entries: list[FileEntry], force: bool) -> dict:
+def probe_shard(store_uri: str, shard: Shard[FileEntry], force: bool) -> dict:
     """Hash and probe one shard of files, committing every BATCH_SIZE files.
 
     It writes only its own `files` rows (keyed by path). Byte-identical files in two shards share a `videos`
     key: both shards write that row (the same probe), and the table's primary key keeps one."""
+    entries = shard.items
     store = Store.open(store_uri)
     known = store.keys("videos")
     probed = 0

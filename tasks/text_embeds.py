@@ -27,7 +27,7 @@ from storage.store import Store
 from tasks.pending import text_embed_work, wanted_captions
 from tasks.progress import sink
 from tasks.report import StageReport, reporting
-from tasks.shards import ONE, Spread
+from tasks.shards import ONE, Shard, Spread
 
 # Captions per commit: one encoder batch (~2.5 MB a caption at full size), written to Lance on a thread while the GPU
 # encodes the next. Written in line, it held the GPU idle: 15-18 ms a caption on our 2-core host
@@ -36,7 +36,7 @@ COMMIT_EVERY = ENCODE_BATCH
 
 
 @task(name="text-embeds-shard", cache_policy=NO_CACHE, retries=1)
-def text_embeds_shard(store_uri: str, config: TrainConfig, keyed: list[tuple[str, str]], model: TextModel,
+def text_embeds_shard(store_uri: str, config: TrainConfig, shard: Shard[tuple[str, str]], model: TextModel,
                       replace: bool = False) -> dict:
     """Encode one shard of (key, caption) with the text encoder loaded once, committing every COMMIT_EVERY.
 
@@ -44,6 +44,7 @@ def text_embeds_shard(store_uri: str, config: TrainConfig, keyed: list[tuple[str
     after a worker loss): a row is a function of its key, so a key already stored is left as it is, unless
     `replace` (a forced run) rewrites it. `model` is the encoder the keys were made for; a worker whose encoder
     differs refuses instead of writing mismatched rows."""
+    keyed = shard.items
     store = Store.open(store_uri)
     source = model_source(config)
     if text_model(source) != model:

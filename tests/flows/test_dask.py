@@ -34,6 +34,7 @@ from ltx2core.models.source import resolve_source
 from storage.store import Store
 from tasks.latents import latents_shard
 from tasks.pending import latent_work
+from tasks.shards import Shard
 from tests.flows.helpers import REPO, write_configs
 from tests.ports import free_port
 from tests.s3server import CLEARED_ENV
@@ -145,7 +146,7 @@ def test_latents_over_two_workers_equal_a_single_process_run(cluster, work, s3_u
     model = latent_model(resolve_source(config.pretrained_model_name_or_path, config.model_flavour), config)
     shard = list(latent_work(store, dataset, model, force=True).todo.items())[:5]
     version = store.version("latents")
-    again = latents_shard.fn(s3_uri, config, dataset, shard, model)
+    again = latents_shard.fn(s3_uri, config, dataset, Shard(shard), model)
     assert (again["encoded"], again["errors"]) == (5, 0) and again["load_seconds"] > 0
     assert store.version("latents") == version and latent_rows(store) == expected
 
@@ -304,3 +305,19 @@ def _stop(*procs: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_prefect_does_not_walk_a_shards_items():
+    """Prefect looks for futures in every list, tuple and dataclass of a task's parameters, item by item, as the
+    flow submits each shard; a Shard's items stay out of that walk (tasks/shards.py)."""
+    from prefect.utilities.collections import visit_collection
+
+    from ltx2core.data.discover import FileEntry
+
+    entries = [FileEntry(path=f"/clips/{i}.mp4", size=i, mtime_ns=i) for i in range(100)]
+    seen = []
+    visit_collection({"shard": Shard(entries)}, visit_fn=lambda x: seen.append(x) or x, return_data=False)
+    assert not any(isinstance(x, FileEntry) for x in seen) and any(isinstance(x, Shard) for x in seen)
+    seen.clear()
+    visit_collection({"shard": entries}, visit_fn=lambda x: seen.append(x) or x, return_data=False)
+    assert sum(isinstance(x, FileEntry) for x in seen) == 100  # what a plain list costs
