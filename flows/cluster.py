@@ -86,9 +86,14 @@ class Capacity:
 
 def capacity(client: Any) -> Capacity:
     """Summed over every worker the scheduler knows (`client`: a connected `distributed.Client`)."""
-    workers = client.scheduler_info(n_workers=-1)["workers"].values()
-    return Capacity(slots=sum(w["nthreads"] for w in workers),
-                    gpus=int(sum(w.get("resources", {}).get("GPU", 0) for w in workers)))
+    return Capacity(slots=len(_slots(client, gpus=False)), gpus=len(_slots(client, gpus=True)))
+
+
+def _slots(client: Any, gpus: bool) -> list[str]:
+    """Each worker's address once per thread, or once per GPU unit (`--resources GPU=n`)."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return [a for a, w in workers.items()
+            for _ in range(int(w.get("resources", {}).get("GPU", 0)) if gpus else w["nthreads"])]
 
 
 @dataclass(frozen=True)
@@ -111,13 +116,12 @@ class Fanout:
             return
         import dask
 
-        workers = self.client.scheduler_info(n_workers=-1)["workers"]
-        gpus = {a: int(w.get("resources", {}).get("GPU", 0)) for a, w in workers.items()}
-        if stage in GPU_STAGES and any(gpus.values()):
+        gpus = _slots(self.client, gpus=True)
+        if stage in GPU_STAGES and gpus:
             with dask.annotate(resources={"GPU": 1}):
-                yield _placed([a for a, n in gpus.items() for _ in range(n)])
+                yield _placed(gpus)
         else:
-            yield _placed([a for a, w in workers.items() for _ in range(w["nthreads"])])
+            yield _placed(_slots(self.client, gpus=False))
 
 
 def _placed(slots: list[str]) -> Spread:
