@@ -86,14 +86,15 @@ class Capacity:
 
 def capacity(client: Any) -> Capacity:
     """Summed over every worker the scheduler knows (`client`: a connected `distributed.Client`)."""
-    return Capacity(slots=len(_slots(client, gpus=False)), gpus=len(_slots(client, gpus=True)))
+    threads, gpus = _slots(client)
+    return Capacity(slots=len(threads), gpus=len(gpus))
 
 
-def _slots(client: Any, gpus: bool) -> list[str]:
-    """Each worker's address once per thread, or once per GPU unit (`--resources GPU=n`)."""
-    workers = client.scheduler_info(n_workers=-1)["workers"]
-    return [a for a, w in workers.items()
-            for _ in range(int(w.get("resources", {}).get("GPU", 0)) if gpus else w["nthreads"])]
+def _slots(client: Any) -> tuple[list[str], list[str]]:
+    """Each worker's address once per thread, and once per GPU unit (`--resources GPU=n`): one scheduler call."""
+    workers = client.scheduler_info(n_workers=-1)["workers"].items()
+    return ([a for a, w in workers for _ in range(w["nthreads"])],
+            [a for a, w in workers for _ in range(int(w.get("resources", {}).get("GPU", 0)))])
 
 
 @dataclass(frozen=True)
@@ -116,12 +117,12 @@ class Fanout:
             return
         import dask
 
-        gpus = _slots(self.client, gpus=True)
+        threads, gpus = _slots(self.client)
         if stage in GPU_STAGES and gpus:
             with dask.annotate(resources={"GPU": 1}):
                 yield _placed(gpus)
         else:
-            yield _placed(_slots(self.client, gpus=False))
+            yield _placed(threads)
 
 
 def _placed(slots: list[str]) -> Spread:

@@ -147,8 +147,8 @@ def run(store_uri: str, config: TrainConfig, dataset: VideoDataset, force: bool 
         shards = spread.cut(items, most=SHARD_SIZE)
         if shards:
             log.info("latents %s: encoding %d clips with %s", dataset.id, len(items), source.label)
-        for future in spread.submit(shards, lambda shard: latents_shard.submit(store_uri, config, dataset, shard,
-                                                                               model)):
+        futures = spread.submit(shards, lambda shard: latents_shard.submit(store_uri, config, dataset, shard, model))
+        for future in futures:
             out = future.result()
             report.done += out["encoded"] + out["errors"]
             report.load_seconds += out["load_seconds"]

@@ -273,6 +273,22 @@ def test_shard_i_goes_to_slot_i_even_when_the_others_sit_idle(tmp_path):
     assert {a: placed.count(a) for a in threads} == threads  # one shard per slot, though each ran alone
 
 
+def test_prefect_does_not_walk_a_shards_items():
+    """Prefect looks for futures in every list, tuple and dataclass of a task's parameters, item by item, as the
+    flow submits each shard; a Shard's items stay out of that walk (tasks/shards.py)."""
+    from prefect.utilities.collections import visit_collection
+
+    from ltx2core.data.discover import FileEntry
+
+    entries = [FileEntry(path=f"/clips/{i}.mp4", size=i, mtime_ns=i) for i in range(100)]
+    seen = []
+    visit_collection({"shard": Shard(entries)}, visit_fn=lambda x: seen.append(x) or x, return_data=False)
+    assert not any(isinstance(x, FileEntry) for x in seen) and any(isinstance(x, Shard) for x in seen)
+    seen.clear()
+    visit_collection({"shard": entries}, visit_fn=lambda x: seen.append(x) or x, return_data=False)
+    assert sum(isinstance(x, FileEntry) for x in seen) == 100  # what a plain list costs
+
+
 @contextmanager
 def _in_process_cluster(workers: dict) -> Iterator[Client]:
     scheduler = {"cls": Scheduler, "options": LOOPBACK}
@@ -306,18 +322,3 @@ def _stop(*procs: subprocess.Popen) -> None:
             proc.kill()
             proc.wait()
 
-
-def test_prefect_does_not_walk_a_shards_items():
-    """Prefect looks for futures in every list, tuple and dataclass of a task's parameters, item by item, as the
-    flow submits each shard; a Shard's items stay out of that walk (tasks/shards.py)."""
-    from prefect.utilities.collections import visit_collection
-
-    from ltx2core.data.discover import FileEntry
-
-    entries = [FileEntry(path=f"/clips/{i}.mp4", size=i, mtime_ns=i) for i in range(100)]
-    seen = []
-    visit_collection({"shard": Shard(entries)}, visit_fn=lambda x: seen.append(x) or x, return_data=False)
-    assert not any(isinstance(x, FileEntry) for x in seen) and any(isinstance(x, Shard) for x in seen)
-    seen.clear()
-    visit_collection({"shard": entries}, visit_fn=lambda x: seen.append(x) or x, return_data=False)
-    assert sum(isinstance(x, FileEntry) for x in seen) == 100  # what a plain list costs
