@@ -16,7 +16,7 @@ class Shard(Generic[T]):
     """One shard task's items, in an object Prefect does not look into. Prefect walks every list, tuple, dict and
     dataclass of a task's parameters for futures, when the flow submits (one shard after another) and again in
     the worker: on the 2-core VM a submit of 2,048 probe entries took 165 ms against 38 ms for one (in-process
-    Dask), 50 ms wrapped. In a probe over one worker the first shard now starts ~0.09 s sooner (docs/decisions.md).
+    Dask), 50 ms wrapped. In a probe over one worker the first shard now starts ~0.09 s sooner (BENCHMARKS.md).
     A plain object: a dataclass would be walked."""
 
     __slots__ = ("items",)
