@@ -6,7 +6,9 @@ The text-embeds stage commits COMMIT_EVERY captions at a time, each ~2.5 MB of f
 connectors: 6,144 bf16 channels a token; 202 tokens, cache_bench's mean caption). Alternating, on one growing
 table: the stage's own writer (`tasks.text_embeds._write`: the tensors to records, then Arrow, then Lance) with
 `Store.upsert` (a Lance merge on the key, a forced run's) and with `Store.insert_missing` (a key lookup, then an
-append). Prints the medians in ms per caption; writes bench/results/text-embeds-write-cpu-<date>.json (or --out).
+insert-only merge), each with the merge's source in one record batch (as before session 16) and in batches of
+`storage.store.MERGE_BATCH_BYTES`. Prints the medians in ms per caption; writes
+bench/results/text-embeds-write-cpu-<date>.json (or --out).
 The stage writes on a thread beside the encoder, so what matters on a GPU is that this stays under the encoder's
 time per caption (~15 ms on an H100).
 """
@@ -48,19 +50,25 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
+    import storage.store
     from ltx2core.keys import TextModel
     from storage.store import Store
     from tasks.text_embeds import _write
 
-    ms: dict[str, list[float]] = {"upsert (merge)": [], "insert_missing (append)": []}
+    batched = storage.store.MERGE_BATCH_BYTES
+    ways = {f"{write}, {batch}": (write == "upsert", size)
+            for batch, size in [("one batch", 2**62), (f"{batched >> 20} MiB batches", batched)]
+            for write in ("upsert", "insert_missing")}
+    ms: dict[str, list[float]] = {way: [] for way in ways}
     model = TextModel(encoder_fp="bench", max_length=1024)
     with tempfile.TemporaryDirectory() as tmp:
         store = Store.open(tmp)
-        for i in range(2 * args.chunks):
-            way = list(ms)[i % 2]
+        for i in range(len(ways) * args.chunks):
+            way = list(ways)[i % len(ways)]
+            replace, storage.store.MERGE_BATCH_BYTES = ways[way]
             keyed, embeds = chunk_of(f"c{i}", args.rows, args.tokens)
             started = time.perf_counter()
-            _write(store, model, keyed, embeds, replace=i % 2 == 0)  # the stage's writer: records, Arrow, Lance
+            _write(store, model, keyed, embeds, replace=replace)  # the stage's writer: records, Arrow, Lance
             ms[way].append(1000 * (time.perf_counter() - started) / args.rows)
     medians = {way: round(statistics.median(v), 2) for way, v in ms.items()}
     mb = args.tokens * CHANNELS * 2 / 2**20

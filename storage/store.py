@@ -45,6 +45,10 @@ OPTIMIZE_MIN_FRAGMENTS = 64
 STAGE_STATUSES = ("completed", "failed")
 # Keys per SQL IN list when looking keys up or deleting them, to keep filters a sane size.
 _KEYS_PER_FILTER = 4096
+# A merge's source goes to Lance in record batches of about this size: handed 64 text-embeds rows (160 MB) as one
+# batch, a merge took 1.8x (insert-only) to 2.9x (upsert) as long as in 16 MiB batches
+# (bench/text_embeds_write_bench.py).
+MERGE_BATCH_BYTES = 16 * 2**20
 
 Rows = pa.Table | Iterable[Mapping[str, Any]]
 
@@ -96,7 +100,8 @@ class Store:
         data = _drop_unchanged(tbl, spec, data)
         if data.num_rows == 0:
             return tbl.version
-        result = tbl.merge_insert(spec.key).when_matched_update_all().when_not_matched_insert_all().execute(data)
+        result = tbl.merge_insert(spec.key).when_matched_update_all().when_not_matched_insert_all().execute(
+            _batched(data))
         logger.debug("%s: upserted %d rows -> v%d", table, data.num_rows, result.version)
         return result.version
 
@@ -113,7 +118,7 @@ class Store:
         if data.num_rows == 0:
             return tbl.version
         # The merge (not a plain append) keeps this right when another writer inserts a key meanwhile.
-        result = tbl.merge_insert(spec.key).when_not_matched_insert_all().execute(data)
+        result = tbl.merge_insert(spec.key).when_not_matched_insert_all().execute(_batched(data))
         return result.version
 
     def update(self, table: str, rows: Rows) -> int | None:
@@ -131,7 +136,7 @@ class Store:
         data = _drop_unchanged(tbl, spec, data, keep_absent=False)
         if data.num_rows == 0:
             return tbl.version
-        return tbl.merge_insert(spec.key).when_matched_update_all().execute(data).version
+        return tbl.merge_insert(spec.key).when_matched_update_all().execute(_batched(data)).version
 
     def insert_if_absent(self, table: str, row: Mapping[str, Any]) -> bool:
         """Insert one row unless its key exists, atomically against other writers; True if it went in.
@@ -406,6 +411,12 @@ def _to_arrow(spec: TableSpec, rows: Rows, *, insert: bool) -> pa.Table:
         dup = next(c["values"] for c in counts.to_pylist() if c["counts"] > 1)
         raise ValueError(f"table {spec.name!r}: key {dup!r} appears more than once in one write")
     return data
+
+
+def _batched(data: pa.Table) -> pa.RecordBatchReader:
+    """`data` as a stream of record batches of about MERGE_BATCH_BYTES (small rows stay one batch)."""
+    rows = max(1, MERGE_BATCH_BYTES * data.num_rows // max(data.nbytes, 1))
+    return pa.RecordBatchReader.from_batches(data.schema, data.to_batches(max_chunksize=rows))
 
 
 def _present_keys(tbl: LanceTable, spec: TableSpec, keys: Sequence[str]) -> list[str]:

@@ -27,8 +27,12 @@ def sample(i: int, **changes: object) -> dict[str, object]:
     return row | changes
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
+# Every write as the store batches it (these small rows: one batch a merge) and streamed a row a batch, as big
+# rows are (text embeddings: ~6 a batch): the merges must mean the same either way.
+@pytest.fixture(params=[None, 1], ids=["one-batch", "row-a-batch"])
+def store(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Store:
+    if request.param is not None:
+        monkeypatch.setattr("storage.store.MERGE_BATCH_BYTES", request.param)
     return Store.open(str(tmp_path / "db"))
 
 

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import lancedb
+import pytest
 from writer import file_row
 
 from storage import Store
@@ -22,9 +23,12 @@ WRITER = Path(__file__).with_name("writer.py")
 BATCH = 25
 
 
-def start_writer(uri: str, first: int, stop: int, go_file: Path | None = None) -> subprocess.Popen[str]:
+def start_writer(uri: str, first: int, stop: int, go_file: Path | None = None,
+                 merge_batch_bytes: int | None = None) -> subprocess.Popen[str]:
     args = [sys.executable, str(WRITER), uri, str(first), str(stop), str(BATCH)] + ([str(go_file)] if go_file else [])
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if merge_batch_bytes is not None:
+        env["MERGE_BATCH_BYTES"] = str(merge_batch_bytes)
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True)
 
 
@@ -33,10 +37,11 @@ def stored_paths(uri: str) -> list[str]:
     return lancedb.connect(uri).open_table("files").to_arrow().column("path").to_pylist()
 
 
-def test_writer_killed_mid_run_leaves_whole_batches_and_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("merge_batch_bytes", [None, 1], ids=["one-batch", "row-a-batch"])
+def test_writer_killed_mid_run_leaves_whole_batches_and_resumes(tmp_path: Path, merge_batch_bytes: int | None) -> None:
     uri = str(tmp_path / "db")
     total = 100_000  # far more than it can write before the kill
-    child = start_writer(uri, 0, total)
+    child = start_writer(uri, 0, total, merge_batch_bytes=merge_batch_bytes)
     assert child.stdout is not None
     for _ in range(4):  # let a few commits land, then kill wherever it is
         assert child.stdout.readline().startswith("committed"), "writer died before its first commits"
@@ -61,14 +66,17 @@ def test_writer_killed_mid_run_leaves_whole_batches_and_resumes(tmp_path: Path) 
     assert store.column_map("files", "size") == {file_row(i)["path"]: 1000 + i for i in range(resume_to)}
 
 
-def test_concurrent_writers_store_each_row_once(tmp_path: Path) -> None:
+# The store's own batches (these small rows: one a merge), and a row a batch: a merge whose source is a stream of
+# batches, as the text-embeds stage's are, must be as atomic and as safe against a concurrent writer.
+@pytest.mark.parametrize("merge_batch_bytes", [None, 1], ids=["one-batch", "row-a-batch"])
+def test_concurrent_writers_store_each_row_once(tmp_path: Path, merge_batch_bytes: int | None) -> None:
     uri = str(tmp_path / "db")
     go = tmp_path / "go"
     # Two writers insert the same new keys at the same moment (without the table's primary key
     # declaration that left 125-250 duplicated rows, measured); a third writes disjoint keys.
     # All three also race to create the table.
     ranges = [(0, 300), (0, 300), (300, 600)]
-    writers = [start_writer(uri, first, stop, go) for first, stop in ranges]
+    writers = [start_writer(uri, first, stop, go, merge_batch_bytes) for first, stop in ranges]
     for writer in writers:
         assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
     go.touch()

@@ -4,15 +4,18 @@
 
 Writes rows FIRST..STOP-1 (keys from `file_row`), one upsert per BATCH rows, printing
 "committed <n>" after each commit. With GO_FILE it prints "ready" once the store is open and
-waits for that file to exist, so several writers start their commits together.
+waits for that file to exist, so several writers start their commits together. With MERGE_BATCH_BYTES in its
+environment, each merge's source is streamed to Lance in batches of that many bytes (1: a row a batch).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 
+import storage.store
 from storage import Store
 
 
@@ -22,6 +25,8 @@ def file_row(i: int) -> dict[str, object]:
 
 
 def main(uri: str, first: int, stop: int, batch: int, go_file: str | None) -> None:
+    if "MERGE_BATCH_BYTES" in os.environ:
+        storage.store.MERGE_BATCH_BYTES = int(os.environ["MERGE_BATCH_BYTES"])
     store = Store.open(uri)
     if go_file:
         print("ready", flush=True)
