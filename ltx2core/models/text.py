@@ -148,10 +148,13 @@ def _project(
     attention_mask = (torch.arange(length, device=device) >= length - lengths[:, None]).long()
     # Real tokens keep the positions they have when padded to max_length, so RoPE sees the same angles.
     position_ids = (torch.arange(length, device=device) + (max_length - length)).expand(len(token_ids), -1)
-    # The bare Gemma3Model: the pipeline's full model also computes 262k-vocabulary logits it throws away.
+    # The bare Gemma3Model: the pipeline's full model also computes 262k-vocabulary logits it throws away. No KV
+    # cache: nothing is generated, and building one copies each sliding-window layer's window to the GPU, a host
+    # sync per layer that took half the encoder's samples on an H100 (py-spy, BENCHMARKS.md #18).
     language_model = getattr(text_encoder, "model", text_encoder)
     hidden_states = language_model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, output_hidden_states=True
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, output_hidden_states=True,
+        use_cache=False,
     ).hidden_states
     if layer_major is None:
         layer_major = torch.device(device).type == "cuda"

@@ -114,6 +114,20 @@ def test_features_are_returned_compact_on_the_cpu_in_the_dtype_asked(
     assert cached[0].features.dtype == torch.bfloat16 and cached[0].features.device.type == "cpu"
 
 
+def test_the_encoder_builds_no_kv_cache(tiny_text: dict[str, Any], max_length: int,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # Nothing is generated; on a GPU, Gemma-3's cache copies each sliding-window layer's window to the device, a host
+    # sync per layer (half the encoder's samples on an H100, BENCHMARKS.md #18).
+    from transformers import cache_utils
+
+    built = []
+    init = cache_utils.DynamicCache.__init__
+    monkeypatch.setattr(cache_utils.DynamicCache, "__init__",
+                        lambda self, *args, **kwargs: (built.append(self), init(self, *args, **kwargs))[1])
+    _encode(tiny_text, max_length)
+    assert built == []
+
+
 def test_features_of_another_width_are_refused(tiny_text: dict[str, Any], max_length: int) -> None:
     with pytest.raises(ValueError, match="another model or max length"):
         _expand(tiny_text, max_length, [CaptionEmbedding(torch.zeros(4, 16))])
