@@ -175,7 +175,8 @@ def _project(
         del stacked
         projected = torch.cat([torch.nn.functional.linear(normed * scale if scale != 1 else normed, weight, bias)
                                for weight, (_, bias, scale) in zip(weights, projections, strict=True)], dim=-1)
-        features += [projected[row, length - n :] for row, n in enumerate(lengths[rows].tolist())]
+        # The lengths from the host's lists: reading them off the device would wait for the GPU each chunk.
+        features += [projected[row, length - len(ids) :] for row, ids in enumerate(token_ids[rows])]
     return features
 
 
