@@ -102,8 +102,11 @@ def encode_captions(
             pending = _batches([i for b in pending for i in b], [len(t) for t in token_ids], batch_size,
                                max_batch_tokens)
             continue
-        for i, rows in zip(batch, features, strict=True):
-            results[i] = CaptionEmbedding(rows.to("cpu", dtype))
+        # One copy to the host a batch: a copy per caption is a wait for the GPU per caption (9% of the encoder's
+        # py-spy samples in the stage on an H100), each a chance for another thread to take the GIL.
+        host = torch.cat(features).to("cpu", dtype).split([len(rows) for rows in features])
+        for i, rows in zip(batch, host, strict=True):
+            results[i] = CaptionEmbedding(rows)
     return [results[i] for i in range(len(captions))]
 
 
