@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -49,6 +50,7 @@ _KEYS_PER_FILTER = 4096
 # batch, a merge took 1.8x (insert-only) to 2.9x (upsert) as long as in 16 MiB batches
 # (bench/text_embeds_write_bench.py).
 MERGE_BATCH_BYTES = 16 * 2**20
+_CREATE_TRIES = 5
 
 Rows = pa.Table | Iterable[Mapping[str, Any]]
 
@@ -352,9 +354,20 @@ class Store:
 
     def _writable(self, spec: TableSpec) -> LanceTable:
         tbl = self._table(spec)
-        if tbl is None:
-            # exist_ok: another process may create it between our check and this call.
-            tbl = self._db.create_table(spec.name, schema=spec.schema, exist_ok=True)
+        for attempt in range(_CREATE_TRIES):
+            if tbl is not None:
+                break
+            try:
+                # exist_ok: another process may create it between our check and this call.
+                tbl = self._db.create_table(spec.name, schema=spec.schema, exist_ok=True)
+            except RuntimeError as err:
+                # Two creates in the same instant: Lance refuses the one that lost ("Retryable commit conflict ...
+                # preempted by concurrent transaction Overwrite"; seen in `make test`), and the table is the other's.
+                if "commit conflict" not in str(err) or attempt == _CREATE_TRIES - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+                tbl = self._table(spec)
+                continue
             logger.info("%s: created table in %s", spec.name, self._uri)
             self._tables[spec.name] = tbl
         self._add_missing_columns(tbl, spec)
