@@ -14,8 +14,8 @@
 # STEPS train steps (s/step is their median after the first 2). A flavour's run takes ~4-6 min on an H100.
 # TINY=1: the tiny-random model and the benchmarks' --tiny, on the CPU (a smoke test of this script). DASK=1: then
 # bench/dask_bench.py with 1, 2 and 4 workers, 3 rounds (FLAVOURS="" for the Dask rows alone). PARTS (default
-# "rehearse s3 bench"; "row" is bench's train row alone) picks what runs per flavour, to fit one part in a call's
-# 10 minutes. SHAPE (default 768x512x121, or 512x512x49) picks the clips' shape, the train row of the same shape and
+# "rehearse s3 bench"; "row" is bench's train row alone, "loop" bench/text_encode_loop_bench.py) picks what runs
+# per flavour, to fit one part in a call's 10 minutes. SHAPE (default 768x512x121, or 512x512x49) picks the clips' shape, the train row of the same shape and
 # the files' suffix.
 set -uo pipefail
 clips=${1:-64}
@@ -56,6 +56,10 @@ for flavour in $flavours; do
   if [[ $parts == *" bench "* ]]; then
     python3 bench/cache_bench.py "${tiny[@]}" --flavour "$flavour" --parts vae,text \
       >"$out/cache-bench-$flavour.log" 2>&1
+  fi
+  if [[ $parts == *" loop "* ]]; then  # the text-embeds stage's loop in a bare process, KV cache off and on
+    python3 bench/text_encode_loop_bench.py "${tiny[@]}" --flavour "$flavour" \
+      --out "$out/text-encode-loop-$flavour.json" >"$out/text-encode-loop-$flavour.log" 2>&1
   fi
 done
 if [ "${DASK:-0}" = 1 ]; then  # the cache stages over 1, 2 and 4 local CPU workers (issue #18's Dask rows)

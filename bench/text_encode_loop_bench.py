@@ -137,7 +137,7 @@ def main() -> None:
                         undo()
                 rates.setdefault(f"{way}, KV cache {cache}", []).append(round(rate, 1))
                 print(f"round {rnd}  {way:14s} KV cache {cache:3s}  {rate:6.1f} captions/s", flush=True)
-    medians = {k: statistics.median(v) for k, v in rates.items()}
+    medians = {k: round(statistics.median(v), 1) for k, v in rates.items()}
     result = {"date": date.today().isoformat(), "flavour": args.flavour, "device": device,
               "card": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine(),
               "captions": args.captions, "captions_per_s": rates, "medians": medians}
