@@ -15,8 +15,8 @@
 # TINY=1: the tiny-random model and the benchmarks' --tiny, on the CPU (a smoke test of this script). DASK=1: then
 # bench/dask_bench.py with 1, 2 and 4 workers, 3 rounds (FLAVOURS="" for the Dask rows alone). PARTS (default
 # "rehearse s3 bench"; "row" is bench's train row alone, "loop" bench/text_encode_loop_bench.py) picks what runs
-# per flavour, to fit one part in a call's 10 minutes. SHAPE (default 768x512x121, or 512x512x49) picks the clips' shape, the train row of the same shape and
-# the files' suffix.
+# per flavour, to fit one part in a call's 10 minutes. SHAPE (default 768x512x121, or 512x512x49) picks the clips'
+# shape, the train row of the same shape and the files' suffix.
 set -uo pipefail
 clips=${1:-64}
 steps=${2:-40}

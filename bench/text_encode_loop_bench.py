@@ -69,18 +69,19 @@ def run_way(way: str, captions: list[str], models: dict[str, Any], tag: str) -> 
         store = Store.open(tmp)
         keyed = [(f"{tag}-{i}", c) for i, c in enumerate(captions)]
         started = time.perf_counter()
+        writing: Future | None = None
         if way == "all at once":
             encode(captions)
-        writing: Future | None = None
-        for start in range(0, len(keyed), COMMIT_EVERY) if way != "all at once" else []:
-            chunk = keyed[start:start + COMMIT_EVERY]
-            embeds = encode([c for _, c in chunk])
-            if writing is not None:
-                writing.result()
-            if way == "chunks+writer":
-                writing = writer.submit(_write, store, model, chunk, embeds, False)
-            elif way == "chunks+inline":
-                _write(store, model, chunk, embeds, False)
+        else:
+            for start in range(0, len(keyed), COMMIT_EVERY):
+                chunk = keyed[start:start + COMMIT_EVERY]
+                embeds = encode([c for _, c in chunk])
+                if writing is not None:
+                    writing.result()
+                if way == "chunks+writer":
+                    writing = writer.submit(_write, store, model, chunk, embeds, False)
+                elif way == "chunks+inline":
+                    _write(store, model, chunk, embeds, False)
         if writing is not None:
             writing.result()
         if torch.device(device).type == "cuda":

@@ -321,4 +321,3 @@ def _stop(*procs: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
